@@ -1,0 +1,100 @@
+//! manabi-matmul: `C = α·op(A)·op(B) + β·C` behind one trait, with backends chosen by feature.
+//!
+//! Backends are types implementing [`Gemm`] for `f32` and `f64`:
+//!
+//! | type | feature | notes |
+//! |---|---|---|
+//! | [`Naive`] | always | the reference: no allocation, no `unsafe`, `no_std` without `alloc` |
+//! | `MatrixMultiply` | `matrixmultiply` (default) | pure Rust; strides passed through, so a transpose is free; allocates a packing buffer per call |
+//! | `Blas` | `blas` | OpenBLAS via `cblas`, linked to the system library (Debian's `libopenblas-dev`); may allocate internally |
+//!
+//! [`DefaultGemm`] is the fastest one built: blas > matrixmultiply > naive.
+//!
+//! # Features
+//! - `std` (default): implies `alloc`; runtime CPU detection (AVX-512, AVX2) in matrixmultiply.
+//! - `alloc`: heap use (matrixmultiply's packing buffers need it).
+//! - `matrixmultiply` (default): the `MatrixMultiply` backend.
+//! - `threading`: lets matrixmultiply split big products over threads (`MATMUL_NUM_THREADS`).
+//! - `blas`: the `Blas` backend (host only; needs `std`).
+//!
+//! Features only add: any combination builds, and none removes a backend.
+#![no_std]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "blas")]
+mod blas;
+#[cfg(feature = "matrixmultiply")]
+mod mm;
+mod naive;
+
+#[cfg(feature = "blas")]
+pub use blas::Blas;
+pub use manabi_tensor::{Mat, MatMut, Real};
+#[cfg(feature = "matrixmultiply")]
+pub use mm::MatrixMultiply;
+pub use naive::Naive;
+
+/// The fastest backend this build has: `Blas` if `blas`, else `MatrixMultiply` if
+/// `matrixmultiply`, else [`Naive`].
+#[cfg(feature = "blas")]
+pub type DefaultGemm = Blas;
+/// The fastest backend this build has: `Blas` if `blas`, else `MatrixMultiply` if
+/// `matrixmultiply`, else [`Naive`].
+#[cfg(all(feature = "matrixmultiply", not(feature = "blas")))]
+pub type DefaultGemm = MatrixMultiply;
+/// The fastest backend this build has: `Blas` if `blas`, else `MatrixMultiply` if
+/// `matrixmultiply`, else [`Naive`].
+#[cfg(not(any(feature = "matrixmultiply", feature = "blas")))]
+pub type DefaultGemm = Naive;
+
+/// General matrix product: `C = α·op(A)·op(B) + β·C`.
+///
+/// `op(X)` is `X` or its transpose, as the [`Mat`] view says ([`Mat::t`]).
+///
+/// # Contract
+/// - Shapes: `op(A): m × k`, `op(B): k × n`, `C: m × n`.
+/// - `β = 0` makes `C` write-only: it is never read, so NaN or garbage in it cannot leak.
+/// - `k = 0` gives `C = β·C`; `m = 0` or `n = 0` does nothing.
+///
+/// # Panics
+/// If the shapes do not agree (a programming error: layers check shapes when planned).
+pub trait Gemm<T: Real> {
+    /// `C = α·op(A)·op(B) + β·C`.
+    fn gemm(&self, alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: MatMut<'_, T>);
+
+    /// A short name for reports (`"naive"`, `"matrixmultiply"`, `"openblas"`).
+    fn name(&self) -> &'static str;
+}
+
+/// Checks `op(A)·op(B)` against `C` and returns `(m, k, n)`.
+///
+/// # Panics
+/// If the shapes do not agree.
+fn dims<T: Copy>(a: &Mat<'_, T>, b: &Mat<'_, T>, c: &MatMut<'_, T>) -> (usize, usize, usize) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert!(
+        b.rows() == k && c.rows() == m && c.cols() == n,
+        "gemm shapes disagree: ({m}×{k})·({}×{n}) into {}×{}",
+        b.rows(),
+        c.rows(),
+        c.cols()
+    );
+    (m, k, n)
+}
+
+/// `C = β·C`, reading `C` only if `β ≠ 0`: the whole product when `k = 0` or `α = 0`.
+fn scale<T: Real>(beta: T, c: &mut MatMut<'_, T>) {
+    for i in 0..c.rows() {
+        let row = c.row_mut(i);
+        if beta == T::ZERO {
+            row.fill(T::ZERO);
+        } else if beta != T::ONE {
+            row.iter_mut().for_each(|v| *v *= beta);
+        }
+    }
+}

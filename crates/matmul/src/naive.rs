@@ -1,0 +1,105 @@
+//! The reference backend: plain loops in an order the compiler vectorises, no allocation.
+
+use crate::{Gemm, Mat, MatMut, Real, dims, scale};
+
+/// The reference backend: always built, allocation-free, `unsafe`-free, `no_std` without
+/// `alloc`. Every other backend is tested against it, and it is the backend of embedded
+/// and allocation-free builds.
+///
+/// Loop order: for each row `i` of `C`, when `op(B)` is row-major the row is built as a sum
+/// of rows of `B` scaled by `A[i, p]` (i-k-j: the inner loop is a contiguous axpy the
+/// compiler turns into SIMD); when `op(B)` is a transpose, each `C[i, j]` is a dot product of
+/// two contiguous rows (i-j-k).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Naive;
+
+impl<T: Real> Gemm<T> for Naive {
+    fn gemm(&self, alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
+        let (m, k, n) = dims(&a, &b, &c);
+        scale(beta, &mut c);
+        if m == 0 || n == 0 || k == 0 || alpha == T::ZERO {
+            return;
+        }
+        let (a_rs, a_cs) = a.strides();
+        let (a_data, b_data, b_ld) = (a.data(), b.data(), b.row_stride());
+        for i in 0..m {
+            let c_row = c.row_mut(i);
+            if !b.is_transposed() {
+                for p in 0..k {
+                    let a_ip = alpha * a_data[i * a_rs + p * a_cs];
+                    let b_row = &b_data[p * b_ld..p * b_ld + n];
+                    for (c_ij, &b_pj) in c_row.iter_mut().zip(b_row) {
+                        *c_ij += a_ip * b_pj;
+                    }
+                }
+            } else if let Some(a_row) = a.row(i) {
+                for (j, c_ij) in c_row.iter_mut().enumerate() {
+                    // op(B)[p, j] is stored at row j, column p.
+                    let b_col = &b_data[j * b_ld..j * b_ld + k];
+                    let dot: T = a_row.iter().zip(b_col).map(|(&x, &y)| x * y).sum();
+                    *c_ij += alpha * dot;
+                }
+            } else {
+                for (j, c_ij) in c_row.iter_mut().enumerate() {
+                    let b_col = &b_data[j * b_ld..j * b_ld + k];
+                    let dot: T = b_col
+                        .iter()
+                        .enumerate()
+                        .map(|(p, &y)| a_data[i * a_rs + p * a_cs] * y)
+                        .sum();
+                    *c_ij += alpha * dot;
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "naive"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook definition, one element at a time, in f64.
+    fn definition(alpha: f64, a: Mat<'_, f64>, b: Mat<'_, f64>, beta: f64, c0: &[f64]) -> [f64; 6] {
+        let mut out = [0.0; 6];
+        for i in 0..2 {
+            for j in 0..3 {
+                let s: f64 = (0..a.cols()).map(|p| a.get(i, p) * b.get(p, j)).sum();
+                out[i * 3 + j] = alpha * s + beta * c0[i * 3 + j];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn naive_matches_the_definition_in_every_layout() {
+        // A: 2×4, B: 4×3, stored both ways.
+        let a = [1.0, -2.0, 3.0, 0.5, 4.0, 1.0, -1.0, 2.0];
+        let a_t = [1.0, 4.0, -2.0, 1.0, 3.0, -1.0, 0.5, 2.0];
+        let b = [1.0, 0.0, 2.0, -1.0, 3.0, 1.0, 2.0, 2.0, -2.0, 0.0, 1.0, 4.0];
+        let b_t = [1.0, -1.0, 2.0, 0.0, 0.0, 3.0, 2.0, 1.0, 2.0, 1.0, -2.0, 4.0];
+        let c0 = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let am = Mat::new(&a, 2, 4).unwrap();
+        let bm = Mat::new(&b, 4, 3).unwrap();
+        let want = definition(0.5, am, bm, -2.0, &c0);
+        // Worked by hand for C[0,0]: 0.5·(1 + 2 + 6 + 0) − 2·1 = 2.5.
+        assert_eq!(want[0], 2.5);
+        let layouts = [
+            (am, bm),
+            (Mat::new(&a_t, 4, 2).unwrap().t(), bm),
+            (am, Mat::new(&b_t, 3, 4).unwrap().t()),
+            (
+                Mat::new(&a_t, 4, 2).unwrap().t(),
+                Mat::new(&b_t, 3, 4).unwrap().t(),
+            ),
+        ];
+        for (x, y) in layouts {
+            let mut c = c0;
+            Naive.gemm(0.5, x, y, -2.0, MatMut::new(&mut c, 2, 3).unwrap());
+            assert_eq!(c, want);
+        }
+    }
+}

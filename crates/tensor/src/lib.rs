@@ -1,0 +1,35 @@
+//! manabi-tensor: the `no_std` ground floor — numbers, views, randomness and the memory plan.
+//!
+//! Everything here runs unchanged on a server and on a Cortex-M microcontroller:
+//!
+//! - [`Real`]: a sealed trait for `f32` and `f64` whose maths comes from `libm`.
+//! - [`Mat`] / [`MatMut`]: row-major views over slices with a free transpose.
+//! - [`Rng`]: a seeded xoshiro256++ generator (no global state).
+//! - [`Planner`], [`Span`], [`Arena`]: plan memory once, run with one caller-owned buffer.
+//! - [`Error`]: the crate's one error type.
+//!
+//! # Features
+//! - `alloc`: helpers that own a heap buffer ([`Arena::alloc_vec`]).
+//! - `std` (default): implies `alloc`.
+//!
+//! MSRV: Rust 1.85 (edition 2024).
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+mod error;
+mod mat;
+mod plan;
+mod real;
+mod rng;
+
+pub use error::Error;
+pub use mat::{Mat, MatMut};
+pub use plan::{Arena, Planner, Span, read_write, write_read};
+pub use real::Real;
+pub use rng::Rng;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -1,0 +1,243 @@
+//! The sealed `Real` trait: `f32` and `f64` with their maths taken from `libm`.
+
+use core::fmt::{Debug, Display};
+use core::iter::Sum;
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element type: `f32` (training) or `f64` (gradient checks).
+///
+/// The trait is sealed: backends and layers may rely on it meaning IEEE-754 binary32 or
+/// binary64. Transcendental functions come from `libm`, so results are the same with and
+/// without `std`.
+pub trait Real:
+    sealed::Sealed
+    + Copy
+    + Default
+    + Debug
+    + Display
+    + PartialOrd
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// 2.
+    const TWO: Self;
+    /// 0.5.
+    const HALF: Self;
+    /// Machine epsilon.
+    const EPSILON: Self;
+    /// The largest finite value.
+    const MAX: Self;
+    /// The most negative finite value.
+    const MIN: Self;
+    /// Positive infinity.
+    const INFINITY: Self;
+    /// Negative infinity.
+    const NEG_INFINITY: Self;
+    /// Not a number.
+    const NAN: Self;
+    /// Size in bytes.
+    const BYTES: usize;
+    /// A short name: `"f32"` or `"f64"`.
+    const NAME: &'static str;
+
+    /// Converts from `f64`, rounding to nearest.
+    fn from_f64(v: f64) -> Self;
+    /// Widens (or keeps) to `f64`.
+    fn to_f64(self) -> f64;
+    /// Converts a count, rounding to nearest.
+    fn from_usize(v: usize) -> Self;
+    /// e^self.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// self^e.
+    fn powf(self, e: Self) -> Self;
+    /// self^n for an integer n.
+    fn powi(self, n: i32) -> Self;
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+    /// Cosine.
+    fn cos(self) -> Self;
+    /// The larger of two values; NaN if either is NaN is not promised.
+    fn max(self, other: Self) -> Self;
+    /// The smaller of two values.
+    fn min(self, other: Self) -> Self;
+    /// True unless NaN or infinite.
+    fn is_finite(self) -> bool;
+    /// `self * a + b` (fused where the target has FMA in libm's sense).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+macro_rules! impl_real {
+    ($t:ty, $name:literal, $exp:path, $ln:path, $sqrt:path, $fabs:path, $pow:path,
+     $tanh:path, $cos:path, $fma:path) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const TWO: Self = 2.0;
+            const HALF: Self = 0.5;
+            const EPSILON: Self = <$t>::EPSILON;
+            const MAX: Self = <$t>::MAX;
+            const MIN: Self = <$t>::MIN;
+            const INFINITY: Self = <$t>::INFINITY;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const NAN: Self = <$t>::NAN;
+            const BYTES: usize = core::mem::size_of::<$t>();
+            const NAME: &'static str = $name;
+
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn from_usize(v: usize) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            #[inline]
+            fn ln(self) -> Self {
+                $ln(self)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                $sqrt(self)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                $fabs(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                $pow(self, e)
+            }
+            #[inline]
+            fn powi(self, n: i32) -> Self {
+                let mut base = if n < 0 { 1.0 / self } else { self };
+                let mut n = n.unsigned_abs();
+                let mut acc: $t = 1.0;
+                while n > 0 {
+                    if n & 1 == 1 {
+                        acc *= base;
+                    }
+                    base *= base;
+                    n >>= 1;
+                }
+                acc
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                $tanh(self)
+            }
+            #[inline]
+            fn cos(self) -> Self {
+                $cos(self)
+            }
+            #[inline]
+            fn max(self, other: Self) -> Self {
+                if self >= other { self } else { other }
+            }
+            #[inline]
+            fn min(self, other: Self) -> Self {
+                if self <= other { self } else { other }
+            }
+            #[inline]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            #[inline]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                $fma(self, a, b)
+            }
+        }
+    };
+}
+
+impl_real!(
+    f32,
+    "f32",
+    libm::expf,
+    libm::logf,
+    libm::sqrtf,
+    libm::fabsf,
+    libm::powf,
+    libm::tanhf,
+    libm::cosf,
+    libm::fmaf
+);
+impl_real!(
+    f64,
+    "f64",
+    libm::exp,
+    libm::log,
+    libm::sqrt,
+    libm::fabs,
+    libm::pow,
+    libm::tanh,
+    libm::cos,
+    libm::fma
+);
+
+#[cfg(test)]
+mod tests {
+    use super::Real;
+
+    fn roundtrip<T: Real>() {
+        assert_eq!(T::ONE + T::ONE, T::TWO);
+        assert_eq!(T::TWO * T::HALF, T::ONE);
+        assert!((T::from_f64(1.0).exp().ln() - T::ONE).abs() <= T::EPSILON * T::TWO);
+        assert_eq!(T::from_f64(9.0).sqrt(), T::from_f64(3.0));
+        assert_eq!(T::from_f64(-2.5).abs(), T::from_f64(2.5));
+        assert_eq!(T::from_f64(3.0).powi(3), T::from_f64(27.0));
+        assert_eq!(T::from_f64(2.0).powi(-2), T::from_f64(0.25));
+        assert_eq!(
+            T::from_f64(2.0).powf(T::from_f64(10.0)),
+            T::from_f64(1024.0)
+        );
+        assert!(!T::NAN.is_finite() && !T::INFINITY.is_finite() && T::MAX.is_finite());
+        assert_eq!(T::ONE.max(T::TWO), T::TWO);
+        assert_eq!(T::ONE.min(T::TWO), T::ONE);
+        assert_eq!(T::from_usize(7).to_f64(), 7.0);
+        assert_eq!(T::TWO.mul_add(T::from_f64(3.0), T::ONE), T::from_f64(7.0));
+    }
+
+    #[test]
+    fn f32_and_f64_behave_like_numbers() {
+        roundtrip::<f32>();
+        roundtrip::<f64>();
+        assert_eq!(<f32 as Real>::BYTES, 4);
+        assert_eq!(<f64 as Real>::NAME, "f64");
+    }
+}

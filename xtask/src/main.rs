@@ -1,0 +1,2 @@
+//! manabi's task runner (placeholder while the tasks are written).
+fn main() {}
