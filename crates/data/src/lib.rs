@@ -1,0 +1,1 @@
+//! manabi-data (being written).

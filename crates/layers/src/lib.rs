@@ -1,0 +1,2 @@
+//! manabi-layers (being written).
+#![no_std]

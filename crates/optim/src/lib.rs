@@ -1,0 +1,2 @@
+//! manabi-optim (being written).
+#![no_std]
