@@ -27,7 +27,7 @@ mod rng;
 
 pub use error::Error;
 pub use mat::{Mat, MatMut};
-pub use plan::{Arena, Planner, Span, read_write, write_read};
+pub use plan::{Arena, Planner, Span, disjoint_mut, read_write, write_read};
 pub use real::Real;
 pub use rng::Rng;
 

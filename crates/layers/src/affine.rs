@@ -1,0 +1,212 @@
+//! Fully connected layer `y = x·W + b` and its backward pass.
+
+use manabi_matmul::{Gemm, Mat, MatMut};
+use manabi_tensor::Real;
+
+/// Fully connected layer, `y = x·W + b`.
+///
+/// # Shapes
+/// `x: [batch, d_in]`, `w: [d_in, d_out]`, `b: [d_out]`, `y: [batch, d_out]`; parameters and
+/// their gradients are one slice laid out `[w | b]` (`param_len()` elements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affine {
+    /// Input features.
+    pub d_in: usize,
+    /// Output features.
+    pub d_out: usize,
+}
+
+/// Builds a dense view whose length the plan has already fixed.
+///
+/// # Panics
+/// If the length is wrong: a bug in the caller's plan, not a user error.
+fn view<T: Real>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
+    match Mat::new(data, rows, cols) {
+        Ok(m) => m,
+        Err(e) => panic!("affine: {e}"),
+    }
+}
+
+fn view_mut<T: Real>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+    match MatMut::new(data, rows, cols) {
+        Ok(m) => m,
+        Err(e) => panic!("affine: {e}"),
+    }
+}
+
+impl Affine {
+    /// Parameters: `d_in·d_out` weights then `d_out` biases.
+    pub const fn param_len(&self) -> usize {
+        self.d_in * self.d_out + self.d_out
+    }
+
+    /// Output elements for a batch.
+    pub const fn out_len(&self, batch: usize) -> usize {
+        batch * self.d_out
+    }
+
+    /// `y = x·W + b`: the bias pre-fills `y`, then one product adds `x·W` with β = 1.
+    ///
+    /// Writes (never adds to) `y`. The batch is `x.len() / d_in`.
+    ///
+    /// # Panics
+    /// If the slice lengths disagree with the shapes.
+    pub fn forward<T: Real>(&self, mm: &impl Gemm<T>, p: &[T], x: &[T], y: &mut [T]) {
+        let (w, b) = p.split_at(self.d_in * self.d_out);
+        let batch = x.len() / self.d_in;
+        debug_assert_eq!(x.len(), batch * self.d_in);
+        for row in y.chunks_exact_mut(self.d_out) {
+            row.copy_from_slice(b);
+        }
+        mm.gemm(
+            T::ONE,
+            view(x, batch, self.d_in),
+            view(w, self.d_in, self.d_out),
+            T::ONE,
+            view_mut(y, batch, self.d_out),
+        );
+    }
+
+    /// Backward: `dx = dy·Wᵀ` (if asked for), `dW = xᵀ·dy`, `db = Σ_rows dy`.
+    ///
+    /// Writes (never adds to) `dx` and `dp = [dW | db]`. Pass `dx = None` for the first layer:
+    /// nothing consumes the input's gradient, and it would be the largest product of the pass.
+    ///
+    /// # Panics
+    /// If the slice lengths disagree with the shapes.
+    pub fn backward<T: Real>(
+        &self,
+        mm: &impl Gemm<T>,
+        p: &[T],
+        x: &[T],
+        dy: &[T],
+        dx: Option<&mut [T]>,
+        dp: &mut [T],
+    ) {
+        let batch = x.len() / self.d_in;
+        let (dw, db) = dp.split_at_mut(self.d_in * self.d_out);
+        let dy_m = view(dy, batch, self.d_out);
+        if let Some(dx) = dx {
+            let w = view(&p[..self.d_in * self.d_out], self.d_in, self.d_out);
+            mm.gemm(T::ONE, dy_m, w.t(), T::ZERO, view_mut(dx, batch, self.d_in));
+        }
+        mm.gemm(
+            T::ONE,
+            view(x, batch, self.d_in).t(),
+            dy_m,
+            T::ZERO,
+            view_mut(dw, self.d_in, self.d_out),
+        );
+        bias_grad(dy, db);
+    }
+
+    /// Backward fused with a plain SGD step, for memory-tight training: `dx = dy·Wᵀ` with the
+    /// old weights, then `W ← W − lr·xᵀ·dy` (one product with α = −lr, β = 1, so no gradient
+    /// buffer exists) and `b ← b − lr·Σ dy`.
+    ///
+    /// This is the Tiny Training Engine's trick: with 784×50 weights in 256 KiB of RAM, a
+    /// second weight-sized gradient buffer does not fit.
+    ///
+    /// # Panics
+    /// If the slice lengths disagree with the shapes.
+    pub fn backward_sgd<T: Real>(
+        &self,
+        mm: &impl Gemm<T>,
+        lr: T,
+        p: &mut [T],
+        x: &[T],
+        dy: &[T],
+        dx: Option<&mut [T]>,
+    ) {
+        let batch = x.len() / self.d_in;
+        let (w, b) = p.split_at_mut(self.d_in * self.d_out);
+        let dy_m = view(dy, batch, self.d_out);
+        if let Some(dx) = dx {
+            mm.gemm(
+                T::ONE,
+                dy_m,
+                view(w, self.d_in, self.d_out).t(),
+                T::ZERO,
+                view_mut(dx, batch, self.d_in),
+            );
+        }
+        mm.gemm(
+            -lr,
+            view(x, batch, self.d_in).t(),
+            dy_m,
+            T::ONE,
+            view_mut(w, self.d_in, self.d_out),
+        );
+        for row in dy.chunks_exact(self.d_out) {
+            for (b_j, &g) in b.iter_mut().zip(row) {
+                *b_j -= lr * g;
+            }
+        }
+    }
+}
+
+/// `db = Σ_rows dy` (written, not added).
+fn bias_grad<T: Real>(dy: &[T], db: &mut [T]) {
+    db.fill(T::ZERO);
+    for row in dy.chunks_exact(db.len()) {
+        for (d, &g) in db.iter_mut().zip(row) {
+            *d += g;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, numeric_grad, probe};
+    use manabi_matmul::Naive;
+
+    #[test]
+    fn forward_by_hand() {
+        let l = Affine { d_in: 2, d_out: 2 };
+        // W = [[1, 2], [3, 4]], b = [0.5, -1]; x = [[1, 1], [2, -1]].
+        let p = [1.0, 2.0, 3.0, 4.0, 0.5, -1.0];
+        let x = [1.0, 1.0, 2.0, -1.0];
+        let mut y = [f64::NAN; 4];
+        l.forward(&Naive, &p, &x, &mut y);
+        assert_eq!(y, [4.5, 5.0, -0.5, -1.0]);
+    }
+
+    #[test]
+    fn affine_grads_match_finite_differences() {
+        let l = Affine { d_in: 3, d_out: 2 };
+        let x = [0.5, -1.0, 2.0, 1.5, 0.25, -0.75];
+        let p = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.05, -0.05];
+        let r = probe(4, 3);
+        let (mut dx, mut dp) = ([f64::NAN; 6], [f64::NAN; 8]);
+        l.backward(&Naive, &p, &x, &r, Some(&mut dx), &mut dp);
+        assert_close(
+            &dx,
+            &numeric_grad(|x, y| l.forward(&Naive, &p, x, y), &x, &r),
+            1e-8,
+            1e-6,
+        );
+        assert_close(
+            &dp,
+            &numeric_grad(|p, y| l.forward(&Naive, p, &x, y), &p, &r),
+            1e-8,
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn fused_sgd_equals_backward_then_step() {
+        let l = Affine { d_in: 3, d_out: 2 };
+        let x = [0.5, -1.0, 2.0, 1.5, 0.25, -0.75];
+        let p = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.05, -0.05];
+        let dy = probe(4, 9);
+        let (mut dx, mut dp) = ([0.0; 6], [0.0; 8]);
+        l.backward(&Naive, &p, &x, &dy, Some(&mut dx), &mut dp);
+        let mut fused = p;
+        let mut dx_fused = [0.0; 6];
+        l.backward_sgd(&Naive, 0.25, &mut fused, &x, &dy, Some(&mut dx_fused));
+        assert_close(&dx_fused, &dx, 1e-15, 1e-15);
+        let stepped: [f64; 8] = core::array::from_fn(|i| p[i] - 0.25 * dp[i]);
+        assert_close(&fused, &stepped, 1e-15, 1e-15);
+    }
+}
