@@ -1,2 +1,328 @@
-//! manabi's task runner (placeholder while the tasks are written).
-fn main() {}
+//! manabi's task runner: `cargo xtask <task>`; `cargo xtask` alone lists the tasks.
+//!
+//! Std only and no workspace dependencies, so it builds even when the library crates do not.
+//! It runs cargo from `$CARGO` (else `cargo`) in the workspace root, whatever the cwd.
+//!
+//! What CI does is the data at the top of this file: the provisioning list, the lint jobs, the
+//! test matrix, the no_std builds and the docs job. Adding a row is a one-line change.
+
+mod bench;
+mod json;
+mod provision;
+mod run;
+mod tidy;
+
+use provision::{Provides, Requirement};
+use run::{Failure, Report};
+use std::process::ExitCode;
+
+/// What the machine needs for CI. Missing Rust targets are added with rustup; missing Debian
+/// packages are installed with apt-get when running as root (otherwise the command is printed).
+const REQUIREMENTS: &[Requirement] = &[
+    Requirement::RustTarget("thumbv7em-none-eabihf"),
+    Requirement::RustTarget("thumbv6m-none-eabi"),
+    Requirement::Deb {
+        package: "libopenblas-dev",
+        provides: Provides::Library("libopenblas.so"),
+    },
+];
+
+/// Formatting and lints, cheapest first.
+const LINT: &[Job] = &[
+    job(
+        "fmt",
+        &["fmt", "--all", "--check", "--", "--color", "never"],
+    ),
+    job(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ),
+    job(
+        "clippy blas",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "manabi-matmul/blas",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ),
+];
+
+/// The test matrix, run in order: one row per feature set worth testing.
+#[rustfmt::skip]
+const TEST_MATRIX: &[Job] = &[
+    // matmul without matrixmultiply, so DefaultGemm is Naive; a debug build keeps debug_assert!s on.
+    job("test naive only", &["test", "-p", "manabi-tensor", "-p", "manabi-matmul", "--no-default-features", "--features", "std"]),
+    // Release: the heavy tests (gradient checks, training) run ~40x faster and the build costs the same.
+    job("test default", &["test", "--workspace", "--release"]),
+    job("test blas", &["test", "--release", "-p", "manabi-matmul", "--features", "blas"]),
+];
+
+/// no_std library builds: (package, features, target), always with `--no-default-features`.
+#[rustfmt::skip]
+const NO_STD: &[NoStd] = &[
+    NoStd("manabi-tensor", "", THUMBV7EM),
+    NoStd("manabi-matmul", "", THUMBV7EM),
+    NoStd("manabi-layers", "", THUMBV7EM),
+    NoStd("manabi-optim", "", THUMBV7EM),
+    // matrixmultiply needs alloc; a library builds without a global allocator.
+    NoStd("manabi-matmul", "matrixmultiply", THUMBV7EM),
+    NoStd("manabi-tensor", "", THUMBV6M),
+    NoStd("manabi-matmul", "", THUMBV6M),
+    NoStd("manabi-layers", "", THUMBV6M),
+    NoStd("manabi-optim", "", THUMBV6M),
+];
+
+/// API docs with every rustdoc warning (broken intra-doc links among them) an error.
+const DOCS: &[Job] = &[Job {
+    name: "docs",
+    args: &["doc", "--workspace", "--no-deps"],
+    env: &[("RUSTDOCFLAGS", "-D warnings")],
+}];
+
+/// `cargo xtask ci`, cheapest first; it stops at the first failure.
+const CI: &[Stage] = &[
+    Stage::Provision,
+    Stage::Jobs(LINT),
+    Stage::Tidy,
+    Stage::Jobs(TEST_MATRIX),
+    Stage::NoStd(NO_STD),
+    Stage::Jobs(DOCS),
+];
+
+/// The tasks and the line `cargo xtask` prints for each.
+const TASKS: &[(&str, &str)] = &[
+    (
+        "ci",
+        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs (what CI runs)",
+    ),
+    ("test-matrix", "the cargo test rows of the feature matrix"),
+    ("no-std", "build the no_std crates for the thumb targets"),
+    ("tidy", "check //! headers and that features are documented"),
+    (
+        "bench [--quick] [-- <criterion args>]",
+        "criterion benches, then median times and GFLOP/s (target/bench/summary.md)",
+    ),
+    ("embedded", "not yet: see issue 6"),
+];
+
+const THUMBV7EM: &str = "thumbv7em-none-eabihf";
+const THUMBV6M: &str = "thumbv6m-none-eabi";
+
+/// One cargo invocation: a name for its status line, the arguments after `cargo`, extra env.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// A job without extra environment.
+const fn job(name: &'static str, args: &'static [&'static str]) -> Job {
+    Job {
+        name,
+        args,
+        env: &[],
+    }
+}
+
+/// `cargo build -p <package> --no-default-features [--features <f>] --target <target>`.
+#[derive(Clone, Copy, Debug)]
+struct NoStd(&'static str, &'static str, &'static str);
+
+impl NoStd {
+    fn name(&self) -> String {
+        let NoStd(package, features, target) = *self;
+        let target = target.split('-').next().unwrap_or(target);
+        let package = package.trim_start_matches("manabi-");
+        if features.is_empty() {
+            format!("no-std {package} {target}")
+        } else {
+            format!("no-std {package}+{features} {target}")
+        }
+    }
+}
+
+/// A part of a task.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// Check REQUIREMENTS and install what is missing.
+    Provision,
+    /// Cargo jobs, one status line each.
+    Jobs(&'static [Job]),
+    /// The tidy checks, in process.
+    Tidy,
+    /// no_std builds, one status line each.
+    NoStd(&'static [NoStd]),
+}
+
+impl Stage {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Stage::Provision => vec!["provision".into()],
+            Stage::Jobs(jobs) => jobs.iter().map(|j| j.name.to_string()).collect(),
+            Stage::Tidy => vec!["tidy".into()],
+            Stage::NoStd(rows) => rows.iter().map(NoStd::name).collect(),
+        }
+    }
+
+    fn run(&self, report: &mut Report) -> Result<(), Failure> {
+        match self {
+            Stage::Provision => report.step("provision", || provision::provision(REQUIREMENTS)),
+            Stage::Tidy => report.step("tidy", || {
+                let problems = tidy::check(run::root());
+                if problems.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Failure {
+                        reason: format!("{} problem(s)", problems.len()),
+                        detail: problems.join("\n"),
+                    })
+                }
+            }),
+            Stage::Jobs(jobs) => jobs.iter().try_for_each(|j| {
+                report.step(j.name, || {
+                    let mut cmd = run::cargo();
+                    cmd.args(j.args).envs(j.env.iter().copied());
+                    run::logged(&mut cmd, &run::log_path(j.name)).map(|()| None)
+                })
+            }),
+            Stage::NoStd(rows) => rows.iter().try_for_each(|row| {
+                let name = row.name();
+                report.step(&name, || {
+                    let NoStd(package, features, target) = *row;
+                    let mut cmd = run::cargo();
+                    cmd.args(["build", "-p", package, "--no-default-features"]);
+                    if !features.is_empty() {
+                        cmd.args(["--features", features]);
+                    }
+                    cmd.args(["--target", target]);
+                    run::logged(&mut cmd, &run::log_path(&name)).map(|()| None)
+                })
+            }),
+        }
+    }
+}
+
+/// Runs stages in order with one status line per step and a summary line at the end.
+fn run_stages(task: &str, stages: &[Stage]) -> ExitCode {
+    let names: Vec<String> = stages.iter().flat_map(Stage::names).collect();
+    let mut report = Report::new(names.iter().map(String::len).max().unwrap_or(0));
+    for stage in stages {
+        if stage.run(&mut report).is_err() {
+            println!(
+                "{task}: FAILED after {} ({} of {} steps ok)",
+                report.elapsed(),
+                report.passed,
+                names.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "{task}: all {} steps ok in {}",
+        report.passed,
+        report.elapsed()
+    );
+    ExitCode::SUCCESS
+}
+
+fn usage() {
+    println!("usage: cargo xtask <task>\n\ntasks:");
+    let width = TASKS.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+    for (task, what) in TASKS {
+        println!("  {task:<width$}  {what}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        usage();
+        return ExitCode::SUCCESS;
+    };
+    match task.as_str() {
+        "ci" => run_stages("ci", CI),
+        "test-matrix" => run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)]),
+        "no-std" => run_stages("no-std", &[Stage::Provision, Stage::NoStd(NO_STD)]),
+        "tidy" => run_stages("tidy", &[Stage::Tidy]),
+        "bench" => match bench::bench(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {}", e.reason);
+                ExitCode::FAILURE
+            }
+        },
+        "embedded" => {
+            eprintln!("not yet: see issue 6");
+            ExitCode::FAILURE
+        }
+        "help" | "-h" | "--help" => {
+            usage();
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("unknown task {other:?}\n");
+            usage();
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_unique() {
+        let names: Vec<String> = CI.iter().flat_map(Stage::names).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn no_std_rows_are_named_for_package_features_and_target() {
+        assert_eq!(
+            NoStd("manabi-matmul", "matrixmultiply", THUMBV7EM).name(),
+            "no-std matmul+matrixmultiply thumbv7em"
+        );
+        assert_eq!(
+            NoStd("manabi-tensor", "", THUMBV6M).name(),
+            "no-std tensor thumbv6m"
+        );
+    }
+
+    #[test]
+    fn ci_checks_every_target_it_builds_for() {
+        for NoStd(_, _, target) in NO_STD {
+            assert!(
+                REQUIREMENTS
+                    .iter()
+                    .any(|r| matches!(r, Requirement::RustTarget(t) if t == target)),
+                "{target} is built but not provisioned"
+            );
+        }
+    }
+
+    #[test]
+    fn the_matrix_tests_the_whole_workspace() {
+        assert!(
+            TEST_MATRIX
+                .iter()
+                .any(|j| j.args.first() == Some(&"test") && j.args.contains(&"--workspace"))
+        );
+    }
+}

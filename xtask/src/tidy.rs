@@ -1,0 +1,291 @@
+//! Tidy: house-style checks that need no compiler (`//!` headers, documented features).
+//!
+//! - Every `.rs` file under `crates/`, `benches/` and `xtask/` starts with a `//!` summary line.
+//! - Every feature in a crate's `[features]` table (except `default`) is named in backticks in
+//!   the `# Features` section of the crate root's `//!` docs (`src/lib.rs`, else `src/main.rs`).
+//!
+//! The same check runs as `cargo xtask tidy`, as a step of `cargo xtask ci` and as the
+//! `workspace_is_tidy` test.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The folders whose Rust files and crates are checked, relative to the workspace root.
+pub const DIRS: &[&str] = &["crates", "benches", "xtask"];
+
+/// Every problem found under `root`, one line each (empty when tidy).
+pub fn check(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for dir in DIRS {
+        collect_rs(&root.join(dir), &mut files);
+    }
+    files.sort();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        if let Err(p) = header(&text) {
+            problems.push(format!("{}: {p}", rel(root, f)));
+        }
+    }
+    for krate in crate_dirs(root) {
+        problems.extend(
+            features_documented(&krate)
+                .into_iter()
+                .map(|p| format!("{}: {p}", rel(root, &krate))),
+        );
+    }
+    problems
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// `.rs` files under `dir`, skipping build output (`target`) and hidden folders.
+fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                collect_rs(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Folders holding a crate: each `DIRS` entry with a Cargo.toml, and its direct subfolders with one.
+fn crate_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in DIRS {
+        let d = root.join(dir);
+        if d.join("Cargo.toml").is_file() {
+            out.push(d.clone());
+        }
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.path().join("Cargo.toml").is_file() {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The first line must be a `//!` line with a summary after it.
+pub fn header(text: &str) -> Result<(), &'static str> {
+    let first = text.lines().next().unwrap_or("");
+    match first.strip_prefix("//!") {
+        None => Err("does not start with a `//!` summary line"),
+        Some(rest) if rest.trim().is_empty() => Err("the first `//!` line is empty"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The keys of a Cargo.toml's `[features]` table, in order, `default` left out.
+///
+/// Line-based: a key is `name = ...` at the top level of the table; multi-line arrays are
+/// followed by counting brackets outside strings.
+pub fn features(manifest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut depth: i32 = 0;
+    for line in manifest.lines() {
+        let code = strip_comment(line);
+        let t = code.trim();
+        if depth == 0 && t.starts_with('[') {
+            inside = t == "[features]";
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if depth == 0 {
+            if let Some((key, _)) = t.split_once('=') {
+                let key = key.trim().trim_matches('"');
+                if !key.is_empty() && key != "default" {
+                    out.push(key.to_string());
+                }
+            }
+        }
+        depth += brackets(code);
+    }
+    out
+}
+
+/// A line without its `#` comment (a `#` inside a string is kept).
+fn strip_comment(line: &str) -> &str {
+    let mut in_str = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_str = !in_str,
+            '#' if !in_str => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Opening minus closing brackets outside strings.
+fn brackets(code: &str) -> i32 {
+    let mut in_str = false;
+    let mut n = 0;
+    for c in code.chars() {
+        match c {
+            '"' => in_str = !in_str,
+            '[' if !in_str => n += 1,
+            ']' if !in_str => n -= 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// The text of the `# Features` section in the leading `//!` docs, if there is one: the lines
+/// after the heading up to the next heading or the end of the `//!` block.
+pub fn features_section(root_src: &str) -> Option<String> {
+    let docs = root_src
+        .lines()
+        .map(str::trim_start)
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim());
+    let mut section: Option<String> = None;
+    for line in docs {
+        match &mut section {
+            None if line.trim_start_matches('#').trim() == "Features" && line.starts_with('#') => {
+                section = Some(String::new());
+            }
+            None => {}
+            Some(_) if line.starts_with('#') => break,
+            Some(s) => {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    section
+}
+
+/// Problems with one crate's feature docs.
+fn features_documented(krate: &Path) -> Vec<String> {
+    let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap_or_default();
+    let feats = features(&manifest);
+    if feats.is_empty() {
+        return Vec::new();
+    }
+    let Some(src_path) = ["src/lib.rs", "src/main.rs"]
+        .iter()
+        .map(|p| krate.join(p))
+        .find(|p| p.is_file())
+    else {
+        return vec!["has features but no src/lib.rs or src/main.rs".to_string()];
+    };
+    let src = fs::read_to_string(&src_path).unwrap_or_default();
+    let file = src_path.file_name().unwrap_or_default().to_string_lossy();
+    let Some(section) = features_section(&src) else {
+        return vec![format!(
+            "src/{file} has no `# Features` section in its `//!` docs for features {}",
+            feats.join(", ")
+        )];
+    };
+    feats
+        .iter()
+        .filter(|f| !section.contains(&format!("`{f}`")))
+        .map(|f| {
+            format!("feature `{f}` is not named (in backticks) under `# Features` in src/{file}")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_is_tidy() {
+        let problems = check(crate::run::root());
+        assert!(
+            problems.is_empty(),
+            "tidy found {} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn headers_need_a_summary() {
+        assert!(header("//! Does things.\nfn main() {}").is_ok());
+        assert!(header("//!\n//! late summary").is_err());
+        assert!(header("// plain comment\n").is_err());
+        assert!(header("").is_err());
+        assert!(header("\n//! too late").is_err());
+    }
+
+    #[test]
+    fn features_are_read_by_hand() {
+        let toml = r#"
+[package]
+name = "x" # a [features] mention in a comment
+[features]
+default = ["std", "fast"]
+## The heap.
+alloc = []
+std = ["alloc", "dep:foo"]   # trailing comment
+"blas-system" = [
+    "blas",
+    "other = 1",
+]
+blas = []
+[dependencies]
+foo = { version = "1", optional = true }
+[dev-dependencies.features]
+"#;
+        assert_eq!(features(toml), ["alloc", "std", "blas-system", "blas"]);
+        assert!(features("[package]\nname = \"x\"\n").is_empty());
+    }
+
+    #[test]
+    fn the_features_section_ends_at_the_next_heading() {
+        let src = "//! Crate.\n//!\n//! # Features\n//! - `std` (default): things.\n//! - `alloc`\n//!\n//! # Safety\n//! `blas` here does not count.\n#![no_std]\n//! nor here `fast`\n";
+        let s = features_section(src).unwrap();
+        assert!(s.contains("`std`") && s.contains("`alloc`"));
+        assert!(!s.contains("`blas`") && !s.contains("`fast`"));
+        assert_eq!(features_section("//! No section.\n"), None);
+        // `## Features` counts as well.
+        assert!(
+            features_section("//! x\n//! ## Features\n//! `a`\n")
+                .unwrap()
+                .contains("`a`")
+        );
+    }
+
+    #[test]
+    fn undocumented_features_are_reported() {
+        let dir = std::env::temp_dir().join(format!("xtask-tidy-{}", std::process::id()));
+        fs::create_dir_all(dir.join("src")).unwrap();
+        fs::write(
+            dir.join("Cargo.toml"),
+            "[features]\ndefault = [\"a\"]\na = []\nb = []\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("src/lib.rs"),
+            "//! X.\n//! # Features\n//! - `a`: yes.\n",
+        )
+        .unwrap();
+        let problems = features_documented(&dir);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("`b`"));
+        fs::write(dir.join("src/lib.rs"), "//! X without a section.\n").unwrap();
+        assert!(features_documented(&dir)[0].contains("no `# Features` section"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
