@@ -1,1 +1,62 @@
-//! manabi-data (being written).
+//! manabi-data: IDX files (raw or gzip), MNIST with checksums, minibatches and downloads.
+//!
+//! - [`idx`]: [`parse_idx`] / [`read_idx`] read the IDX format strictly (magic, element type
+//!   `0x08`, rank 1 ..= 4, nonzero dimensions, exact payload length) and bound every
+//!   allocation by what the header announces; gzip is recognised by its magic bytes.
+//! - [`mnist`]: [`find_data_dir`] (flag, then `$MANABI_DATA`, then `./data/mnist`),
+//!   [`load`] the four MNIST files with SHA-256 checks ([`Verify`]) or any IDX data set,
+//!   [`load_dataset`] for one image/label pair. Samples become one contiguous `f32`
+//!   buffer with values in `[0, 1]`.
+//! - [`batch`]: [`Batcher`] draws minibatches ([`Sampling::Random`] as in the book, or
+//!   [`Sampling::EpochShuffle`]) into caller-owned buffers with the caller's
+//!   [`manabi_tensor::Rng`], and saves/restores its position for checkpoints; [`gather`]
+//!   copies chosen samples.
+//! - [`fetch`](mod@fetch): [`fetch()`] downloads the files from [`MIRRORS`], verifies them and
+//!   writes them atomically.
+//!
+//! # Example
+//! ```
+//! use manabi_data::{Batcher, Dataset, Sampling};
+//! use manabi_tensor::Rng;
+//!
+//! // Six 2×2 samples (normally: `manabi_data::load(&dir, Verify::Mnist)?.train`).
+//! let data = Dataset::new(vec![0.5; 6 * 4], vec![2, 2], vec![0, 1, 2, 0, 1, 2])?;
+//! let mut batcher = Batcher::new(Sampling::EpochShuffle, 4, data.len())?;
+//! let mut rng = Rng::new(42);
+//! // Buffers sized once for the largest batch, reused for every step.
+//! let (mut x, mut labels) = (vec![0.0; 4 * data.features()], vec![0; 4]);
+//! assert_eq!(batcher.next_batch(&mut rng, &data, &mut x, &mut labels), 4);
+//! assert_eq!(batcher.next_batch(&mut rng, &data, &mut x, &mut labels), 2); // end of epoch
+//! assert_eq!(batcher.epochs(), 1);
+//! # Ok::<(), manabi_data::DataError>(())
+//! ```
+//!
+//! All errors are [`DataError`], whose one-line `Display` names the file concerned.
+//!
+//! # Dependencies
+//! - `manabi-tensor`: the seeded [`manabi_tensor::Rng`] that drives batch sampling.
+//! - `flate2`: gzip decompression (the canonical MNIST files are `.gz`).
+//! - `sha2`: SHA-256 of the decompressed files, compared with the published digests.
+//! - `ureq`: the HTTP(S) client used by [`fetch()`] (blocking, small, rustls).
+//! - dev: `tiny_http` serves files on 127.0.0.1 in the fetch test (tests never go online);
+//!   `proptest` feeds arbitrary and mutated bytes to the IDX parser.
+//!
+//! # Features
+//! None: this crate needs `std` (files, network).
+//!
+//! MSRV: Rust 1.85 (edition 2024).
+#![forbid(unsafe_code)]
+
+pub mod batch;
+mod error;
+pub mod fetch;
+pub mod idx;
+pub mod mnist;
+
+pub use batch::{Batcher, BatcherState, Sampling, gather};
+pub use error::DataError;
+pub use fetch::{FetchEvent, MIRRORS, fetch, fetch_with_agent};
+pub use idx::{Idx, IdxError, parse_idx, read_idx};
+pub use mnist::{
+    Dataset, MNIST_FILES, MnistFile, TrainTest, Verify, find_data_dir, load, load_dataset, locate,
+};

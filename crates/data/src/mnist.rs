@@ -1,0 +1,409 @@
+//! Data sets from IDX image/label pairs, MNIST's four files with their SHA-256 digests, and where to find them.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::DataError;
+use crate::idx::{Idx, read_idx_digest};
+
+/// One of the four MNIST files: its name (without `.gz`) and the SHA-256 of its
+/// decompressed bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MnistFile {
+    /// File name without the `.gz` suffix, e.g. `train-images-idx3-ubyte`.
+    pub name: &'static str,
+    /// SHA-256 of the decompressed file, lowercase hex.
+    pub sha256: &'static str,
+}
+
+/// Training images, 60000×28×28.
+pub const TRAIN_IMAGES: MnistFile = MnistFile {
+    name: "train-images-idx3-ubyte",
+    sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+};
+/// Training labels, 60000.
+pub const TRAIN_LABELS: MnistFile = MnistFile {
+    name: "train-labels-idx1-ubyte",
+    sha256: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+};
+/// Test images, 10000×28×28.
+pub const TEST_IMAGES: MnistFile = MnistFile {
+    name: "t10k-images-idx3-ubyte",
+    sha256: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+};
+/// Test labels, 10000.
+pub const TEST_LABELS: MnistFile = MnistFile {
+    name: "t10k-labels-idx1-ubyte",
+    sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+};
+/// All four files, in the order train images, train labels, test images, test labels.
+pub const MNIST_FILES: [MnistFile; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
+/// The environment variable naming the data directory.
+pub const DATA_ENV: &str = "MANABI_DATA";
+/// The data directory used when neither a flag nor [`DATA_ENV`] names one (relative to the
+/// working directory).
+pub const DEFAULT_DATA_DIR: &str = "data/mnist";
+
+/// Whether [`load`] checks the MNIST digests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Compare each file's decompressed SHA-256 with the published MNIST digest.
+    Mnist,
+    /// Check nothing beyond the IDX format, to load any other IDX data set.
+    Skip,
+}
+
+/// A labelled data set held in memory: one contiguous `f32` buffer of samples (each byte
+/// divided by 255, so in `[0, 1]`, converted once at load time) and one label per sample.
+///
+/// The fields are private so that the lengths always agree; [`Dataset::new`] checks them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    images: Vec<f32>,
+    labels: Vec<usize>,
+    len: usize,
+    features: usize,
+    image_dims: Vec<usize>,
+}
+
+impl Dataset {
+    /// A data set from `len = labels.len()` samples of shape `image_dims`, stored row-major
+    /// in `images` (`len × features` values, `features` = product of `image_dims`).
+    ///
+    /// # Errors
+    /// [`DataError::Invalid`] if `image_dims` is empty or holds a zero, if
+    /// `images.len() != labels.len() × features`, or if there are no samples.
+    pub fn new(
+        images: Vec<f32>,
+        image_dims: Vec<usize>,
+        labels: Vec<usize>,
+    ) -> Result<Self, DataError> {
+        let invalid = |what: String| Err(DataError::Invalid { what });
+        if image_dims.is_empty() || image_dims.contains(&0) {
+            return invalid(format!(
+                "sample dimensions {image_dims:?} must be nonempty and nonzero"
+            ));
+        }
+        let Some(features) = image_dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+            return invalid(format!("sample dimensions {image_dims:?} overflow"));
+        };
+        let len = labels.len();
+        if len == 0 {
+            return invalid("a data set needs at least one sample".into());
+        }
+        if len.checked_mul(features) != Some(images.len()) {
+            return invalid(format!(
+                "{} values do not make {len} samples of {features} features",
+                images.len()
+            ));
+        }
+        Ok(Self {
+            images,
+            labels,
+            len,
+            features,
+            image_dims,
+        })
+    }
+
+    /// Builds a data set from an image IDX (rank ≥ 2: `n × h × w` or `n × features`) and a
+    /// label IDX (rank 1: `n`); the paths are for error messages.
+    fn from_idx(
+        images: Idx,
+        images_path: &Path,
+        labels: Idx,
+        labels_path: &Path,
+    ) -> Result<Self, DataError> {
+        if images.dims.len() < 2 {
+            return Err(DataError::BadShape {
+                path: images_path.to_path_buf(),
+                dims: images.dims,
+                expected: "images must have rank 2 or more (n × features or n × h × w)",
+            });
+        }
+        if labels.dims.len() != 1 {
+            return Err(DataError::BadShape {
+                path: labels_path.to_path_buf(),
+                dims: labels.dims,
+                expected: "labels must have rank 1 (n)",
+            });
+        }
+        if images.dims[0] != labels.dims[0] {
+            return Err(DataError::CountMismatch {
+                images: images_path.to_path_buf(),
+                image_count: images.dims[0],
+                labels: labels_path.to_path_buf(),
+                label_count: labels.dims[0],
+            });
+        }
+        let image_dims = images.dims[1..].to_vec();
+        let pixels: Vec<f32> = images.data.iter().map(|&b| f32::from(b) / 255.0).collect();
+        let labels = labels.data.iter().map(|&l| usize::from(l)).collect();
+        Self::new(pixels, image_dims, labels)
+    }
+
+    /// All samples, row-major: sample `i` is `images()[i*features .. (i+1)*features]`.
+    pub fn images(&self) -> &[f32] {
+        &self.images
+    }
+
+    /// One label (class index) per sample.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// Sample `i`'s values.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        &self.images[i * self.features..(i + 1) * self.features]
+    }
+
+    /// Number of samples (never 0).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a data set holds at least one sample. (Present for API symmetry.)
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Values per sample: the product of [`Dataset::image_dims`] (784 for MNIST).
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// The shape of one sample, e.g. `[28, 28]`.
+    pub fn image_dims(&self) -> &[usize] {
+        &self.image_dims
+    }
+
+    /// The largest label.
+    pub fn max_label(&self) -> usize {
+        self.labels.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// Training and test sets with the number of classes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainTest {
+    /// The training set.
+    pub train: Dataset,
+    /// The test set.
+    pub test: Dataset,
+    /// Number of classes: the largest label in either set plus one (10 for MNIST).
+    pub classes: usize,
+}
+
+/// Where `name` lives in `dir`: `name.gz` if it exists (that is what `fetch` writes),
+/// else `name`, else `None`. Raw and gzip contents are both accepted whatever the name.
+pub fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Some(gz);
+    }
+    let raw = dir.join(name);
+    raw.is_file().then_some(raw)
+}
+
+/// Whether `dir` holds all four MNIST files (raw or `.gz`).
+fn holds_mnist(dir: &Path) -> bool {
+    MNIST_FILES.iter().all(|f| locate(dir, f.name).is_some())
+}
+
+/// Chooses the data directory: the `--data-dir` flag if given (then only that directory is
+/// considered), else the first of `$MANABI_DATA` and `./data/mnist` that holds the four
+/// MNIST files.
+///
+/// # Errors
+/// [`DataError::NotFound`] listing every directory looked at; its message says to run
+/// `manabi data fetch`.
+pub fn find_data_dir(flag: Option<&Path>) -> Result<PathBuf, DataError> {
+    find_data_dir_from(flag, env::var_os(DATA_ENV), Path::new(DEFAULT_DATA_DIR))
+}
+
+/// [`find_data_dir`] with the environment and default passed in, so tests need not touch
+/// the process environment.
+fn find_data_dir_from(
+    flag: Option<&Path>,
+    env_dir: Option<OsString>,
+    default: &Path,
+) -> Result<PathBuf, DataError> {
+    let candidates: Vec<PathBuf> = match flag {
+        Some(dir) => vec![dir.to_path_buf()],
+        None => env_dir
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([default.to_path_buf()])
+            .collect(),
+    };
+    match candidates.iter().find(|d| holds_mnist(d)) {
+        Some(dir) => Ok(dir.clone()),
+        None => Err(DataError::NotFound { looked: candidates }),
+    }
+}
+
+/// Lowercase hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+/// Reads an IDX file and, if `expected` is given, checks its decompressed SHA-256.
+pub(crate) fn read_checked(path: &Path, expected: Option<&str>) -> Result<Idx, DataError> {
+    let (idx, digest) = read_idx_digest(path, expected.is_some())?;
+    if let (Some(expected), Some(digest)) = (expected, digest) {
+        let got = hex(&digest);
+        if got != expected {
+            return Err(DataError::Checksum {
+                path: path.to_path_buf(),
+                expected: expected.to_string(),
+                got,
+            });
+        }
+    }
+    Ok(idx)
+}
+
+/// Loads one data set from an image IDX file (rank ≥ 2) and a label IDX file (rank 1),
+/// each raw or gzip. No digest is checked.
+///
+/// # Errors
+/// [`DataError::Io`] / [`DataError::Idx`] for unreadable or malformed files,
+/// [`DataError::BadShape`] for wrong ranks, [`DataError::CountMismatch`] when the counts
+/// differ.
+pub fn load_dataset(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
+    load_pair(images, None, labels, None)
+}
+
+fn load_pair(
+    images: &Path,
+    images_sha: Option<&str>,
+    labels: &Path,
+    labels_sha: Option<&str>,
+) -> Result<Dataset, DataError> {
+    // Labels first: they are small, so a mismatch is reported before the big file is read.
+    let label_idx = read_checked(labels, labels_sha)?;
+    let image_idx = read_checked(images, images_sha)?;
+    Dataset::from_idx(image_idx, images, label_idx, labels)
+}
+
+/// Loads the four MNIST-named files from `dir` (each raw or `.gz`, see [`locate`]).
+///
+/// With [`Verify::Mnist`] each file's decompressed SHA-256 must match the published
+/// digest; with [`Verify::Skip`] any IDX data set stored under these names loads, as long
+/// as training and test samples have the same shape.
+///
+/// # Errors
+/// [`DataError::NotFound`] if a file is missing (listing the names looked for),
+/// [`DataError::Checksum`] on a digest mismatch, [`DataError::DimsMismatch`] when training
+/// and test samples differ in shape, and the errors of [`load_dataset`].
+pub fn load(dir: &Path, verify: Verify) -> Result<TrainTest, DataError> {
+    let mut paths = Vec::with_capacity(4);
+    for f in &MNIST_FILES {
+        match locate(dir, f.name) {
+            Some(p) => paths.push(p),
+            None => {
+                return Err(DataError::NotFound {
+                    looked: vec![dir.join(format!("{}.gz", f.name)), dir.join(f.name)],
+                });
+            }
+        }
+    }
+    let sha = |f: &MnistFile| (verify == Verify::Mnist).then_some(f.sha256);
+    let train = load_pair(&paths[0], sha(&TRAIN_IMAGES), &paths[1], sha(&TRAIN_LABELS))?;
+    let test = load_pair(&paths[2], sha(&TEST_IMAGES), &paths[3], sha(&TEST_LABELS))?;
+    if train.image_dims != test.image_dims {
+        return Err(DataError::DimsMismatch {
+            train: paths[0].clone(),
+            train_dims: train.image_dims,
+            test: paths[2].clone(),
+            test_dims: test.image_dims,
+        });
+    }
+    let classes = train.max_label().max(test.max_label()) + 1;
+    Ok(TrainTest {
+        train,
+        test,
+        classes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = env::temp_dir().join(format!("manabi-data-unit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn data_dir_order_and_not_found_message() {
+        let root = scratch("find");
+        let good = root.join("good");
+        let empty = root.join("empty");
+        fs::create_dir_all(&good).unwrap();
+        fs::create_dir_all(&empty).unwrap();
+        for (i, f) in MNIST_FILES.iter().enumerate() {
+            // Mix raw and gz names: both count.
+            let name = if i % 2 == 0 {
+                format!("{}.gz", f.name)
+            } else {
+                f.name.to_string()
+            };
+            fs::write(good.join(name), b"x").unwrap();
+        }
+        // The environment directory is used when it holds the files…
+        let got = find_data_dir_from(None, Some(good.clone().into()), &empty).unwrap();
+        assert_eq!(got, good);
+        // …and the default when it doesn't.
+        let got = find_data_dir_from(None, Some(empty.clone().into()), &good).unwrap();
+        assert_eq!(got, good);
+        // A flag is authoritative: no fallback to the others.
+        let err = find_data_dir_from(Some(&empty), Some(good.clone().into()), &good).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotFound { looked } if looked == std::slice::from_ref(&empty))
+        );
+        // Nothing anywhere: both places are listed with the hint.
+        let err = find_data_dir_from(None, Some(empty.clone().into()), &root).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&empty.display().to_string()), "{msg}");
+        assert!(msg.contains(&root.display().to_string()), "{msg}");
+        assert!(msg.contains("manabi data fetch"), "{msg}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn dataset_new_checks_lengths() {
+        assert!(Dataset::new(vec![0.0; 6], vec![3], vec![0, 1]).is_ok());
+        assert!(Dataset::new(vec![0.0; 5], vec![3], vec![0, 1]).is_err());
+        assert!(Dataset::new(vec![], vec![3], vec![]).is_err());
+        assert!(Dataset::new(vec![0.0; 6], vec![3, 0], vec![0, 1]).is_err());
+        assert!(Dataset::new(vec![0.0; 6], vec![], vec![0, 1]).is_err());
+    }
+
+    #[test]
+    fn hex_matches_a_known_digest() {
+        // SHA-256("abc") from FIPS 180-2, appendix B.1.
+        use sha2::{Digest, Sha256};
+        let d: [u8; 32] = Sha256::digest(b"abc").into();
+        assert_eq!(
+            hex(&d),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Batching: seeded determinism, the book's sampling with replacement, and checkpoint/restore.
+
+use manabi_data::{Batcher, BatcherState, Dataset, Sampling, gather};
+use manabi_tensor::Rng;
+
+/// `n` samples of 3 features; sample `i` is `[i, i + 0.25, i + 0.5]`, label `i % 10`.
+fn ramp(n: usize) -> Dataset {
+    let images = (0..n)
+        .flat_map(|i| [i as f32, i as f32 + 0.25, i as f32 + 0.5])
+        .collect();
+    Dataset::new(images, vec![3], (0..n).map(|i| i % 10).collect()).unwrap()
+}
+
+/// The sample index of each row (recovered from its first feature), checking rows and
+/// labels stay paired.
+fn indices(x: &[f32], labels: &[usize], rows: usize) -> Vec<usize> {
+    (0..rows)
+        .map(|r| {
+            let i = x[3 * r] as usize;
+            assert_eq!(
+                &x[3 * r..3 * r + 3],
+                &[i as f32, i as f32 + 0.25, i as f32 + 0.5]
+            );
+            assert_eq!(labels[r], i % 10);
+            i
+        })
+        .collect()
+}
+
+/// Runs `steps` batches and returns the sample indices drawn.
+fn draw(b: &mut Batcher, rng: &mut Rng, data: &Dataset, steps: usize) -> Vec<Vec<usize>> {
+    let mut x = vec![f32::NAN; b.batch() * 3];
+    let mut y = vec![usize::MAX; b.batch()];
+    (0..steps)
+        .map(|_| {
+            let rows = b.next_batch(rng, data, &mut x, &mut y);
+            indices(&x, &y, rows)
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_batches_for_both_samplings() {
+    let data = ramp(50);
+    for sampling in [Sampling::Random, Sampling::EpochShuffle] {
+        let run = |seed| {
+            let mut b = Batcher::new(sampling, 8, data.len()).unwrap();
+            draw(&mut b, &mut Rng::new(seed), &data, 20)
+        };
+        let a = run(7);
+        assert_eq!(a, run(7), "{sampling:?}");
+        assert_ne!(a, run(8), "{sampling:?}");
+    }
+}
+
+#[test]
+fn random_sampling_draws_uniformly_with_replacement() {
+    // 12 draws from 10 samples must repeat one (pigeonhole), which only sampling with
+    // replacement allows; every batch is full.
+    let data = ramp(10);
+    let mut b = Batcher::new(Sampling::Random, 12, 10).unwrap();
+    let mut rng = Rng::new(1);
+    let mut counts = [0usize; 10];
+    for batch in draw(&mut b, &mut rng, &data, 5000) {
+        assert_eq!(batch.len(), 12);
+        for i in batch {
+            counts[i] += 1;
+        }
+    }
+    // 60000 draws, 6000 expected per sample; 5 standard deviations is about ±370.
+    assert!(counts.iter().all(|&c| c.abs_diff(6000) < 400), "{counts:?}");
+    assert_eq!(b.epochs(), 0);
+}
+
+#[test]
+fn epoch_shuffle_permutes_each_epoch_differently() {
+    let data = ramp(10);
+    let mut b = Batcher::new(Sampling::EpochShuffle, 4, 10).unwrap();
+    let batches = draw(&mut b, &mut Rng::new(3), &data, 6);
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    // 10 = 4 + 4 + 2: the short batch is kept.
+    assert_eq!(sizes, [4, 4, 2, 4, 4, 2]);
+    let first: Vec<usize> = batches[..3].concat();
+    let second: Vec<usize> = batches[3..].concat();
+    for epoch in [&first, &second] {
+        let mut sorted = epoch.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    }
+    assert_ne!(first, second);
+    assert_eq!(b.epochs(), 2);
+}
+
+#[test]
+fn restoring_state_and_generator_replays_the_run() {
+    let data = ramp(37);
+    for sampling in [Sampling::Random, Sampling::EpochShuffle] {
+        let mut b = Batcher::new(sampling, 5, data.len()).unwrap();
+        let mut rng = Rng::new(11);
+        // Stop mid-epoch (3 of 8 batches), save, and continue across an epoch boundary.
+        draw(&mut b, &mut rng, &data, 3);
+        let words = b.state().to_words();
+        let rng_state = rng.state();
+        let expected = draw(&mut b, &mut rng, &data, 12);
+
+        let state = BatcherState::from_words(&words).unwrap();
+        let mut b2 = Batcher::from_state(state).unwrap();
+        let mut rng2 = Rng::from_state(rng_state).unwrap();
+        assert_eq!(
+            draw(&mut b2, &mut rng2, &data, 12),
+            expected,
+            "{sampling:?}"
+        );
+        assert_eq!(b2, b);
+    }
+}
+
+#[test]
+fn gather_fills_a_prefix_and_leaves_the_rest() {
+    let data = ramp(6);
+    let mut x = vec![-1.0; 4 * 3];
+    let mut y = vec![99; 4];
+    gather(&data, &[5, 0, 5], &mut x, &mut y);
+    assert_eq!(indices(&x, &y, 3), [5, 0, 5]);
+    assert_eq!(&x[9..], &[-1.0; 3]);
+    assert_eq!(y[3], 99);
+}
