@@ -1,5 +1,237 @@
-//! The manabi command (being written).
-fn main() {
-    eprintln!("manabi: not yet");
-    std::process::exit(2);
+//! The `manabi` command: argument parsing and wiring; the work is in the library crates.
+//!
+//! # Features
+//! - `matrixmultiply` (default): the pure-Rust GEMM backend.
+//! - `blas`: OpenBLAS (system `libopenblas`); becomes the default backend.
+//! - `threading`: lets matrixmultiply use several threads for large products.
+
+mod backend;
+mod chart;
+mod commands;
+mod error;
+mod model;
+mod train;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use error::CliError;
+
+/// Train neural networks with hand-written backpropagation (Deep Learning from Scratch, ch. 5).
+#[derive(Parser, Debug)]
+#[command(name = "manabi", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train an MLP on MNIST (defaults: the book's 784-50-10, batch 100, SGD lr 0.1, 10,000 iterations).
+    Train(TrainArgs),
+    /// Test accuracy and confusion matrix of saved weights.
+    Eval(EvalArgs),
+    /// Backprop against the numerical gradient in f64 on 3 training images (the book's gradient_check.py).
+    Gradcheck(GradcheckArgs),
+    /// Manage the data set.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Download the four MNIST files from public mirrors, verify them and store them atomically.
+    Fetch {
+        /// Where to store the files (default: $MANABI_DATA, else ./data/mnist).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Where the data comes from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Directory with the four IDX files, raw or .gz (default: $MANABI_DATA, else ./data/mnist).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Skip the MNIST SHA-256 checks (for other IDX data sets).
+    #[arg(long, global = true)]
+    pub no_verify: bool,
+}
+
+/// Activation between layers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationArg {
+    /// max(0, x), the book's chapter-5 network.
+    Relu,
+    /// 1/(1+e^-x).
+    Sigmoid,
+}
+
+/// Weight initialisation.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitArg {
+    /// N(0,1)·0.01, the book's TwoLayerNet.
+    Book,
+    /// N(0, 1/d_in).
+    Xavier,
+    /// N(0, 2/d_in).
+    He,
+}
+
+/// How minibatches are drawn.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplingArg {
+    /// `batch` random indices with replacement each iteration (the book).
+    Random,
+    /// A new permutation every epoch.
+    Shuffle,
+}
+
+/// Optimizer choice.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerArg {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// SGD with momentum 0.9.
+    Momentum,
+    /// Nesterov's accelerated gradient, momentum 0.9.
+    Nesterov,
+    /// AdaGrad.
+    Adagrad,
+    /// RMSprop, decay 0.99.
+    Rmsprop,
+    /// Adam, β1 0.9, β2 0.999.
+    Adam,
+}
+
+impl OptimizerArg {
+    fn name(self) -> &'static str {
+        match self {
+            OptimizerArg::Sgd => "sgd",
+            OptimizerArg::Momentum => "momentum",
+            OptimizerArg::Nesterov => "nesterov",
+            OptimizerArg::Adagrad => "adagrad",
+            OptimizerArg::Rmsprop => "rmsprop",
+            OptimizerArg::Adam => "adam",
+        }
+    }
+}
+
+/// `manabi train` options.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Where the data comes from.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Hidden layer widths, comma-separated (e.g. 100,50 for a deeper net).
+    #[arg(long, value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hidden: Vec<u32>,
+    /// Activation between layers.
+    #[arg(long, value_enum, default_value_t = ActivationArg::Relu)]
+    pub activation: ActivationArg,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// Learning rate (positive).
+    #[arg(long, default_value_t = 0.1, value_parser = positive_f64, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// L2 weight decay added to the gradient (0 = none).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
+    pub weight_decay: f64,
+    /// Training iterations (minibatch updates).
+    #[arg(long, conflicts_with = "epochs", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iters: Option<u64>,
+    /// Train for this many epochs (of train_size/batch iterations) instead of --iters.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub epochs: Option<u64>,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
+    pub optimizer: OptimizerArg,
+    /// Weight initialisation.
+    #[arg(long, value_enum, default_value_t = InitArg::Book)]
+    pub init: InitArg,
+    /// How minibatches are drawn.
+    #[arg(long, value_enum, default_value_t = SamplingArg::Random)]
+    pub sampling: SamplingArg,
+    /// Seed of the one random generator (initialisation and batches).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory for metrics.csv, accuracy.png and model.safetensors.
+    #[arg(long, default_value = "runs/mnist")]
+    pub out: PathBuf,
+    /// Train in f64 instead of f32.
+    #[arg(long)]
+    pub f64: bool,
+    /// GEMM backend (default: the fastest built).
+    #[arg(long, value_enum)]
+    pub backend: Option<backend::BackendArg>,
+}
+
+/// `manabi eval` options.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Where the data comes from.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Weights written by `manabi train`.
+    #[arg(long, default_value = "runs/mnist/model.safetensors")]
+    pub weights: PathBuf,
+    /// GEMM backend (default: the fastest built).
+    #[arg(long, value_enum)]
+    pub backend: Option<backend::BackendArg>,
+}
+
+/// `manabi gradcheck` options.
+#[derive(Args, Debug, Clone)]
+pub struct GradcheckArgs {
+    /// Where the data comes from.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hidden: Vec<u32>,
+    /// Training images to check on (the book uses 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub images: u32,
+    /// Seed for the weight initialisation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fail if any tensor's mean |difference| exceeds this (the book's figures reach 1e-7).
+    #[arg(long, default_value_t = 1e-7, value_parser = positive_f64)]
+    pub tolerance: f64,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a positive finite number, got {v}")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be zero or a positive finite number, got {v}")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => commands::eval(&args),
+        Command::Gradcheck(args) => commands::gradcheck(&args),
+        Command::Data(DataCommand::Fetch { data_dir }) => commands::fetch(data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("manabi: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,218 @@
+//! `manabi eval`, `manabi gradcheck` and `manabi data fetch`.
+
+use crate::error::Context;
+use crate::model::{self, Elem};
+use crate::train::{EVAL_BATCH, load_data};
+use crate::{CliError, EvalArgs, GradcheckArgs, with_backend};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use manabi_data::{DataError, FetchEvent, MIRRORS, TrainTest};
+use manabi_layers::{
+    Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training, argmax, gradcheck as check,
+};
+use manabi_matmul::{DefaultGemm, Gemm};
+use manabi_tensor::Rng;
+use safetensors::Dtype;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `manabi eval --weights FILE`: test accuracy and confusion matrix.
+pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
+    let model = model::load(&args.weights)?;
+    let sets = load_data(&args.data)?;
+    let (d_in, classes) = (model.sizes[0], *model.sizes.last().unwrap_or(&0));
+    if d_in != sets.test.features() {
+        return Err(CliError(format!(
+            "{} expects {d_in} input features, the data has {}",
+            args.weights.display(),
+            sets.test.features()
+        )));
+    }
+    if classes < sets.classes {
+        return Err(CliError(format!(
+            "{} has {classes} outputs, the data has {} classes",
+            args.weights.display(),
+            sets.classes
+        )));
+    }
+    match model.dtype {
+        Dtype::F64 => with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g)),
+        _ => with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g)),
+    }
+}
+
+fn evaluate<T: Elem, G: Gemm<T>>(
+    model: &model::Model,
+    sets: &TrainTest,
+    mm: &G,
+) -> Result<(), CliError> {
+    let plan = MlpPlan::new(&MlpConfig {
+        sizes: &model.sizes,
+        activation: model.activation,
+        batch: EVAL_BATCH,
+        eval_batch: EVAL_BATCH,
+        training: Training::Inference,
+    })?;
+    let mut arena = vec![T::ZERO; plan.total()];
+    let mut net = Mlp::new(plan, &mut arena)?;
+    for (p, &v) in net.params_mut().iter_mut().zip(&model.params) {
+        *p = T::from_f64(v);
+    }
+    let test = &sets.test;
+    let x = T::from_f32s(test.images());
+    let classes = plan.classes();
+    let mut confusion = vec![0usize; classes * classes];
+    let d_in = plan.d_in();
+    for (xs, ls) in x
+        .chunks(EVAL_BATCH * d_in)
+        .zip(test.labels().chunks(EVAL_BATCH))
+    {
+        let logits = net.predict(mm, xs);
+        for (row, &label) in logits.chunks_exact(classes).zip(ls) {
+            confusion[label * classes + argmax(row)] += 1;
+        }
+    }
+    let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
+    println!(
+        "backend: {} ({}); model {}",
+        mm.name(),
+        T::NAME,
+        model
+            .sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    );
+    println!(
+        "test accuracy {:.4} ({correct} of {})",
+        correct as f64 / test.len() as f64,
+        test.len()
+    );
+    println!("confusion matrix (rows: true label, columns: predicted):");
+    let mut header = String::from("      ");
+    for k in 0..classes {
+        header += &format!("{k:>6}");
+    }
+    println!("{header}");
+    for k in 0..classes {
+        let row: String = confusion[k * classes..(k + 1) * classes]
+            .iter()
+            .map(|c| format!("{c:>6}"))
+            .collect();
+        println!("{k:>6}{row}");
+    }
+    Ok(())
+}
+
+/// `manabi gradcheck`: the book's gradient_check.py in f64.
+pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
+    let sets = load_data(&args.data)?;
+    let train = &sets.train;
+    let rows = (args.images as usize).min(train.len());
+    let mut sizes = vec![train.features()];
+    sizes.extend(args.hidden.iter().map(|&h| h as usize));
+    sizes.push(sets.classes);
+    let plan = MlpPlan::new(&MlpConfig {
+        sizes: &sizes,
+        activation: Activation::Relu,
+        batch: rows,
+        eval_batch: rows,
+        training: Training::Backprop { optimizer_slots: 0 },
+    })?;
+    let mut arena = vec![0.0f64; plan.total()];
+    let mut net = Mlp::new(plan, &mut arena)?;
+    net.init(Init::Book, &mut Rng::new(args.seed));
+    // The book checks on x_train[:3].
+    for (d, &s) in net
+        .input_mut(rows)
+        .iter_mut()
+        .zip(&train.images()[..rows * train.features()])
+    {
+        *d = f64::from(s);
+    }
+    let labels = &train.labels()[..rows];
+    let mm = DefaultGemm::default();
+    let t0 = Instant::now();
+    net.gradient(&mm, rows, Target::Labels(labels));
+    let backprop_time = t0.elapsed().as_secs_f64();
+    let mut numeric = vec![0.0f64; plan.param_len()];
+    let t1 = Instant::now();
+    let report = check(&mut net, &mm, rows, Target::Labels(labels), &mut numeric)?;
+    let check_time = t1.elapsed().as_secs_f64();
+    println!(
+        "network {} on {rows} training images, f64, backend {}",
+        sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-"),
+        Gemm::<f64>::name(&mm)
+    );
+    println!(
+        "numerical gradient: {} loss evaluations in {check_time:.2} s; backprop: {:.3} ms ({:.0}x faster)",
+        2 * plan.param_len(),
+        backprop_time * 1e3,
+        check_time / backprop_time.max(1e-9)
+    );
+    let mut worst = 0.0f64;
+    for d in report.tensors() {
+        println!(
+            "{}: mean |diff| {:.3e}  max |diff| {:.3e}  max rel {:.3e}",
+            d.name, d.mean_abs, d.max_abs, d.max_rel
+        );
+        worst = worst.max(d.mean_abs);
+    }
+    if worst > args.tolerance {
+        return Err(CliError(format!(
+            "gradient check failed: mean |diff| {worst:.3e} exceeds {:.1e}",
+            args.tolerance
+        )));
+    }
+    println!(
+        "gradient check passed (every mean |diff| <= {:.1e})",
+        args.tolerance
+    );
+    Ok(())
+}
+
+/// `manabi data fetch`.
+pub fn fetch(dir: Option<PathBuf>) -> Result<(), CliError> {
+    let dir = dir
+        .or_else(|| std::env::var_os(manabi_data::mnist::DATA_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(manabi_data::mnist::DEFAULT_DATA_DIR));
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:32} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    let mut on_event = |e: FetchEvent<'_>| match e {
+        FetchEvent::Present { path } => {
+            bar.suspend(|| println!("present and verified: {}", path.display()))
+        }
+        FetchEvent::Start { file, url, total } => {
+            bar.reset();
+            bar.set_length(total.unwrap_or(0));
+            bar.set_message(file.to_string());
+            bar.suspend(|| println!("downloading {url}"));
+        }
+        FetchEvent::Progress { done, total, .. } => {
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+        }
+        FetchEvent::MirrorFailed { url, reason, .. } => {
+            bar.suspend(|| println!("  {url} failed: {reason}; trying the next mirror"))
+        }
+        FetchEvent::Done { path, .. } => {
+            bar.suspend(|| println!("  verified and stored {}", path.display()))
+        }
+        _ => {}
+    };
+    let result: Result<(), DataError> = manabi_data::fetch(&dir, MIRRORS, &mut on_event);
+    bar.finish_and_clear();
+    result.context(|| "fetching MNIST".to_string())?;
+    println!("MNIST is ready in {}", dir.display());
+    Ok(())
+}

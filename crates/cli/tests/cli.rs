@@ -1,0 +1,143 @@
+//! The `manabi` binary end to end on the real MNIST files (`$MANABI_DATA`), kept short.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data_dir() -> PathBuf {
+    match std::env::var_os("MANABI_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            panic!("MANABI_DATA must point at the MNIST files for the CLI tests (.ci/run sets it)")
+        }
+    }
+}
+
+fn manabi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_manabi"))
+        .args(args)
+        .env("MANABI_DATA", data_dir())
+        .output()
+        .expect("the manabi binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("manabi-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().expect("utf-8 path");
+    let mut args = vec!["train", "--iters", "300", "--out", out];
+    args.extend_from_slice(extra);
+    manabi(&args)
+}
+
+#[test]
+fn same_seed_gives_byte_identical_weights_and_eval_agrees() {
+    let (a, b) = (scratch("seed-a"), scratch("seed-b"));
+    let first = train(&a, &["--seed", "7"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = train(&b, &["--seed", "7"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(wa == wb, "two runs with seed 7 wrote different weights");
+    for f in ["metrics.csv", "accuracy.png"] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    // 300 iterations of the book's protocol already reach about 0.88.
+    let out = text(&first);
+    let final_line = out
+        .lines()
+        .find(|l| l.starts_with("final test acc"))
+        .expect("a final line");
+    let acc: f64 = final_line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 0.85, "{final_line}");
+    // eval on the saved weights reports the same accuracy.
+    let eval = manabi(&[
+        "eval",
+        "--weights",
+        a.join("model.safetensors").to_str().unwrap(),
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    assert!(
+        text(&eval).contains(&format!("test accuracy {acc:.4}")),
+        "{}",
+        text(&eval)
+    );
+    assert!(text(&eval).contains("confusion matrix"));
+    // A different seed gives different weights.
+    let c = scratch("seed-c");
+    assert!(train(&c, &["--seed", "8"]).status.success());
+    assert!(std::fs::read(c.join("model.safetensors")).unwrap() != wa);
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn bad_flags_and_inputs_fail_with_one_clear_line() {
+    let out = scratch("bad");
+    let o = out.to_str().unwrap();
+    for (args, expect) in [
+        (vec!["train", "--batch", "0", "--out", o], "--batch"),
+        (vec!["train", "--lr", "-0.1", "--out", o], "positive"),
+        (vec!["train", "--lr", "nan", "--out", o], "positive"),
+        (vec!["train", "--hidden", "50,0", "--out", o], "--hidden"),
+        (
+            vec!["train", "--data-dir", "/nonexistent-manabi", "--out", o],
+            "manabi data fetch",
+        ),
+        (
+            vec!["eval", "--weights", "/nonexistent-manabi/model.safetensors"],
+            "/nonexistent-manabi/model.safetensors",
+        ),
+    ] {
+        let r = manabi(&args);
+        assert!(!r.status.success(), "{args:?} succeeded");
+        let msg = text(&r);
+        assert!(msg.contains(expect), "{args:?}: {msg}");
+        assert!(!msg.contains("panicked"), "{args:?} panicked: {msg}");
+    }
+    // Weights that are not safetensors, and weights of the wrong shape.
+    std::fs::create_dir_all(&out).unwrap();
+    let junk = out.join("junk.safetensors");
+    std::fs::write(&junk, b"not a weights file").unwrap();
+    let r = manabi(&["eval", "--weights", junk.to_str().unwrap()]);
+    assert!(
+        !r.status.success() && text(&r).contains("junk.safetensors"),
+        "{}",
+        text(&r)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn gradcheck_matches_the_book() {
+    let r = manabi(&["gradcheck"]);
+    assert!(r.status.success(), "{}", text(&r));
+    let out = text(&r);
+    for name in ["W1", "b1", "W2", "b2"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .expect("a line per tensor");
+        let mean: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(mean < 1e-9, "{line}");
+    }
+    assert!(out.contains("79520 loss evaluations"));
+}
