@@ -1,13 +1,14 @@
 //! `manabi eval`, `manabi gradcheck` and `manabi data fetch`.
 
 use crate::error::Context;
+use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
-use crate::train::{EVAL_BATCH, load_data};
+use crate::train::load_data;
 use crate::{CliError, EvalArgs, GradcheckArgs, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_data::{DataError, FetchEvent, MIRRORS, TrainTest};
 use manabi_layers::{
-    Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training, argmax, gradcheck as check,
+    Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training, gradcheck as check,
 };
 use manabi_matmul::{DefaultGemm, Gemm};
 use manabi_tensor::Rng;
@@ -35,42 +36,27 @@ pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
         )));
     }
     match model.dtype {
-        Dtype::F64 => with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g)),
-        _ => with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g)),
+        Dtype::F64 => {
+            with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads)))
+        }
+        _ => {
+            with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads)))
+        }
     }
 }
 
-fn evaluate<T: Elem, G: Gemm<T>>(
+fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     model: &model::Model,
     sets: &TrainTest,
     mm: &G,
+    threads: usize,
 ) -> Result<(), CliError> {
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &model.sizes,
-        activation: model.activation,
-        batch: EVAL_BATCH,
-        eval_batch: EVAL_BATCH,
-        training: Training::Inference,
-    })?;
-    let mut arena = vec![T::ZERO; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena)?;
-    for (p, &v) in net.params_mut().iter_mut().zip(&model.params) {
-        *p = T::from_f64(v);
-    }
+    let params: Vec<T> = model.params.iter().map(|&v| T::from_f64(v)).collect();
+    let mut evaluator = Evaluator::<T>::new(&model.sizes, model.activation, threads)?;
     let test = &sets.test;
     let x = T::from_f32s(test.images());
-    let classes = plan.classes();
-    let mut confusion = vec![0usize; classes * classes];
-    let d_in = plan.d_in();
-    for (xs, ls) in x
-        .chunks(EVAL_BATCH * d_in)
-        .zip(test.labels().chunks(EVAL_BATCH))
-    {
-        let logits = net.predict(mm, xs);
-        for (row, &label) in logits.chunks_exact(classes).zip(ls) {
-            confusion[label * classes + argmax(row)] += 1;
-        }
-    }
+    let classes = *model.sizes.last().unwrap_or(&0);
+    let confusion = evaluator.confusion(mm, &params, &x, test.labels());
     let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
     println!(
         "backend: {} ({}); model {}",

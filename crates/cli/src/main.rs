@@ -9,6 +9,7 @@ mod backend;
 mod chart;
 mod commands;
 mod error;
+mod evaluate;
 mod model;
 mod train;
 
@@ -167,6 +168,9 @@ pub struct TrainArgs {
     /// GEMM backend (default: the fastest built).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
+    /// Threads for evaluating whole sets (default: the cores available).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
 }
 
 /// `manabi eval` options.
@@ -181,6 +185,9 @@ pub struct EvalArgs {
     /// GEMM backend (default: the fastest built).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
+    /// Threads for evaluating whole sets (default: the cores available).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
 }
 
 /// `manabi gradcheck` options.
@@ -217,6 +224,12 @@ fn non_negative_f64(s: &str) -> Result<f64, String> {
         Ok(v) => Err(format!("must be zero or a positive finite number, got {v}")),
         Err(e) => Err(format!("not a number: {e}")),
     }
+}
+
+/// The `--threads` value, or the cores available.
+pub fn threads(flag: Option<u32>) -> usize {
+    flag.map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn main() -> ExitCode {

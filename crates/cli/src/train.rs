@@ -2,6 +2,7 @@
 
 use crate::chart::{self, EpochPoint};
 use crate::error::Context;
+use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
 use crate::{ActivationArg, CliError, InitArg, SamplingArg, TrainArgs, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,9 +15,6 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
-
-/// Rows per forward pass when evaluating a whole set: large products run faster than 100-row ones.
-pub const EVAL_BATCH: usize = 2000;
 
 /// Loads the data the flags point at.
 pub fn load_data(data: &crate::DataArgs) -> Result<TrainTest, CliError> {
@@ -64,7 +62,11 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
     }
 }
 
-fn train<T: Elem, G: Gemm<T>>(args: &TrainArgs, sets: &TrainTest, mm: &G) -> Result<(), CliError> {
+fn train<T: Elem, G: Gemm<T> + Sync>(
+    args: &TrainArgs,
+    sets: &TrainTest,
+    mm: &G,
+) -> Result<(), CliError> {
     let (train, test) = (&sets.train, &sets.test);
     let mut sizes = vec![train.features()];
     sizes.extend(args.hidden.iter().map(|&h| h as usize));
@@ -86,7 +88,7 @@ fn train<T: Elem, G: Gemm<T>>(args: &TrainArgs, sets: &TrainTest, mm: &G) -> Res
         sizes: &sizes,
         activation,
         batch,
-        eval_batch: EVAL_BATCH,
+        eval_batch: batch,
         training: Training::Backprop {
             optimizer_slots: opt.slots(),
         },
@@ -104,10 +106,12 @@ fn train<T: Elem, G: Gemm<T>>(args: &TrainArgs, sets: &TrainTest, mm: &G) -> Res
         args.seed
     );
     let (p, g, s, a) = plan.breakdown();
+    let mut evaluator = Evaluator::<T>::new(&sizes, activation, crate::threads(args.threads))?;
     println!(
-        "backend: {} ({}); arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+        "backend: {} ({}), evaluation on {} threads; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
         mm.name(),
         T::NAME,
+        evaluator.threads(),
         plan.total(),
         plan.bytes::<T>() as f64 / 1024.0
     );
@@ -178,8 +182,8 @@ fn train<T: Elem, G: Gemm<T>>(args: &TrainArgs, sets: &TrainTest, mm: &G) -> Res
         }
         // The book evaluates after iterations 0, 600, 1200, …: 17 times in 10,000 iterations.
         if i % iter_per_epoch as u64 == 0 {
-            let train_acc = net.accuracy(mm, &train_x, train.labels());
-            let test_acc = net.accuracy(mm, &test_x, test.labels());
+            let train_acc = evaluator.accuracy(mm, net.params(), &train_x, train.labels());
+            let test_acc = evaluator.accuracy(mm, net.params(), &test_x, test.labels());
             let point = EpochPoint {
                 epoch: (i + 1) as f64 / iter_per_epoch as f64,
                 train_acc,
@@ -213,7 +217,7 @@ fn train<T: Elem, G: Gemm<T>>(args: &TrainArgs, sets: &TrainTest, mm: &G) -> Res
     let final_test = if last_eval == Some(iters - 1) {
         points.last().map_or(0.0, |p| p.test_acc)
     } else {
-        net.accuracy(mm, &test_x, test.labels())
+        evaluator.accuracy(mm, net.params(), &test_x, test.labels())
     };
     println!(
         "final test acc {final_test:.4} after {iters} iterations; training took {train_time:.2} s"
