@@ -105,6 +105,15 @@ const APT_INSTALL: &[&str] = &[
     "DPkg::Lock::Timeout=300",
 ];
 
+/// The shell line that installs `packages`, for a person to run as root.
+fn apt_instruction(packages: &[&str]) -> String {
+    format!(
+        "apt-get update && {} {}",
+        APT_INSTALL.join(" "),
+        packages.join(" ")
+    )
+}
+
 /// Checks every requirement and installs what is missing; the note lists what was installed.
 pub fn provision(reqs: &[Requirement]) -> Result<Option<String>, Failure> {
     let missing: Vec<&Requirement> = reqs.iter().filter(|r| !r.present()).collect();
@@ -128,12 +137,10 @@ pub fn provision(reqs: &[Requirement]) -> Result<Option<String>, Failure> {
 
     if !packages.is_empty() {
         if !is_root() {
-            let mut install = run::program(APT_INSTALL[0]);
-            install.args(&APT_INSTALL[1..]).args(&packages);
             return Err(Failure::msg(format!(
-                "missing {}; as root, run: apt-get update && {}",
+                "missing {}; as root, run: {}",
                 packages.join(", "),
-                run::show(&install)
+                apt_instruction(&packages)
             )));
         }
         let log = run::log_path("provision");
@@ -198,6 +205,15 @@ mod tests {
         };
         assert!(!deb.present());
         assert_eq!(deb.name(), "no-such-package-xtask");
+    }
+
+    #[test]
+    fn the_printed_instruction_is_the_apt_line() {
+        assert_eq!(
+            apt_instruction(&["libopenblas-dev", "qemu-system-arm"]),
+            "apt-get update && apt-get install -y --no-install-recommends \
+             -o DPkg::Lock::Timeout=300 libopenblas-dev qemu-system-arm"
+        );
     }
 
     #[test]
