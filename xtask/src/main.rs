@@ -27,6 +27,10 @@ const REQUIREMENTS: &[Requirement] = &[
     },
 ];
 
+/// Environment for cargo commands when unset and the folder exists (relative to the root):
+/// the same default as `.ci/run`, so a plain `cargo xtask ci` runs the tests that read it.
+const ENV_DEFAULTS: &[(&str, &str)] = &[("MANABI_DATA", "../shared/data/mnist")];
+
 /// Formatting and lints, cheapest first.
 const LINT: &[Job] = &[
     job(
@@ -65,8 +69,8 @@ const TEST_MATRIX: &[Job] = &[
     // matmul without matrixmultiply, so DefaultGemm is Naive; a debug build keeps debug_assert!s on.
     job("test naive only", &["test", "-p", "manabi-tensor", "-p", "manabi-matmul", "--no-default-features", "--features", "std"]),
     // Release: the heavy tests (gradient checks, training) run ~40x faster and the build costs the same.
-    job("test default", &["test", "--workspace", "--release"]),
-    job("test blas", &["test", "--release", "-p", "manabi-matmul", "--features", "blas"]),
+    job("test default", &["test", "--workspace", "--release", "--no-fail-fast"]),
+    job("test blas", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "blas"]),
 ];
 
 /// no_std library builds: (package, features, target), always with `--no-default-features`.
@@ -219,6 +223,9 @@ impl Stage {
 fn run_stages(task: &str, stages: &[Stage]) -> ExitCode {
     let names: Vec<String> = stages.iter().flat_map(Stage::names).collect();
     let mut report = Report::new(names.iter().map(String::len).max().unwrap_or(0));
+    for (var, path) in run::defaults() {
+        println!("{var}={} (default; set {var} to override)", path.display());
+    }
     for stage in stages {
         if stage.run(&mut report).is_err() {
             println!(

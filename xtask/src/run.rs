@@ -26,12 +26,30 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// `$CARGO` (set when run through `cargo xtask`) or plain `cargo`, started in the root.
+/// `$CARGO` (set when run through `cargo xtask`) or plain `cargo`, started in the root, with
+/// the [`defaults`] in its environment.
 pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
-    cmd.current_dir(root());
+    cmd.current_dir(root()).envs(defaults().iter().cloned());
     cmd
+}
+
+/// The variables of `crate::ENV_DEFAULTS` that are unset here and whose folder exists (paths
+/// relative to the root), made absolute: cargo commands get them, so `cargo xtask ci` finds
+/// what `.ci/run` would have pointed to.
+pub fn defaults() -> &'static [(String, PathBuf)] {
+    static DEFAULTS: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        crate::ENV_DEFAULTS
+            .iter()
+            .filter(|(var, _)| std::env::var_os(var).is_none())
+            .filter_map(|(var, rel)| {
+                let path = fs::canonicalize(root().join(rel)).ok()?;
+                path.is_dir().then(|| (var.to_string(), path))
+            })
+            .collect()
+    })
 }
 
 /// Any program, started in the workspace root.
@@ -41,10 +59,12 @@ pub fn program(name: &str) -> Command {
     cmd
 }
 
-/// The command line as a person would type it (environment assignments first).
+/// The command line as a person would type it (environment assignments first, the
+/// [`defaults`] left out: they are printed once).
 pub fn show(cmd: &Command) -> String {
     let mut parts: Vec<String> = cmd
         .get_envs()
+        .filter(|(k, _)| !defaults().iter().any(|(d, _)| k.to_str() == Some(d)))
         .filter_map(|(k, v)| Some(format!("{}={:?}", k.to_string_lossy(), v?)))
         .collect();
     let program = cmd.get_program().to_string_lossy();
