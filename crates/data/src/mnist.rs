@@ -321,8 +321,18 @@ pub fn load(dir: &Path, verify: Verify) -> Result<TrainTest, DataError> {
         }
     }
     let sha = |f: &MnistFile| (verify == Verify::Mnist).then_some(f.sha256);
-    let train = load_pair(&paths[0], sha(&TRAIN_IMAGES), &paths[1], sha(&TRAIN_LABELS))?;
-    let test = load_pair(&paths[2], sha(&TEST_IMAGES), &paths[3], sha(&TEST_LABELS))?;
+    // The test set decompresses and hashes on a second thread while the training set does
+    // on this one: loading is most of a short run's start-up.
+    let (train, test) = std::thread::scope(|scope| {
+        let test =
+            scope.spawn(|| load_pair(&paths[2], sha(&TEST_IMAGES), &paths[3], sha(&TEST_LABELS)));
+        let train = load_pair(&paths[0], sha(&TRAIN_IMAGES), &paths[1], sha(&TRAIN_LABELS));
+        (
+            train,
+            test.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    let (train, test) = (train?, test?);
     if train.image_dims != test.image_dims {
         return Err(DataError::DimsMismatch {
             train: paths[0].clone(),
