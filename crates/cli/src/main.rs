@@ -8,16 +8,17 @@
 mod backend;
 mod chart;
 mod commands;
-mod error;
 mod evaluate;
-mod model;
 mod train;
+
+// The file formats live in the library half (src/lib.rs) so fuzz targets and tests can load bytes.
+use manabi_cli::{error, model};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use error::CliError;
+pub use manabi_cli::CliError;
 
 /// Train neural networks with hand-written backpropagation (Deep Learning from Scratch, ch. 5).
 #[derive(Parser, Debug)]
@@ -171,6 +172,18 @@ pub struct TrainArgs {
     /// Threads for evaluating whole sets (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Every N iterations, write --out/checkpoint.safetensors (weights, optimizer and generator
+    /// state, batch position, metrics, configuration) atomically, for --resume.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run whose checkpoint is in DIR, with the configuration stored there, and
+    /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
+    /// --checkpoint-every may be given with it.
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "hidden", "activation", "batch", "lr", "weight_decay", "iters", "epochs", "optimizer",
+        "init", "sampling", "seed", "out", "f64", "backend",
+    ])]
+    pub resume: Option<PathBuf>,
 }
 
 /// `manabi eval` options.

@@ -177,60 +177,168 @@ pub struct Model {
     pub params: Vec<f64>,
 }
 
-/// Reads and checks a weights file written by [`to_safetensors`]: every tensor's name, dtype
-/// and shape must form a chain `W1 [d0,d1], b1 [d1], W2 [d1,d2], …`; the first mismatch is named.
+impl Model {
+    /// Checks the network against a data set of `features` inputs and `classes` labels and
+    /// names the first tensor that does not fit: `W1` for the inputs, `W{L}` for the outputs
+    /// (a network with more outputs than the data has classes is accepted).
+    ///
+    /// # Errors
+    /// A [`CliError`] naming `name`, the tensor, its shape and what the data needs.
+    pub fn check_data(&self, name: &str, features: usize, classes: usize) -> Result<(), CliError> {
+        let (d_in, layers) = (self.sizes[0], self.sizes.len() - 1);
+        if d_in != features {
+            return Err(CliError(format!(
+                "{name}: tensor W1 has shape [{d_in}, {}], but the data has {features} input features",
+                self.sizes[1]
+            )));
+        }
+        let outputs = self.sizes[layers];
+        if outputs < classes {
+            return Err(CliError(format!(
+                "{name}: tensor W{layers} has shape [{}, {outputs}] ({outputs} outputs), but the data has {classes} classes",
+                self.sizes[layers - 1]
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks a weights file written by [`to_safetensors`] (see [`parse`]).
+///
+/// # Errors
+/// The file can't be read, or any error of [`parse`]; messages start with the path.
 pub fn load(path: &Path) -> Result<Model, CliError> {
-    let shown = path.display();
+    let shown = path.display().to_string();
     let bytes = fs::read(path).context(|| format!("reading {shown}"))?;
-    let st =
-        SafeTensors::deserialize(&bytes).context(|| format!("{shown}: not a safetensors file"))?;
-    let (_, meta) =
-        SafeTensors::read_metadata(&bytes).context(|| format!("{shown}: bad header"))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    let fields: HashMap<&str, &str> = meta
-        .get(META_KEY)
-        .map(|t| t.split(';').filter_map(|kv| kv.split_once('=')).collect())
-        .unwrap_or_default();
-    let activation = match fields.get("activation").copied() {
+    parse(&bytes, &shown)
+}
+
+/// Checks the bytes of a weights file written by [`to_safetensors`]: every tensor's name,
+/// dtype and shape must form a chain `W1 [d0,d1], b1 [d1], W2 [d1,d2], …` with nothing else
+/// in the file; the first mismatch is named. `name` (usually the path) starts every message.
+///
+/// # Errors
+/// Not a safetensors file, a header declaring sizes larger than the file, an unknown
+/// activation, a missing or extra tensor, a dtype other than F32/F64 (or mixed), a shape that
+/// does not continue the chain, or a zero dimension.
+pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
+    let (st, fields) = open(bytes, name)?;
+    if let Some(format) = fields.get("format")
+        && format != FORMAT
+    {
+        return Err(CliError(format!(
+            "{name}: this is a {format:?} file, not weights written by manabi train"
+        )));
+    }
+    let activation = match fields.get("activation").map(String::as_str) {
         Some("relu") | None => Activation::Relu,
         Some("sigmoid") => Activation::Sigmoid,
-        Some(other) => return Err(CliError(format!("{shown}: unknown activation {other:?}"))),
+        Some(other) => return Err(CliError(format!("{name}: unknown activation {other:?}"))),
     };
     let layers = (1..)
         .take_while(|l| st.tensor(&format!("W{l}")).is_ok())
         .count();
     if layers == 0 {
-        return Err(CliError(format!("{shown}: no tensor named W1")));
+        return Err(CliError(format!("{name}: no tensor named W1")));
     }
-    let expected_tensors = 2 * layers;
-    if st.len() != expected_tensors {
-        let names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    if st.len() != 2 * layers {
+        let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+        names.sort();
         return Err(CliError(format!(
-            "{shown}: expected tensors W1..W{layers} and b1..b{layers}, found {names:?}"
+            "{name}: expected tensors W1..W{layers} and b1..b{layers}, found {names:?}"
         )));
     }
+    let chain = read_chain(&st, name, layers, None)?;
+    Ok(Model {
+        sizes: chain.sizes,
+        activation,
+        dtype: chain.dtype,
+        params: chain.params,
+    })
+}
+
+/// The layer tensors `W1 b1 … WL bL` of a file, checked and flattened.
+pub(crate) struct Chain {
+    /// Layer widths, input first.
+    pub sizes: Vec<usize>,
+    /// The one float dtype of all of them.
+    pub dtype: Dtype,
+    /// `[W1 b1 W2 b2 …]` widened to f64.
+    pub params: Vec<f64>,
+}
+
+/// Opens safetensors bytes after [`check_header`] and returns the `manabi` metadata fields.
+pub(crate) fn open<'a>(
+    bytes: &'a [u8],
+    name: &str,
+) -> Result<(SafeTensors<'a>, BTreeMap<String, String>), CliError> {
+    check_header(bytes, name)?;
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).context(|| format!("{name}: not a safetensors file"))?;
+    let st =
+        SafeTensors::deserialize(bytes).context(|| format!("{name}: not a safetensors file"))?;
+    let fields = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .map(|t| {
+            t.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((st, fields))
+}
+
+/// Reads `W1 b1 … WL bL`. With `expected` (layer widths), each tensor must have exactly the
+/// shape they give and the first that does not is named; without, the shapes must chain.
+pub(crate) fn read_chain(
+    st: &SafeTensors<'_>,
+    name: &str,
+    layers: usize,
+    expected: Option<&[usize]>,
+) -> Result<Chain, CliError> {
     let mut dtype = None;
-    let mut sizes = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
     let mut params = Vec::new();
     for l in 1..=layers {
-        for name in [format!("W{l}"), format!("b{l}")] {
+        for tensor in [format!("W{l}"), format!("b{l}")] {
             let t = st
-                .tensor(&name)
-                .context(|| format!("{shown}: tensor {name}"))?;
+                .tensor(&tensor)
+                .map_err(|_| CliError(format!("{name}: tensor {tensor} is missing")))?;
             let d = t.dtype();
             if !matches!(d, Dtype::F32 | Dtype::F64) {
                 return Err(CliError(format!(
-                    "{shown}: tensor {name} has dtype {d:?}, expected F32 or F64"
+                    "{name}: tensor {tensor} has dtype {d:?}, expected F32 or F64"
                 )));
             }
             if *dtype.get_or_insert(d) != d {
                 return Err(CliError(format!(
-                    "{shown}: tensor {name} has dtype {d:?}, the others {:?}",
+                    "{name}: tensor {tensor} has dtype {d:?}, the tensors before it {:?}",
                     dtype.unwrap_or(d)
                 )));
             }
             let shape = t.shape();
-            let ok = if name.starts_with('W') {
+            let is_weight = tensor.starts_with('W');
+            if let Some(widths) = expected {
+                let want: Vec<usize> = if is_weight {
+                    widths[l - 1..=l].to_vec()
+                } else {
+                    vec![widths[l]]
+                };
+                if shape != want.as_slice() {
+                    return Err(CliError(format!(
+                        "{name}: tensor {tensor} has shape {shape:?}, but the network {} needs {want:?}",
+                        widths
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join("-")
+                    )));
+                }
+            }
+            let ok = if is_weight {
                 if shape.len() == 2 && (sizes.is_empty() || sizes.last() == Some(&shape[0])) {
                     if sizes.is_empty() {
                         sizes.push(shape[0]);
@@ -245,27 +353,105 @@ pub fn load(path: &Path) -> Result<Model, CliError> {
             };
             if !ok || shape.contains(&0) {
                 return Err(CliError(format!(
-                    "{shown}: tensor {name} has shape {shape:?}, which does not fit the layers before it {sizes:?}"
+                    "{name}: tensor {tensor} has shape {shape:?}, which does not fit the layers before it {sizes:?}"
                 )));
             }
-            match d {
-                Dtype::F32 => params.extend(
-                    t.data()
-                        .chunks_exact(4)
-                        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-                ),
-                _ => params.extend(t.data().chunks_exact(8).map(|c| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(c);
-                    f64::from_le_bytes(b)
-                })),
+            let values = floats(d, t.data());
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(CliError(format!(
+                    "{name}: tensor {tensor} holds {} at index {i}",
+                    values[i]
+                )));
             }
+            params.extend(values);
         }
     }
-    Ok(Model {
+    Ok(Chain {
         sizes,
-        activation,
         dtype: dtype.unwrap_or(Dtype::F32),
         params,
     })
+}
+
+/// Little-endian F32 or F64 bytes as f64 values (F32 widened exactly); empty for other dtypes.
+pub(crate) fn floats(dtype: Dtype, data: &[u8]) -> Vec<f64> {
+    match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Refuses a safetensors header that declares any number (a data offset or a dimension)
+/// larger than the whole file, before the safetensors crate does arithmetic with it.
+///
+/// No valid file holds such a number: offsets end inside the file and, for the F32/F64/U64
+/// tensors written here, every dimension is at most the number of elements stored. Checking
+/// first keeps the offset arithmetic far from overflow (the crate adds offsets with `+`,
+/// which panics in builds with overflow checks) and bounds every size derived from the
+/// header by the input's length. The scan is a JSON lexer reduced to strings and digits.
+///
+/// # Errors
+/// A [`CliError`] naming `name`, the number and the file size.
+pub fn check_header(bytes: &[u8], name: &str) -> Result<(), CliError> {
+    let Some(len_bytes) = bytes.get(..8) else {
+        // Too short to hold the header length: safetensors reports it.
+        return Ok(());
+    };
+    let mut word = [0u8; 8];
+    word.copy_from_slice(len_bytes);
+    let header_len = u64::from_le_bytes(word);
+    let Some(header) = usize::try_from(header_len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Err(CliError(format!(
+            "{name}: not a safetensors file: its header length {header_len} exceeds the file's {} bytes",
+            bytes.len()
+        )));
+    };
+    let limit = bytes.len() as u128;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut number: Option<u128> = None;
+    for &b in header.iter().chain([b' '].iter()) {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if b.is_ascii_digit() {
+            let n = number
+                .unwrap_or(0)
+                .saturating_mul(10)
+                .saturating_add(u128::from(b - b'0'));
+            number = Some(n);
+            continue;
+        }
+        if let Some(n) = number.take()
+            && n > limit
+        {
+            return Err(CliError(format!(
+                "{name}: the header declares a size of {n}, more than the whole file ({} bytes)",
+                bytes.len()
+            )));
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,704 @@
+//! Training checkpoints: everything a run needs to continue bit for bit, in one safetensors file.
+//!
+//! `manabi train --checkpoint-every N` writes `checkpoint.safetensors` into `--out` every `N`
+//! iterations with [`crate::model::write_atomic`] (temporary file, fsync, rename), so a crash
+//! at any moment leaves the previous checkpoint readable. The file holds:
+//!
+//! | tensor | dtype | shape | contents |
+//! |---|---|---|---|
+//! | `W1`, `b1`, … | F32/F64 | as in `model.safetensors` | the weights |
+//! | `opt_state` | F32/F64 | `[slots, params]` | the optimizer's state (SGD: 0 slots, Adam: 2) |
+//! | `rng` | U64 | `[4]` | the xoshiro256++ generator's state |
+//! | `batcher` | U64 | `[6 + perm]` | the batcher's position (`BatcherState::to_words`) |
+//! | `iteration` | U64 | `[1]` | iterations completed |
+//! | `loss_window` | F64 | `[2]` | sum and count of the losses since the last evaluation |
+//! | `elapsed` | F64 | `[1]` | training seconds so far |
+//! | `metrics` | F64 | `[rows, 6]` | the evaluations so far: iteration, epoch, train acc, test acc, loss, seconds |
+//!
+//! and, under the metadata key `manabi`, the run's configuration ([`RunConfig`]): every
+//! setting that affects the result (sizes, activation, batch, lr, weight decay, iterations,
+//! optimizer, init, sampling, seed, dtype, backend, training-set length) plus
+//! `checkpoint_every`. [`parse`] checks all of it — each tensor's name, dtype and shape
+//! against the configuration, the first mismatch named — and never panics on hostile bytes.
+
+use crate::CliError;
+use crate::error::Context;
+use crate::model::{self, Elem};
+use manabi_data::{Batcher, BatcherState, Sampling};
+use manabi_layers::{Activation, Init, MlpPlan};
+use manabi_optim::{AnyOptimizer, Optimizer};
+use manabi_tensor::Rng;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The checkpoint's file name inside the output directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
+/// The format tag stored in the metadata.
+const FORMAT: &str = "manabi-checkpoint";
+
+/// The layout version stored in the metadata; bumped on any incompatible change.
+const VERSION: &str = "1";
+
+/// Columns of the `metrics` tensor (see [`MetricRow`]).
+pub const METRIC_COLUMNS: usize = 6;
+
+/// The header line of `metrics.csv`.
+pub const CSV_HEADER: &str = "iteration,epoch,train_acc,test_acc,loss,elapsed_s\n";
+
+/// The names of the tensors other than the weights.
+const STATE_TENSORS: [&str; 7] = [
+    "opt_state",
+    "rng",
+    "batcher",
+    "iteration",
+    "loss_window",
+    "elapsed",
+    "metrics",
+];
+
+/// Every setting of a run that affects its result, plus how often it checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    /// Layer widths: input features, hidden widths, classes.
+    pub sizes: Vec<usize>,
+    /// Activation between layers.
+    pub activation: Activation,
+    /// Rows per minibatch.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Total training iterations.
+    pub iters: u64,
+    /// Optimizer name as [`AnyOptimizer::from_name`] takes it.
+    pub optimizer: String,
+    /// Weight initialisation.
+    pub init: Init,
+    /// How minibatches are drawn.
+    pub sampling: Sampling,
+    /// Seed of the one random generator.
+    pub seed: u64,
+    /// Train in f64 (else f32).
+    pub f64: bool,
+    /// GEMM backend name (`Gemm::name`): backends round differently, so it is part of the result.
+    pub backend: String,
+    /// Samples in the training set (checked against the data on resume).
+    pub train_len: usize,
+    /// Write a checkpoint every this many iterations (does not affect the result).
+    pub checkpoint_every: Option<u64>,
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Relu => "relu",
+        Activation::Sigmoid => "sigmoid",
+    }
+}
+
+fn init_name(i: Init) -> &'static str {
+    match i {
+        Init::Book => "book",
+        Init::Xavier => "xavier",
+        Init::He => "he",
+    }
+}
+
+fn sampling_name(s: Sampling) -> &'static str {
+    match s {
+        Sampling::Random => "random",
+        Sampling::EpochShuffle => "shuffle",
+    }
+}
+
+/// `784-50-10`.
+pub fn sizes_text(sizes: &[usize]) -> String {
+    sizes
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+impl RunConfig {
+    /// Optimizer state slots per parameter.
+    ///
+    /// # Errors
+    /// An unknown optimizer name.
+    pub fn slots(&self) -> Result<usize, CliError> {
+        AnyOptimizer::<f64>::from_name(&self.optimizer, self.lr)
+            .map(|o| o.slots())
+            .map_err(|e| CliError(format!("optimizer {:?}: {e}", self.optimizer)))
+    }
+
+    /// Parameters of the network, or `None` if the count overflows.
+    pub fn param_len(&self) -> Option<usize> {
+        self.sizes.windows(2).try_fold(0usize, |acc, w| {
+            acc.checked_add(w[0].checked_mul(w[1])?.checked_add(w[1])?)
+        })
+    }
+
+    /// Checks the configuration against the data a resumed run was given.
+    ///
+    /// # Errors
+    /// A [`CliError`] naming the first quantity that differs.
+    pub fn check_data(
+        &self,
+        features: usize,
+        classes: usize,
+        train_len: usize,
+    ) -> Result<(), CliError> {
+        let (d_in, outputs) = (self.sizes[0], self.sizes[self.sizes.len() - 1]);
+        let what = if d_in != features {
+            format!("{d_in} input features, the data has {features}")
+        } else if outputs != classes {
+            format!("{outputs} classes, the data has {classes}")
+        } else if self.train_len != train_len {
+            format!(
+                "{} training samples, the data has {train_len}",
+                self.train_len
+            )
+        } else {
+            return Ok(());
+        };
+        Err(CliError(format!(
+            "the checkpoint was trained on different data: it has {what}"
+        )))
+    }
+
+    fn fields(&self) -> BTreeMap<&'static str, String> {
+        let mut f = BTreeMap::new();
+        f.insert("format", FORMAT.to_string());
+        f.insert("version", VERSION.to_string());
+        f.insert(
+            "sizes",
+            self.sizes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        f.insert("activation", activation_name(self.activation).to_string());
+        f.insert("batch", self.batch.to_string());
+        // `Display` of an f64 is the shortest text that parses back to the same bits.
+        f.insert("lr", self.lr.to_string());
+        f.insert("weight_decay", self.weight_decay.to_string());
+        f.insert("iters", self.iters.to_string());
+        f.insert("optimizer", self.optimizer.clone());
+        f.insert("init", init_name(self.init).to_string());
+        f.insert("sampling", sampling_name(self.sampling).to_string());
+        f.insert("seed", self.seed.to_string());
+        f.insert("dtype", if self.f64 { "f64" } else { "f32" }.to_string());
+        f.insert("backend", self.backend.clone());
+        f.insert("train_len", self.train_len.to_string());
+        f.insert(
+            "checkpoint_every",
+            self.checkpoint_every.unwrap_or(0).to_string(),
+        );
+        f
+    }
+
+    fn from_fields(f: &BTreeMap<String, String>, name: &str) -> Result<Self, CliError> {
+        let get = |key: &str| {
+            f.get(key).map(String::as_str).ok_or_else(|| {
+                CliError(format!(
+                    "{name}: the checkpoint's configuration has no {key:?}"
+                ))
+            })
+        };
+        let bad = |key: &str, value: &str, why: &str| {
+            CliError(format!(
+                "{name}: configuration {key}={value:?} is invalid: {why}"
+            ))
+        };
+        let int = |key: &str, min: u64, max: u64| -> Result<u64, CliError> {
+            let v = get(key)?;
+            match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(bad(
+                    key,
+                    v,
+                    &format!("expected an integer in {min}..={max}"),
+                )),
+            }
+        };
+        let float = |key: &str| -> Result<f64, CliError> {
+            let v = get(key)?;
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+                _ => Err(bad(key, v, "expected a finite number >= 0")),
+            }
+        };
+        match get("format")? {
+            FORMAT => {}
+            other => {
+                return Err(CliError(format!(
+                    "{name}: this is a {other:?} file, not a manabi checkpoint"
+                )));
+            }
+        }
+        match get("version")? {
+            VERSION => {}
+            other => {
+                return Err(CliError(format!(
+                    "{name}: checkpoint version {other:?} is not supported (this manabi reads {VERSION})"
+                )));
+            }
+        }
+        // The same bounds as the command-line flags: widths and batch fit in u32.
+        let limit = u64::from(u32::MAX);
+        let sizes_text = get("sizes")?;
+        let sizes: Vec<usize> = sizes_text
+            .split(',')
+            .map(|s| match s.parse::<u64>() {
+                Ok(n) if (1..=limit).contains(&n) => usize::try_from(n).ok(),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .filter(|v: &Vec<usize>| v.len() >= 2)
+            .ok_or_else(|| {
+                bad(
+                    "sizes",
+                    sizes_text,
+                    "expected two or more widths in 1..=4294967295",
+                )
+            })?;
+        let activation = match get("activation")? {
+            "relu" => Activation::Relu,
+            "sigmoid" => Activation::Sigmoid,
+            other => return Err(bad("activation", other, "expected relu or sigmoid")),
+        };
+        let init = match get("init")? {
+            "book" => Init::Book,
+            "xavier" => Init::Xavier,
+            "he" => Init::He,
+            other => return Err(bad("init", other, "expected book, xavier or he")),
+        };
+        let sampling = match get("sampling")? {
+            "random" => Sampling::Random,
+            "shuffle" => Sampling::EpochShuffle,
+            other => return Err(bad("sampling", other, "expected random or shuffle")),
+        };
+        let f64 = match get("dtype")? {
+            "f32" => false,
+            "f64" => true,
+            other => return Err(bad("dtype", other, "expected f32 or f64")),
+        };
+        let to_usize = |key: &str, n: u64| {
+            usize::try_from(n).map_err(|_| bad(key, &n.to_string(), "too large for this machine"))
+        };
+        let every = int("checkpoint_every", 0, u64::MAX)?;
+        let config = RunConfig {
+            sizes,
+            activation,
+            batch: to_usize("batch", int("batch", 1, limit)?)?,
+            lr: float("lr")?,
+            weight_decay: float("weight_decay")?,
+            iters: int("iters", 1, u64::MAX)?,
+            optimizer: get("optimizer")?.to_string(),
+            init,
+            sampling,
+            seed: int("seed", 0, u64::MAX)?,
+            f64,
+            backend: get("backend")?.to_string(),
+            train_len: to_usize("train_len", int("train_len", 1, u64::MAX)?)?,
+            checkpoint_every: (every > 0).then_some(every),
+        };
+        if config.lr <= 0.0 {
+            return Err(bad("lr", get("lr")?, "must be positive"));
+        }
+        let opt = AnyOptimizer::<f64>::from_name(&config.optimizer, config.lr)
+            .map_err(|e| bad("optimizer", &config.optimizer, &e.to_string()))?;
+        opt.with_weight_decay(config.weight_decay)
+            .validate()
+            .map_err(|e| bad("lr", &config.lr.to_string(), &e.to_string()))?;
+        Ok(config)
+    }
+}
+
+/// One evaluation of the whole sets, as written to `metrics.csv`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricRow {
+    /// Iterations completed when it was taken.
+    pub iteration: u64,
+    /// `iteration / iterations per epoch`.
+    pub epoch: f64,
+    /// Training-set accuracy.
+    pub train_acc: f64,
+    /// Test-set accuracy.
+    pub test_acc: f64,
+    /// Mean loss since the previous evaluation.
+    pub loss: f64,
+    /// Training seconds so far.
+    pub elapsed: f64,
+}
+
+impl MetricRow {
+    /// The row as a `metrics.csv` line (with its newline).
+    pub fn csv_line(&self) -> String {
+        format!(
+            "{},{:.4},{},{},{},{:.3}\n",
+            self.iteration, self.epoch, self.train_acc, self.test_acc, self.loss, self.elapsed
+        )
+    }
+}
+
+/// Where a run stands, apart from the network and the random state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Iterations completed.
+    pub iteration: u64,
+    /// Sum of the losses since the last evaluation.
+    pub loss_sum: f64,
+    /// Number of losses in `loss_sum`.
+    pub loss_count: u64,
+    /// Training seconds so far.
+    pub elapsed: f64,
+    /// The evaluations so far.
+    pub metrics: Vec<MetricRow>,
+}
+
+/// What a checkpoint holds, as read back by [`parse`].
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Iteration, running loss, time and metrics.
+    pub progress: Progress,
+    /// Parameters `[W1 b1 W2 b2 …]`, widened to f64 (exactly, for f32 runs).
+    pub params: Vec<f64>,
+    /// Optimizer state, `slots × params`, widened like `params`.
+    pub opt_state: Vec<f64>,
+    /// The generator's state (never all zero).
+    pub rng: [u64; 4],
+    /// The batcher's position (validated by `Batcher::from_state`).
+    pub batcher: BatcherState,
+}
+
+/// A running network's state, borrowed for [`Snapshot::to_bytes`].
+#[derive(Debug)]
+pub struct Snapshot<'a, T> {
+    /// The run's configuration.
+    pub config: &'a RunConfig,
+    /// The network's plan (for the tensor names and shapes).
+    pub plan: &'a MlpPlan,
+    /// `Mlp::params`.
+    pub params: &'a [T],
+    /// `Mlp::state`.
+    pub opt_state: &'a [T],
+    /// `Rng::state`.
+    pub rng: [u64; 4],
+    /// `Batcher::state`.
+    pub batcher: &'a BatcherState,
+    /// Where the run stands.
+    pub progress: &'a Progress,
+}
+
+fn u64_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl<T: Elem> Snapshot<'_, T> {
+    /// Serialises the snapshot as checkpoint bytes (see the module docs for the layout).
+    ///
+    /// # Errors
+    /// If the slices do not fit the plan, or serialisation fails.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CliError> {
+        let param_len = self.plan.param_len();
+        if self.params.len() != param_len || self.opt_state.len() % param_len.max(1) != 0 {
+            return Err(CliError(format!(
+                "checkpoint: {} parameters and {} state values do not fit a network of {param_len} parameters",
+                self.params.len(),
+                self.opt_state.len()
+            )));
+        }
+        let slots = self.opt_state.len() / param_len.max(1);
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for info in self.plan.tensors() {
+            let mut b = Vec::with_capacity(info.span.len * T::BYTES);
+            T::put_le(&self.params[info.span.start..info.span.end()], &mut b);
+            owned.push((info.name.to_string(), T::DTYPE, info.dims().to_vec(), b));
+        }
+        let mut state = Vec::with_capacity(self.opt_state.len() * T::BYTES);
+        T::put_le(self.opt_state, &mut state);
+        owned.push(("opt_state".into(), T::DTYPE, vec![slots, param_len], state));
+        owned.push(("rng".into(), Dtype::U64, vec![4], u64_bytes(&self.rng)));
+        let words = self.batcher.to_words();
+        owned.push((
+            "batcher".into(),
+            Dtype::U64,
+            vec![words.len()],
+            u64_bytes(&words),
+        ));
+        let p = self.progress;
+        owned.push((
+            "iteration".into(),
+            Dtype::U64,
+            vec![1],
+            u64_bytes(&[p.iteration]),
+        ));
+        owned.push((
+            "loss_window".into(),
+            Dtype::F64,
+            vec![2],
+            f64_bytes(&[p.loss_sum, p.loss_count as f64]),
+        ));
+        owned.push((
+            "elapsed".into(),
+            Dtype::F64,
+            vec![1],
+            f64_bytes(&[p.elapsed]),
+        ));
+        let rows: Vec<f64> = p
+            .metrics
+            .iter()
+            .flat_map(|m| {
+                [
+                    m.iteration as f64,
+                    m.epoch,
+                    m.train_acc,
+                    m.test_acc,
+                    m.loss,
+                    m.elapsed,
+                ]
+            })
+            .collect();
+        owned.push((
+            "metrics".into(),
+            Dtype::F64,
+            vec![p.metrics.len(), METRIC_COLUMNS],
+            f64_bytes(&rows),
+        ));
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, b)| {
+                TensorView::new(*dtype, shape.clone(), b).map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context(|| "building checkpoint tensors".into())?;
+        // One metadata key with sorted pairs: safetensors keeps metadata in a HashMap.
+        let text = self
+            .config
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let meta = HashMap::from([(model::META_KEY.to_string(), text)]);
+        safetensors::serialize(views, Some(meta)).context(|| "serialising the checkpoint".into())
+    }
+}
+
+/// The checkpoint's path inside `dir`.
+pub fn path_in(dir: &Path) -> PathBuf {
+    dir.join(CHECKPOINT_FILE)
+}
+
+/// Reads and checks `dir/checkpoint.safetensors` (see [`parse`]).
+///
+/// # Errors
+/// No checkpoint in `dir`, the file can't be read, or any error of [`parse`].
+pub fn load(dir: &Path) -> Result<Checkpoint, CliError> {
+    let path = path_in(dir);
+    let shown = path.display().to_string();
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError(format!(
+                "no checkpoint to resume in {}: {shown} does not exist (train with --checkpoint-every N to write one)",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(CliError(format!("reading {shown}: {e}"))),
+    };
+    parse(&bytes, &shown)
+}
+
+/// The one tensor `tensor` of `st`, with the given dtype and shape, or an error naming it.
+fn expect<'a>(
+    st: &SafeTensors<'a>,
+    name: &str,
+    tensor: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<&'a [u8], CliError> {
+    let t = st
+        .tensor(tensor)
+        .map_err(|_| CliError(format!("{name}: tensor {tensor} is missing")))?;
+    if t.dtype() != dtype {
+        return Err(CliError(format!(
+            "{name}: tensor {tensor} has dtype {:?}, expected {dtype:?}",
+            t.dtype()
+        )));
+    }
+    if t.shape() != shape {
+        return Err(CliError(format!(
+            "{name}: tensor {tensor} has shape {:?}, expected {shape:?}",
+            t.shape()
+        )));
+    }
+    Ok(t.data())
+}
+
+fn words(data: &[u8]) -> Vec<u64> {
+    data.chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_le_bytes(b)
+        })
+        .collect()
+}
+
+/// Reads checkpoint bytes and checks them completely: the configuration in the metadata, then
+/// every tensor's name, dtype and shape against it (the first mismatch named), the generator
+/// and batcher states, and finite weights. `name` (usually the path) starts every message.
+///
+/// Nothing is sized from the file before [`model::check_header`] has bounded its numbers by
+/// the file's length.
+///
+/// # Errors
+/// A [`CliError`] for anything missing, extra, malformed or inconsistent.
+pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
+    let (st, fields) = model::open(bytes, name)?;
+    if fields.is_empty() {
+        return Err(CliError(format!(
+            "{name}: not a manabi checkpoint (no \"{}\" metadata)",
+            model::META_KEY
+        )));
+    }
+    let config = RunConfig::from_fields(&fields, name)?;
+    let layers = config.sizes.len() - 1;
+    for tensor in st.names() {
+        let known = STATE_TENSORS.contains(&tensor)
+            || tensor
+                .strip_prefix(['W', 'b'])
+                .and_then(|l| l.parse::<usize>().ok())
+                .is_some_and(|l| (1..=layers).contains(&l) && tensor[1..] == l.to_string());
+        if !known {
+            return Err(CliError(format!(
+                "{name}: unexpected tensor {tensor:?} in a checkpoint of a {}-layer network",
+                layers
+            )));
+        }
+    }
+    let chain = model::read_chain(&st, name, layers, Some(&config.sizes))?;
+    let dtype = if config.f64 { Dtype::F64 } else { Dtype::F32 };
+    if chain.dtype != dtype {
+        return Err(CliError(format!(
+            "{name}: tensor W1 has dtype {:?}, but the configuration says {}",
+            chain.dtype,
+            if config.f64 { "f64" } else { "f32" }
+        )));
+    }
+    // The shapes matched, so the parameter count is what the file holds (no overflow).
+    let param_len = chain.params.len();
+    let slots = config.slots()?;
+    let state = model::floats(
+        dtype,
+        expect(&st, name, "opt_state", dtype, &[slots, param_len])?,
+    );
+    if let Some(i) = state.iter().position(|v| !v.is_finite()) {
+        return Err(CliError(format!(
+            "{name}: tensor opt_state holds {} at index {i}",
+            state[i]
+        )));
+    }
+    let rng_words = words(expect(&st, name, "rng", Dtype::U64, &[4])?);
+    let rng = [rng_words[0], rng_words[1], rng_words[2], rng_words[3]];
+    Rng::from_state(rng).map_err(|e| CliError(format!("{name}: tensor rng: {e}")))?;
+    let batcher_len = st
+        .tensor("batcher")
+        .map(|t| t.shape().first().copied().unwrap_or(0))
+        .unwrap_or(0);
+    let batcher_words = words(expect(&st, name, "batcher", Dtype::U64, &[batcher_len])?);
+    let batcher = BatcherState::from_words(&batcher_words)
+        .map_err(|e| CliError(format!("{name}: tensor batcher: {e}")))?;
+    if batcher.batch != config.batch
+        || batcher.len != config.train_len
+        || batcher.sampling != config.sampling
+    {
+        return Err(CliError(format!(
+            "{name}: tensor batcher draws {} rows from {} samples ({:?}), but the configuration says {} from {} ({:?})",
+            batcher.batch,
+            batcher.len,
+            batcher.sampling,
+            config.batch,
+            config.train_len,
+            config.sampling
+        )));
+    }
+    Batcher::from_state(batcher.clone())
+        .map_err(|e| CliError(format!("{name}: tensor batcher: {e}")))?;
+    let iteration = words(expect(&st, name, "iteration", Dtype::U64, &[1])?)[0];
+    if iteration == 0 || iteration > config.iters {
+        return Err(CliError(format!(
+            "{name}: tensor iteration is {iteration}, outside 1..={}",
+            config.iters
+        )));
+    }
+    let window = model::floats(
+        Dtype::F64,
+        expect(&st, name, "loss_window", Dtype::F64, &[2])?,
+    );
+    let (loss_sum, count) = (window[0], window[1]);
+    if !loss_sum.is_finite() || !(0.0..=iteration as f64).contains(&count) || count.fract() != 0.0 {
+        return Err(CliError(format!(
+            "{name}: tensor loss_window holds [{loss_sum}, {count}], not a finite sum and a count up to {iteration}"
+        )));
+    }
+    let elapsed = model::floats(Dtype::F64, expect(&st, name, "elapsed", Dtype::F64, &[1])?)[0];
+    if !(elapsed.is_finite() && elapsed >= 0.0) {
+        return Err(CliError(format!(
+            "{name}: tensor elapsed holds {elapsed}, not a number of seconds"
+        )));
+    }
+    let rows = st
+        .tensor("metrics")
+        .map(|t| t.shape().first().copied().unwrap_or(0))
+        .unwrap_or(0);
+    let values = model::floats(
+        Dtype::F64,
+        expect(&st, name, "metrics", Dtype::F64, &[rows, METRIC_COLUMNS])?,
+    );
+    let mut metrics = Vec::with_capacity(rows);
+    for (r, row) in values.chunks_exact(METRIC_COLUMNS).enumerate() {
+        let it = row[0];
+        if !(it >= 1.0 && it <= iteration as f64 && it.fract() == 0.0)
+            || row.iter().any(|v| !v.is_finite())
+        {
+            return Err(CliError(format!(
+                "{name}: tensor metrics row {r} {row:?} is not an evaluation before iteration {iteration}"
+            )));
+        }
+        metrics.push(MetricRow {
+            iteration: it as u64,
+            epoch: row[1],
+            train_acc: row[2],
+            test_acc: row[3],
+            loss: row[4],
+            elapsed: row[5],
+        });
+    }
+    Ok(Checkpoint {
+        config,
+        progress: Progress {
+            iteration,
+            loss_sum,
+            loss_count: count as u64,
+            elapsed,
+            metrics,
+        },
+        params: chain.params,
+        opt_state: state,
+        rng,
+        batcher,
+    })
+}

@@ -1,0 +1,30 @@
+//! manabi-cli's library half: the weights and checkpoint file formats, loadable from bytes.
+//!
+//! The `manabi` binary (`src/main.rs`) is argument parsing and wiring; what it reads from disk
+//! lives here so that the fuzz targets (`fuzz/`) and the integration tests can feed the
+//! loaders arbitrary bytes:
+//!
+//! - [`model`]: `model.safetensors` (`W1`, `b1`, …): [`model::to_safetensors`],
+//!   [`model::parse`] / [`model::load`] (every tensor's name, dtype and shape checked, the
+//!   first mismatch named), [`model::write_atomic`] (temporary file, fsync, rename).
+//! - [`checkpoint`]: `checkpoint.safetensors`: weights, optimizer state, generator and batcher
+//!   positions, metrics so far and the run's configuration ([`checkpoint::RunConfig`]), so that
+//!   `manabi train --resume DIR` ends byte-identical to an uninterrupted run.
+//! - [`error`]: [`CliError`], one readable line.
+//!
+//! Loaders never panic and never allocate more than the input's size justifies: a header
+//! declaring sizes larger than the file is refused before anything is sized from it.
+//!
+//! # Features
+//! - `matrixmultiply` (default): the pure-Rust GEMM backend for the binary.
+//! - `blas`: OpenBLAS (system `libopenblas`); becomes the binary's default backend.
+//! - `threading`: lets matrixmultiply use several threads for large products.
+//!
+//! MSRV: Rust 1.85 (edition 2024).
+#![forbid(unsafe_code)]
+
+pub mod checkpoint;
+pub mod error;
+pub mod model;
+
+pub use error::CliError;

@@ -1,0 +1,164 @@
+//! Helpers shared by the reliability tests: small weights and checkpoint files, raw safetensors, the binary.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use manabi_cli::checkpoint::{MetricRow, Progress, RunConfig, Snapshot};
+use manabi_cli::model;
+use manabi_data::{Batcher, Sampling};
+use manabi_layers::{Activation, Init, MlpConfig, MlpPlan, Training};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The widths of the small network the byte-level tests use.
+pub const SIZES: [usize; 3] = [4, 3, 2];
+
+/// Parameters of [`SIZES`]: 4·3 + 3 + 3·2 + 2.
+pub const PARAMS: usize = 23;
+
+pub fn plan(slots: usize) -> MlpPlan {
+    MlpPlan::new(&MlpConfig {
+        sizes: &SIZES,
+        activation: Activation::Relu,
+        batch: 2,
+        eval_batch: 2,
+        training: Training::Backprop {
+            optimizer_slots: slots,
+        },
+    })
+    .expect("a valid plan")
+}
+
+/// Distinct, exactly representable parameter values.
+pub fn params() -> Vec<f32> {
+    (0..PARAMS).map(|i| i as f32 * 0.25 - 2.0).collect()
+}
+
+/// A valid `model.safetensors` for [`SIZES`].
+pub fn model_bytes() -> Vec<u8> {
+    model::to_safetensors(&plan(0), &params(), &[("seed", "1".into())]).expect("serialises")
+}
+
+/// The configuration of a small Adam run with shuffled batches over 10 samples.
+pub fn config() -> RunConfig {
+    RunConfig {
+        sizes: SIZES.to_vec(),
+        activation: Activation::Relu,
+        batch: 2,
+        lr: 0.001,
+        weight_decay: 0.0,
+        iters: 50,
+        optimizer: "adam".into(),
+        init: Init::He,
+        sampling: Sampling::EpochShuffle,
+        seed: 9,
+        f64: false,
+        backend: "naive".into(),
+        train_len: 10,
+        checkpoint_every: Some(5),
+    }
+}
+
+/// A valid checkpoint of [`config`] at iteration 20, with two metric rows.
+pub fn checkpoint_bytes() -> Vec<u8> {
+    let config = config();
+    let plan = plan(2);
+    let params = params();
+    let state: Vec<f32> = (0..2 * PARAMS).map(|i| i as f32 * 0.5).collect();
+    let mut batcher = Batcher::new(Sampling::EpochShuffle, 2, 10).expect("batcher");
+    let mut rng = manabi_tensor::Rng::new(4);
+    let data = manabi_data::Dataset::new(
+        vec![0.0; 10 * 4],
+        vec![2, 2],
+        (0..10).map(|i| i % 2).collect(),
+    )
+    .expect("dataset");
+    let (mut x, mut labels) = (vec![0.0f32; 2 * 4], vec![0usize; 2]);
+    for _ in 0..3 {
+        batcher.next_batch(&mut rng, &data, &mut x, &mut labels);
+    }
+    let row = |it: u64| MetricRow {
+        iteration: it,
+        epoch: it as f64 / 5.0,
+        train_acc: 0.5,
+        test_acc: 0.25,
+        loss: 0.7,
+        elapsed: 0.01 * it as f64,
+    };
+    let progress = Progress {
+        iteration: 20,
+        loss_sum: 3.5,
+        loss_count: 4,
+        elapsed: 0.2,
+        metrics: vec![row(1), row(6)],
+    };
+    Snapshot {
+        config: &config,
+        plan: &plan,
+        params: &params,
+        opt_state: &state,
+        rng: rng.state(),
+        batcher: &batcher.state(),
+        progress: &progress,
+    }
+    .to_bytes()
+    .expect("serialises")
+}
+
+/// Safetensors bytes from a header written by hand and a data section.
+pub fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// The real MNIST directory from `$MANABI_DATA` (the tests fail, never skip, without it).
+pub fn data_dir() -> PathBuf {
+    match std::env::var_os("MANABI_DATA") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => {
+            panic!("MANABI_DATA must point at the MNIST files for the CLI tests (.ci/run sets it)")
+        }
+    }
+}
+
+/// The `manabi` binary with `$MANABI_DATA` set.
+pub fn manabi() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_manabi"));
+    c.env("MANABI_DATA", data_dir());
+    c
+}
+
+/// Runs `manabi args…` to completion.
+pub fn run(args: &[&str]) -> Output {
+    manabi()
+        .args(args)
+        .output()
+        .expect("the manabi binary runs")
+}
+
+/// stdout and stderr together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A fresh, empty scratch directory path (not created), unique per test process and call.
+pub fn scratch(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "manabi-reliability-{tag}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `p` as UTF-8 (scratch paths always are).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
