@@ -8,6 +8,7 @@
 
 mod bench;
 mod json;
+mod mnist;
 mod provision;
 mod run;
 mod tidy;
@@ -103,17 +104,22 @@ const CI: &[Stage] = &[
     Stage::Jobs(TEST_MATRIX),
     Stage::NoStd(NO_STD),
     Stage::Jobs(DOCS),
+    Stage::Mnist,
 ];
 
 /// The tasks and the line `cargo xtask` prints for each.
 const TASKS: &[(&str, &str)] = &[
     (
         "ci",
-        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs (what CI runs)",
+        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs, MNIST end to end (what CI runs)",
     ),
     ("test-matrix", "the cargo test rows of the feature matrix"),
     ("no-std", "build the no_std crates for the thumb targets"),
     ("tidy", "check //! headers and that features are documented"),
+    (
+        "mnist",
+        "train the book's network on MNIST (>= 0.965 test accuracy), eval, gradcheck",
+    ),
     (
         "bench [--quick] [-- <criterion args>]",
         "criterion benches, then median times and GFLOP/s (target/bench/summary.md)",
@@ -169,6 +175,8 @@ enum Stage {
     Tidy,
     /// no_std builds, one status line each.
     NoStd(&'static [NoStd]),
+    /// The book protocol on the real MNIST files, then eval and gradcheck.
+    Mnist,
 }
 
 impl Stage {
@@ -178,6 +186,9 @@ impl Stage {
             Stage::Jobs(jobs) => jobs.iter().map(|j| j.name.to_string()).collect(),
             Stage::Tidy => vec!["tidy".into()],
             Stage::NoStd(rows) => rows.iter().map(NoStd::name).collect(),
+            Stage::Mnist => ["mnist train", "mnist eval", "mnist gradcheck"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 
@@ -202,6 +213,7 @@ impl Stage {
                     run::logged(&mut cmd, &run::log_path(j.name)).map(|()| None)
                 })
             }),
+            Stage::Mnist => mnist::steps(report),
             Stage::NoStd(rows) => rows.iter().try_for_each(|row| {
                 let name = row.name();
                 report.step(&name, || {
@@ -264,6 +276,7 @@ fn main() -> ExitCode {
         "test-matrix" => run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)]),
         "no-std" => run_stages("no-std", &[Stage::Provision, Stage::NoStd(NO_STD)]),
         "tidy" => run_stages("tidy", &[Stage::Tidy]),
+        "mnist" => run_stages("mnist", &[Stage::Mnist]),
         "bench" => match bench::bench(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
