@@ -19,6 +19,31 @@ use cblas::{Layout, Transpose};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Blas;
 
+unsafe extern "C" {
+    /// OpenBLAS's own call (pthread builds): how many threads later calls may use.
+    fn openblas_set_num_threads(num_threads: core::ffi::c_int);
+    /// OpenBLAS's own call: the thread count now in force.
+    fn openblas_get_num_threads() -> core::ffi::c_int;
+}
+
+impl Blas {
+    /// Sets how many threads OpenBLAS uses for every later product, in this whole process
+    /// (`OPENBLAS_NUM_THREADS` sets the starting value). The network's small products run
+    /// fastest on one thread; more pay off only for large ones.
+    pub fn set_threads(threads: usize) {
+        let n = core::ffi::c_int::try_from(threads.max(1)).unwrap_or(core::ffi::c_int::MAX);
+        // SAFETY: a plain setter of OpenBLAS's global thread count; any positive value is valid.
+        unsafe { openblas_set_num_threads(n) }
+    }
+
+    /// The thread count OpenBLAS uses now.
+    pub fn threads() -> usize {
+        // SAFETY: a plain getter of OpenBLAS's global thread count.
+        let n = unsafe { openblas_get_num_threads() };
+        usize::try_from(n).unwrap_or(1)
+    }
+}
+
 fn int(v: usize, what: &str) -> i32 {
     match i32::try_from(v) {
         Ok(v) => v,

@@ -171,3 +171,33 @@ fn openblas_equals_naive() {
 fn default_backend_equals_naive() {
     all_shapes(&manabi_matmul::DefaultGemm::default());
 }
+
+#[cfg(feature = "blas")]
+#[test]
+fn openblas_thread_count_can_be_set_and_results_do_not_change() {
+    use manabi_matmul::Blas;
+    let (m, k, n) = (97, 131, 61);
+    let a = ints::<f32>(m * k, 3);
+    let b = ints::<f32>(k * n, 4);
+    let mut one = vec![f32::NAN; m * n];
+    let mut two = vec![f32::NAN; m * n];
+    Blas::set_threads(1);
+    assert_eq!(Blas::threads(), 1);
+    Blas.gemm(
+        1.0,
+        Mat::new(&a, m, k).unwrap(),
+        Mat::new(&b, k, n).unwrap(),
+        0.0,
+        MatMut::new(&mut one, m, n).unwrap(),
+    );
+    Blas::set_threads(2);
+    assert_eq!(Blas::threads(), 2);
+    Blas.gemm(
+        1.0,
+        Mat::new(&a, m, k).unwrap(),
+        Mat::new(&b, k, n).unwrap(),
+        0.0,
+        MatMut::new(&mut two, m, n).unwrap(),
+    );
+    assert_eq!(one, two);
+}
