@@ -7,6 +7,7 @@
 //! test matrix, the no_std builds and the docs job. Adding a row is a one-line change.
 
 mod bench;
+mod embedded;
 mod json;
 mod mnist;
 mod provision;
@@ -25,6 +26,11 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement::Deb {
         package: "libopenblas-dev",
         provides: Provides::Library("libopenblas.so"),
+    },
+    // Runs the firmware (`cargo xtask embedded`).
+    Requirement::Deb {
+        package: "qemu-system-arm",
+        provides: Provides::Program("qemu-system-arm"),
     },
 ];
 
@@ -105,13 +111,14 @@ const CI: &[Stage] = &[
     Stage::NoStd(NO_STD),
     Stage::Jobs(DOCS),
     Stage::Mnist,
+    Stage::Embedded(embedded::Scope::Ci),
 ];
 
 /// The tasks and the line `cargo xtask` prints for each.
 const TASKS: &[(&str, &str)] = &[
     (
         "ci",
-        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs, MNIST end to end (what CI runs)",
+        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs, MNIST end to end, firmware on QEMU (what CI runs)",
     ),
     ("test-matrix", "the cargo test rows of the feature matrix"),
     ("no-std", "build the no_std crates for the thumb targets"),
@@ -124,7 +131,10 @@ const TASKS: &[(&str, &str)] = &[
         "bench [--quick] [-- <criterion args>]",
         "criterion benches, then median times and GFLOP/s (target/bench/summary.md)",
     ),
-    ("embedded", "not yet: see issue 6"),
+    (
+        "embedded [--full]",
+        "firmware on QEMU: smoke tests (M4F, M0), MNIST trained on the device (--full: one epoch), host weights on it",
+    ),
 ];
 
 const THUMBV7EM: &str = "thumbv7em-none-eabihf";
@@ -177,6 +187,8 @@ enum Stage {
     NoStd(&'static [NoStd]),
     /// The book protocol on the real MNIST files, then eval and gradcheck.
     Mnist,
+    /// Firmware built and run on QEMU (see embedded.rs).
+    Embedded(embedded::Scope),
 }
 
 impl Stage {
@@ -189,6 +201,7 @@ impl Stage {
             Stage::Mnist => ["mnist train", "mnist eval", "mnist gradcheck"]
                 .map(String::from)
                 .to_vec(),
+            Stage::Embedded(scope) => scope.names(),
         }
     }
 
@@ -214,6 +227,7 @@ impl Stage {
                 })
             }),
             Stage::Mnist => mnist::steps(report),
+            Stage::Embedded(scope) => scope.run(report),
             Stage::NoStd(rows) => rows.iter().try_for_each(|row| {
                 let name = row.name();
                 report.step(&name, || {
@@ -284,10 +298,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "embedded" => {
-            eprintln!("not yet: see issue 6");
-            ExitCode::FAILURE
-        }
+        "embedded" => match embedded::Scope::from_args(&args[1..]) {
+            Ok(scope) => run_stages("embedded", &[Stage::Provision, Stage::Embedded(scope)]),
+            Err(e) => {
+                eprintln!("embedded: {e}");
+                ExitCode::from(2)
+            }
+        },
         "help" | "-h" | "--help" => {
             usage();
             ExitCode::SUCCESS

@@ -26,10 +26,6 @@ pub enum Provides {
     /// A shared library the linker finds (`ldconfig -p` lists it), e.g. `libopenblas.so`.
     Library(&'static str),
     /// A program on `PATH`, e.g. `qemu-system-arm`.
-    #[allow(
-        dead_code,
-        reason = "for qemu-system-arm (issue 6); used by the tests today"
-    )]
     Program(&'static str),
 }
 

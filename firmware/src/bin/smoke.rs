@@ -1,0 +1,234 @@
+//! Smoke test, seconds long: XOR and three Gaussian blobs trained on the device.
+//!
+//! Both nets use the library as a host would: [`MlpPlan`] sizes a `static` arena at compile
+//! time, [`Mlp::train_step`] runs backprop with the `Naive` backend, and the optimizers come
+//! from manabi-optim (Momentum for XOR, Adam for the blobs). The same code runs on the
+//! Cortex-M4F (`mps2-an386`) and the Cortex-M0 (`microbit`, 16 KiB of RAM, soft float).
+//!
+//! It passes when XOR's loss falls below 0.05 with all four points right, and the blobs
+//! classifier gets at least 95 % of fresh test points right. Command-line words (through
+//! QEMU's `-append`): `calibrate` first checks that [`Clock`] counts a known loop exactly
+//! (true only under `-icount shift=0`), `xor_steps=N` overrides the XOR step count (too few
+//! must fail), `panic` and `fault` exercise the panic and HardFault handlers (both must exit
+//! non-zero).
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, StaticBuf, exit, fail, metric, println};
+use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_matmul::Naive;
+use manabi_optim::{Adam, Momentum};
+use manabi_tensor::Rng;
+
+/// XOR: 2 inputs, 8 hidden ReLU units, 2 classes; all four points form one batch; Momentum
+/// keeps one state slot per parameter.
+const XOR_PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
+    sizes: &[2, 8, 2],
+    activation: Activation::Relu,
+    batch: 4,
+    eval_batch: 4,
+    training: Training::Backprop { optimizer_slots: 1 },
+}) {
+    Ok(p) => p,
+    Err(_) => panic!("the XOR plan is invalid"),
+};
+
+/// Blobs: 2 inputs, 16 hidden units, 3 classes, minibatches of 15; Adam keeps two slots.
+const BLOBS_PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
+    sizes: &[2, 16, BLOB_CLASSES],
+    activation: Activation::Relu,
+    batch: BLOB_BATCH,
+    eval_batch: BLOB_BATCH,
+    training: Training::Backprop { optimizer_slots: 2 },
+}) {
+    Ok(p) => p,
+    Err(_) => panic!("the blobs plan is invalid"),
+};
+
+static XOR_ARENA: StaticBuf<[f32; XOR_PLAN.total()]> = StaticBuf::new([0.0; XOR_PLAN.total()]);
+static BLOBS_ARENA: StaticBuf<[f32; BLOBS_PLAN.total()]> =
+    StaticBuf::new([0.0; BLOBS_PLAN.total()]);
+
+const XOR_X: [f32; 8] = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+const XOR_Y: [usize; 4] = [0, 1, 1, 0];
+const XOR_STEPS: u32 = 400;
+/// Seed of XOR's initial weights: seed 1 ends in a local minimum with one point wrong (as
+/// small ReLU nets on XOR sometimes do); seeds 2 to 8 all learned it when this was written.
+const XOR_SEED: u64 = 2;
+const XOR_MAX_LOSS: f32 = 0.05;
+
+const BLOB_CLASSES: usize = 3;
+const BLOB_BATCH: usize = 15;
+/// Points per set (training and test each), a third per class.
+const BLOB_POINTS: usize = 90;
+const BLOB_EPOCHS: u32 = 40;
+/// Class centres on a circle of radius 2, 120° apart; points scatter with this deviation.
+const BLOB_CENTRES: [[f32; 2]; BLOB_CLASSES] = [[0.0, 2.0], [-1.732, -1.0], [1.732, -1.0]];
+const BLOB_STD: f32 = 0.5;
+/// Least test accuracy, in percent.
+const BLOB_MIN_ACCURACY: u32 = 95;
+
+#[entry]
+fn main() -> ! {
+    let Some(core) = cortex_m::Peripherals::take() else {
+        fail(format_args!("core peripherals taken twice"))
+    };
+    let clock = Clock::start(core.SYST);
+    let args = Args::get();
+    if args.has("panic") {
+        panic!("deliberate panic (checking the panic handler)");
+    }
+    if args.has("fault") {
+        println!("executing an undefined instruction (checking the HardFault handler)");
+        cortex_m::asm::udf();
+    }
+    if args.has("calibrate") && !calibrate(&clock) {
+        fail(format_args!(
+            "SysTick does not count instructions: is QEMU run with -icount shift=0?"
+        ));
+    }
+    let xor_steps = match args.parse("xor_steps", XOR_STEPS) {
+        Ok(n) => n,
+        Err(e) => fail(format_args!("{e}")),
+    };
+    println!("smoke test on {}", BOARD);
+    let xor_ok = xor(&clock, xor_steps);
+    let blobs_ok = blobs(&clock);
+    let stack = manabi_firmware::stack_usage();
+    metric!(
+        "arena_bytes",
+        XOR_PLAN.bytes::<f32>() + BLOBS_PLAN.bytes::<f32>()
+    );
+    metric!("stack_peak_bytes", stack.peak);
+    metric!("stack_size_bytes", stack.size);
+    if xor_ok && blobs_ok {
+        println!("smoke: PASS");
+        exit(true)
+    }
+    fail(format_args!("smoke: a net did not learn"))
+}
+
+/// Times a loop of known length (two instructions per turn) with [`Clock`]; true if the count
+/// is exact to within the few instructions around the loop.
+fn calibrate(clock: &Clock) -> bool {
+    const TURNS: u32 = 1_000_000;
+    let start = clock.instructions();
+    // SAFETY: a register-only countdown loop; it touches no memory and leaves the stack alone.
+    unsafe {
+        core::arch::asm!(
+            "1:",
+            "subs {n}, #1",
+            "bne 1b",
+            n = inout(reg) TURNS => _,
+            options(nomem, nostack),
+        );
+    }
+    let counted = clock.instructions() - start;
+    let expected = 2 * u64::from(TURNS);
+    println!(
+        "calibration: a loop of {} instructions counted as {}",
+        expected, counted
+    );
+    metric!("calibration_instructions", counted);
+    counted.abs_diff(expected) <= 100
+}
+
+/// Trains XOR with Momentum; true if it learned.
+fn xor(clock: &Clock, steps: u32) -> bool {
+    let Some(arena) = XOR_ARENA.take() else {
+        fail(format_args!("XOR arena taken twice"))
+    };
+    let mut net = match Mlp::new(XOR_PLAN, arena) {
+        Ok(n) => n,
+        Err(e) => fail(format_args!("XOR: {e}")),
+    };
+    net.init(Init::He, &mut Rng::new(XOR_SEED));
+    let opt = Momentum::new(0.1);
+    let mut loss = f32::NAN;
+    let mut instructions = 0;
+    for t in 1..=steps {
+        net.input_mut(4).copy_from_slice(&XOR_X);
+        let start = clock.instructions();
+        loss = net.train_step(&Naive, &opt, u64::from(t), 4, Target::Labels(&XOR_Y));
+        instructions += clock.instructions() - start;
+        if t % 100 == 0 || t == steps {
+            println!("xor step {:>4}  loss {}", t, Fixed(loss, 5));
+        }
+    }
+    let per_sample = instructions / (u64::from(steps.max(1)) * 4);
+    let correct = net.correct(&Naive, &XOR_X, &XOR_Y);
+    println!(
+        "xor: loss {} (pass below {}), {}/4 right, arena {} bytes",
+        Fixed(loss, 5),
+        Fixed(XOR_MAX_LOSS, 2),
+        correct,
+        XOR_PLAN.bytes::<f32>()
+    );
+    metric!("xor_loss", Fixed(loss, 5));
+    metric!("xor_instructions_per_sample", per_sample);
+    loss < XOR_MAX_LOSS && correct == 4
+}
+
+/// Draws `BLOB_POINTS` points, a third per class, around the class centres.
+fn draw_blobs(rng: &mut Rng, x: &mut [f32; 2 * BLOB_POINTS], y: &mut [usize; BLOB_POINTS]) {
+    for (i, (p, label)) in x.chunks_exact_mut(2).zip(y.iter_mut()).enumerate() {
+        let class = i % BLOB_CLASSES;
+        *label = class;
+        p[0] = BLOB_CENTRES[class][0] + BLOB_STD * rng.normal::<f32>();
+        p[1] = BLOB_CENTRES[class][1] + BLOB_STD * rng.normal::<f32>();
+    }
+}
+
+/// Trains the blobs classifier with Adam on shuffled minibatches; true if it generalises.
+fn blobs(clock: &Clock) -> bool {
+    let Some(arena) = BLOBS_ARENA.take() else {
+        fail(format_args!("blobs arena taken twice"))
+    };
+    let mut net = match Mlp::new(BLOBS_PLAN, arena) {
+        Ok(n) => n,
+        Err(e) => fail(format_args!("blobs: {e}")),
+    };
+    let mut rng = Rng::new(7);
+    net.init(Init::He, &mut rng);
+    let (mut x, mut y) = ([0.0f32; 2 * BLOB_POINTS], [0usize; BLOB_POINTS]);
+    draw_blobs(&mut rng, &mut x, &mut y);
+    let mut order: [u8; BLOB_POINTS] = core::array::from_fn(|i| i as u8);
+    let opt = Adam::new(0.01);
+    let mut t = 0u64;
+    let mut labels = [0usize; BLOB_BATCH];
+    let mut instructions = 0;
+    for epoch in 1..=BLOB_EPOCHS {
+        rng.shuffle(&mut order);
+        let mut sum = 0.0;
+        for batch in order.chunks_exact(BLOB_BATCH) {
+            let input = net.input_mut(BLOB_BATCH);
+            for (k, &i) in batch.iter().enumerate() {
+                let i = usize::from(i);
+                input[2 * k..2 * k + 2].copy_from_slice(&x[2 * i..2 * i + 2]);
+                labels[k] = y[i];
+            }
+            t += 1;
+            let start = clock.instructions();
+            sum += net.train_step(&Naive, &opt, t, BLOB_BATCH, Target::Labels(&labels));
+            instructions += clock.instructions() - start;
+        }
+        if epoch % 10 == 0 {
+            let mean = sum / (BLOB_POINTS / BLOB_BATCH) as f32;
+            println!("blobs epoch {:>3}  loss {}", epoch, Fixed(mean, 5));
+        }
+    }
+    let per_sample = instructions / (u64::from(BLOB_EPOCHS) * BLOB_POINTS as u64);
+    // Fresh points from the same distributions.
+    draw_blobs(&mut rng, &mut x, &mut y);
+    let correct = net.correct(&Naive, &x, &y) as u32;
+    println!(
+        "blobs: {} of fresh test points right (pass at {} %), arena {} bytes",
+        Percent(correct, BLOB_POINTS as u32),
+        BLOB_MIN_ACCURACY,
+        BLOBS_PLAN.bytes::<f32>()
+    );
+    metric!("blobs_test_correct", correct);
+    metric!("blobs_instructions_per_sample", per_sample);
+    correct * 100 >= BLOB_MIN_ACCURACY * BLOB_POINTS as u32
+}

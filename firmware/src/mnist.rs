@@ -1,0 +1,191 @@
+//! MNIST on the device: the book's network, samples streamed from the host, the confusion matrix.
+//!
+//! The device never holds the data set: a batch of images is read as bytes into a small
+//! buffer, converted into the network's input rows (`pixel / 255`, as `manabi-data` does on
+//! the host) and dropped. Files are the raw IDX files (`gzip -dc` of the published `.gz`).
+
+use crate::idx::IdxReader;
+use crate::{Error, println};
+use manabi_layers::{Mlp, argmax};
+use manabi_matmul::Gemm;
+
+/// The book's network: 784 inputs, 50 hidden ReLU units, 10 classes.
+pub const SIZES: [usize; 3] = [PIXELS, 50, CLASSES];
+/// Pixels per image (28×28).
+pub const PIXELS: usize = 784;
+/// Digits.
+pub const CLASSES: usize = 10;
+
+/// The training images, raw IDX.
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+/// The training labels, raw IDX.
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+/// The test images, raw IDX.
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+/// The test labels, raw IDX.
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Images and their labels read in step, in file order.
+#[derive(Debug)]
+pub struct Stream {
+    images: IdxReader,
+    labels: IdxReader,
+    labels_name: &'static str,
+    left: usize,
+}
+
+impl Stream {
+    /// Opens an image file and its label file in `dir`; at most `limit` samples are read.
+    pub fn open(
+        dir: &str,
+        images: &'static str,
+        labels: &'static str,
+        limit: usize,
+    ) -> Result<Self, Error> {
+        let image_file = IdxReader::open(dir, images, 3)?;
+        let label_file = IdxReader::open(dir, labels, 1)?;
+        if image_file.record_len() != PIXELS {
+            return Err(Error::Idx {
+                name: images,
+                what: "images are not 28x28",
+            });
+        }
+        if label_file.count() != image_file.count() {
+            return Err(Error::Idx {
+                name: labels,
+                what: "label count differs from the image count",
+            });
+        }
+        Ok(Self {
+            left: image_file.count().min(limit),
+            images: image_file,
+            labels: label_file,
+            labels_name: labels,
+        })
+    }
+
+    /// Samples not yet read.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Reads the next samples, as many as `labels` holds (fewer at the end): their pixels into
+    /// the front of `pixels`, their labels into `labels`. Returns how many were read.
+    pub fn next(&mut self, pixels: &mut [u8], labels: &mut [usize]) -> Result<usize, Error> {
+        let n = labels.len().min(self.left).min(pixels.len() / PIXELS);
+        self.images.read(&mut pixels[..n * PIXELS])?;
+        let mut raw = [0u8; 64];
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(raw.len());
+            self.labels.read(&mut raw[..k])?;
+            for (l, &b) in labels[done..done + k].iter_mut().zip(&raw[..k]) {
+                if usize::from(b) >= CLASSES {
+                    return Err(Error::Idx {
+                        name: self.labels_name,
+                        what: "label out of range",
+                    });
+                }
+                *l = usize::from(b);
+            }
+            done += k;
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// Pixels as the network's input: `byte / 255`, the host's conversion, so both see the same
+/// values.
+pub fn to_input(pixels: &[u8], input: &mut [f32]) {
+    for (x, &b) in input.iter_mut().zip(pixels) {
+        *x = f32::from(b) / 255.0;
+    }
+}
+
+/// FNV-1a (64-bit) offset basis and prime.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Counts of (true label, predicted label), and a digest of the predictions in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confusion {
+    /// `counts[label][predicted]`.
+    pub counts: [[u32; CLASSES]; CLASSES],
+    /// FNV-1a over the predicted labels, one byte each, in test-set order: equal digests mean
+    /// equal predictions image by image, which the matrix alone does not show.
+    pub digest: u64,
+}
+
+impl Default for Confusion {
+    fn default() -> Self {
+        Self {
+            counts: [[0; CLASSES]; CLASSES],
+            digest: FNV_OFFSET,
+        }
+    }
+}
+
+impl Confusion {
+    /// Records one prediction.
+    pub fn add(&mut self, label: usize, predicted: usize) {
+        self.counts[label][predicted] += 1;
+        self.digest = (self.digest ^ predicted as u64).wrapping_mul(FNV_PRIME);
+    }
+
+    /// Correct predictions (the diagonal).
+    pub fn correct(&self) -> u32 {
+        (0..CLASSES).map(|k| self.counts[k][k]).sum()
+    }
+
+    /// All predictions.
+    pub fn total(&self) -> u32 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Prints the matrix in the layout of `manabi eval`, so the host can compare the two.
+    pub fn print(&self) {
+        println!("confusion matrix (rows: true label, columns: predicted):");
+        println!(
+            "      {:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}",
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+        );
+        for (k, r) in self.counts.iter().enumerate() {
+            println!(
+                "{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}{:>6}",
+                k, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]
+            );
+        }
+    }
+}
+
+/// Predicts every test image in `dir` (as many at a time as `labels` holds and the network's
+/// forward rows allow) and counts the outcomes.
+pub fn evaluate(
+    net: &mut Mlp<'_, f32>,
+    mm: &impl Gemm<f32>,
+    dir: &str,
+    pixels: &mut [u8],
+    labels: &mut [usize],
+) -> Result<Confusion, Error> {
+    let rows = labels.len().min(net.plan().eval_rows());
+    let mut test = Stream::open(dir, TEST_IMAGES, TEST_LABELS, usize::MAX)?;
+    let mut confusion = Confusion::default();
+    while test.left() > 0 {
+        let n = test.next(pixels, &mut labels[..rows])?;
+        to_input(&pixels[..n * PIXELS], net.input_mut(n));
+        let logits = net.forward(mm, n);
+        for (row, &label) in logits.chunks_exact(CLASSES).zip(&labels[..n]) {
+            confusion.add(label, argmax(row));
+        }
+    }
+    Ok(confusion)
+}
+
+/// Prints one figure for the host to collect: `metric <name> <value>`.
+#[macro_export]
+macro_rules! metric {
+    ($name:literal, $value:expr) => {
+        $crate::println!("metric {} {}", $name, $value)
+    };
+}
