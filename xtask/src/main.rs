@@ -8,6 +8,7 @@
 
 mod bench;
 mod embedded;
+mod fuzz;
 mod json;
 mod mnist;
 mod provision;
@@ -122,6 +123,10 @@ const TASKS: &[(&str, &str)] = &[
     ),
     ("test-matrix", "the cargo test rows of the feature matrix"),
     ("no-std", "build the no_std crates for the thumb targets"),
+    (
+        "fuzz [--seconds N] [TARGET...]",
+        "cargo-fuzz (nightly) each target N s (default 60): IDX raw/gzip, weights, checkpoint",
+    ),
     ("tidy", "check //! headers and that features are documented"),
     (
         "mnist",
@@ -303,6 +308,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("embedded: {e}");
                 ExitCode::from(2)
+            }
+        },
+        "fuzz" => match fuzz::fuzz(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fuzz: {}", e.reason);
+                if !e.detail.is_empty() {
+                    eprintln!("{}", e.detail);
+                }
+                ExitCode::FAILURE
             }
         },
         "help" | "-h" | "--help" => {
