@@ -247,6 +247,13 @@ pub fn threads(flag: Option<u32>) -> usize {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // manabi parallelises evaluation itself (one thread per share of the rows, or a background
+    // evaluator next to training); OpenBLAS's own threads would only compete with it, and the
+    // network's small products run fastest on one. OPENBLAS_NUM_THREADS still overrides.
+    #[cfg(feature = "blas")]
+    if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
+        manabi_matmul::Blas::set_threads(1);
+    }
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => commands::eval(&args),

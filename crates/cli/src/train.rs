@@ -26,6 +26,7 @@ use manabi_tensor::{Real, Rng};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// Loads the data the flags point at.
@@ -247,6 +248,69 @@ fn first_non_finite<T: Real>(plan: &MlpPlan, params: &[T]) -> Option<(&'static s
         .map(|t| (t.name, i - t.span.start, params[i]))
 }
 
+/// One evaluation point: the row's accuracies over the whole training and test sets.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_row<T: Real, G: Gemm<T> + Sync>(
+    ev: &mut Evaluator<T>,
+    mm: &G,
+    params: &[T],
+    row: MetricRow,
+    train_x: &[T],
+    train_labels: &[usize],
+    test_x: &[T],
+    test_labels: &[usize],
+) -> MetricRow {
+    MetricRow {
+        train_acc: ev.accuracy(mm, params, train_x, train_labels),
+        test_acc: ev.accuracy(mm, params, test_x, test_labels),
+        ..row
+    }
+}
+
+/// Hands a snapshot of the parameters to the evaluation thread.
+fn submit<T: Real>(
+    jobs: &mpsc::Sender<(MetricRow, Vec<T>)>,
+    row: MetricRow,
+    params: &[T],
+) -> Result<(), CliError> {
+    jobs.send((row, params.to_vec()))
+        .map_err(|_| CliError("the evaluation thread stopped".into()))
+}
+
+/// Prints an evaluated row like the book and keeps it.
+fn record(bar: &ProgressBar, metrics: &mut Vec<MetricRow>, row: MetricRow, iter_per_epoch: u64) {
+    bar.suspend(|| {
+        println!(
+            "epoch {:>3}  iter {:>6}  train acc {:.4}  test acc {:.4}  loss {:.4}  ({:.1} s)",
+            (row.iteration - 1) / iter_per_epoch,
+            row.iteration,
+            row.train_acc,
+            row.test_acc,
+            row.loss,
+            row.elapsed
+        )
+    });
+    metrics.push(row);
+}
+
+/// Waits for every evaluation handed out so far.
+fn drain(
+    done: &mpsc::Receiver<MetricRow>,
+    pending: &mut usize,
+    bar: &ProgressBar,
+    metrics: &mut Vec<MetricRow>,
+    iter_per_epoch: u64,
+) -> Result<(), CliError> {
+    while *pending > 0 {
+        let row = done
+            .recv()
+            .map_err(|_| CliError("the evaluation thread stopped".into()))?;
+        *pending -= 1;
+        record(bar, metrics, row, iter_per_epoch);
+    }
+    Ok(())
+}
+
 fn train<T: Elem, G: Gemm<T> + Sync>(
     config: &RunConfig,
     out: &Path,
@@ -282,12 +346,21 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         config.seed
     );
     let (p, g, s, a) = plan.breakdown();
-    let mut evaluator = Evaluator::<T>::new(sizes, config.activation, threads)?;
+    // With more than one thread, whole-set evaluations run on a worker thread on snapshots of
+    // the parameters while training goes on: the book's numbers, off the critical path.
+    let background = threads > 1;
+    let evaluator =
+        Evaluator::<T>::new(sizes, config.activation, threads.saturating_sub(1).max(1))?;
     println!(
-        "backend: {} ({}), evaluation on {} threads; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+        "backend: {} ({}), evaluation {}; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
         mm.name(),
         T::NAME,
-        evaluator.threads(),
+        format!(
+            "on {} thread{}{}",
+            evaluator.threads(),
+            if evaluator.threads() == 1 { "" } else { "s" },
+            if background { " in the background" } else { "" }
+        ),
         plan.total(),
         plan.bytes::<T>() as f64 / 1024.0
     );
@@ -367,103 +440,176 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let started = Instant::now();
     let elapsed_before = progress.elapsed;
     let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
-    for i in start..iters {
-        let rows = {
-            let input = net.input_mut(batch);
-            T::next_batch(
-                &mut batcher,
-                &mut rng,
-                train,
-                input,
-                &mut labels,
-                &mut scratch,
-            )
-        };
-        let loss = net.train_step(mm, &opt, i + 1, rows, Target::Labels(&labels[..rows]));
-        // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
-        // off can leave it finite. Checking all weights takes about 5 µs for 784-50-10
-        // (measured), around 1% of a step.
-        if !loss.is_finite() {
-            bar.finish_and_clear();
-            return Err(diverged(
-                i + 1,
-                format!("the loss is {loss}"),
-                last_checkpoint,
-            ));
-        }
-        if let Some((tensor, at, v)) = first_non_finite(net.plan(), net.params()) {
-            bar.finish_and_clear();
-            return Err(diverged(
-                i + 1,
-                format!("weight {tensor}[{at}] is {v} (the loss was {loss})"),
-                last_checkpoint,
-            ));
-        }
-        progress.loss_sum += loss.to_f64();
-        progress.loss_count += 1;
-        progress.iteration = i + 1;
-        bar.inc(1);
-        if i % 50 == 0 {
-            bar.set_message(format!("{:.4}", loss.to_f64()));
-        }
-        // The book evaluates after iterations 0, 600, 1200, …: 17 times in 10,000 iterations.
-        if i % iter_per_epoch == 0 {
-            let train_acc = evaluator.accuracy(mm, net.params(), &train_x, train.labels());
-            let test_acc = evaluator.accuracy(mm, net.params(), &test_x, test.labels());
-            let row = MetricRow {
-                iteration: i + 1,
-                epoch: (i + 1) as f64 / iter_per_epoch as f64,
-                train_acc,
-                test_acc,
-                loss: progress.loss_sum / progress.loss_count as f64,
-                elapsed: elapsed(),
-            };
-            bar.suspend(|| {
-                println!(
-                    "epoch {:>3}  iter {:>6}  train acc {train_acc:.4}  test acc {test_acc:.4}  loss {:.4}  ({:.1} s)",
-                    i / iter_per_epoch,
-                    i + 1,
-                    row.loss,
-                    row.elapsed
-                )
+    let (train_x, test_x) = (&*train_x, &*test_x);
+    let final_test = std::thread::scope(|scope| -> Result<f64, CliError> {
+        let (jobs, job_queue) = mpsc::channel::<(MetricRow, Vec<T>)>();
+        let (finished, done) = mpsc::channel::<MetricRow>();
+        let mut inline = None;
+        if background {
+            let mut ev = evaluator;
+            scope.spawn(move || {
+                for (row, params) in job_queue {
+                    let row = evaluate_row(
+                        &mut ev,
+                        mm,
+                        &params,
+                        row,
+                        train_x,
+                        train.labels(),
+                        test_x,
+                        test.labels(),
+                    );
+                    if finished.send(row).is_err() {
+                        break;
+                    }
+                }
             });
-            progress.metrics.push(row);
-            (progress.loss_sum, progress.loss_count) = (0.0, 0);
+        } else {
+            inline = Some(evaluator);
         }
-        if let Some(every) = config.checkpoint_every
-            && (i + 1) % every == 0
-            && i + 1 < iters
-        {
-            if net.state().iter().any(|v| !v.is_finite()) {
+        let mut pending = 0usize;
+        for i in start..iters {
+            let rows = {
+                let input = net.input_mut(batch);
+                T::next_batch(
+                    &mut batcher,
+                    &mut rng,
+                    train,
+                    input,
+                    &mut labels,
+                    &mut scratch,
+                )
+            };
+            let loss = net.train_step(mm, &opt, i + 1, rows, Target::Labels(&labels[..rows]));
+            // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
+            // off can leave it finite. Checking all weights takes about 5 µs for 784-50-10
+            // (measured), around 1% of a step.
+            if !loss.is_finite() {
                 bar.finish_and_clear();
                 return Err(diverged(
                     i + 1,
-                    "the optimizer state is not finite".into(),
+                    format!("the loss is {loss}"),
                     last_checkpoint,
                 ));
             }
-            progress.elapsed = elapsed();
-            let bytes = Snapshot {
-                config,
-                plan: net.plan(),
-                params: net.params(),
-                opt_state: net.state(),
-                rng: rng.state(),
-                batcher: &batcher.state(),
-                progress: &progress,
+            if let Some((tensor, at, v)) = first_non_finite(net.plan(), net.params()) {
+                bar.finish_and_clear();
+                return Err(diverged(
+                    i + 1,
+                    format!("weight {tensor}[{at}] is {v} (the loss was {loss})"),
+                    last_checkpoint,
+                ));
             }
-            .to_bytes()?;
-            model::write_atomic(&ckpt_path, &bytes)?;
-            last_checkpoint = Some(i + 1);
+            progress.loss_sum += loss.to_f64();
+            progress.loss_count += 1;
+            progress.iteration = i + 1;
+            bar.inc(1);
+            if i % 50 == 0 {
+                bar.set_message(format!("{:.4}", loss.to_f64()));
+            }
+            // Results of earlier evaluations, in order, as the worker finishes them.
+            while pending > 0 {
+                let Ok(row) = done.try_recv() else { break };
+                pending -= 1;
+                record(&bar, &mut progress.metrics, row, iter_per_epoch);
+            }
+            // The book evaluates after iterations 0, 600, 1200, …: 17 times in 10,000 iterations.
+            if i % iter_per_epoch == 0 {
+                let row = MetricRow {
+                    iteration: i + 1,
+                    epoch: (i + 1) as f64 / iter_per_epoch as f64,
+                    train_acc: 0.0,
+                    test_acc: 0.0,
+                    loss: progress.loss_sum / progress.loss_count as f64,
+                    elapsed: elapsed(),
+                };
+                (progress.loss_sum, progress.loss_count) = (0.0, 0);
+                match &mut inline {
+                    Some(ev) => {
+                        let row = evaluate_row(
+                            ev,
+                            mm,
+                            net.params(),
+                            row,
+                            &train_x,
+                            train.labels(),
+                            &test_x,
+                            test.labels(),
+                        );
+                        record(&bar, &mut progress.metrics, row, iter_per_epoch);
+                    }
+                    None => {
+                        submit(&jobs, row, net.params())?;
+                        pending += 1;
+                    }
+                }
+            }
+            if let Some(every) = config.checkpoint_every
+                && (i + 1) % every == 0
+                && i + 1 < iters
+            {
+                if net.state().iter().any(|v| !v.is_finite()) {
+                    bar.finish_and_clear();
+                    return Err(diverged(
+                        i + 1,
+                        "the optimizer state is not finite".into(),
+                        last_checkpoint,
+                    ));
+                }
+                // A checkpoint holds every evaluation up to its iteration.
+                drain(
+                    &done,
+                    &mut pending,
+                    &bar,
+                    &mut progress.metrics,
+                    iter_per_epoch,
+                )?;
+                progress.elapsed = elapsed();
+                let bytes = Snapshot {
+                    config,
+                    plan: net.plan(),
+                    params: net.params(),
+                    opt_state: net.state(),
+                    rng: rng.state(),
+                    batcher: &batcher.state(),
+                    progress: &progress,
+                }
+                .to_bytes()?;
+                model::write_atomic(&ckpt_path, &bytes)?;
+                last_checkpoint = Some(i + 1);
+            }
         }
-    }
+        drain(
+            &done,
+            &mut pending,
+            &bar,
+            &mut progress.metrics,
+            iter_per_epoch,
+        )?;
+        // The weights saved are those after the last iteration: report their test accuracy.
+        Ok(match progress.metrics.last() {
+            Some(m) if m.iteration == iters => m.test_acc,
+            _ => match &mut inline {
+                Some(ev) => ev.accuracy(mm, net.params(), test_x, test.labels()),
+                None => {
+                    let row = MetricRow {
+                        iteration: iters,
+                        epoch: 0.0,
+                        train_acc: 0.0,
+                        test_acc: 0.0,
+                        loss: 0.0,
+                        elapsed: 0.0,
+                    };
+                    submit(&jobs, row, net.params())?;
+                    done.recv()
+                        .map_err(|_| CliError("the evaluation thread stopped".into()))?
+                        .test_acc
+                }
+            },
+        })
+    })?;
     bar.finish_and_clear();
     let train_time = elapsed();
-    // The weights saved are those after the last iteration: report their test accuracy.
-    let final_test = match progress.metrics.last() {
-        Some(m) if m.iteration == iters => m.test_acc,
-        _ => evaluator.accuracy(mm, net.params(), &test_x, test.labels()),
-    };
     println!(
         "final test acc {final_test:.4} after {iters} iterations; training took {train_time:.2} s"
     );
