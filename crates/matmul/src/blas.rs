@@ -5,7 +5,7 @@
 // directives of openblas-src would be dropped.
 use openblas_src as _;
 
-use crate::{Gemm, Mat, MatMut, dims, scale};
+use crate::{Gemm, Mat, MatMut, dims, trivial};
 use cblas::{Layout, Transpose};
 
 /// OpenBLAS through `cblas` (feature `blas`, host only).
@@ -71,11 +71,7 @@ macro_rules! impl_blas {
                 mut c: MatMut<'_, $t>,
             ) {
                 let (m, k, n) = dims(&a, &b, &c);
-                if m == 0 || n == 0 {
-                    return;
-                }
-                if k == 0 || alpha == 0.0 {
-                    scale(beta, &mut c);
+                if trivial(alpha, (m, k, n), beta, &mut c) {
                     return;
                 }
                 let (lda, ldb, ldc) = (a.row_stride(), b.row_stride(), c.row_stride());

@@ -87,6 +87,24 @@ fn dims<T: Copy>(a: &Mat<'_, T>, b: &Mat<'_, T>, c: &MatMut<'_, T>) -> (usize, u
     (m, k, n)
 }
 
+/// Finishes the products with nothing to multiply and says whether it did: `m = 0` or
+/// `n = 0` (nothing to do), `k = 0` or `α = 0` (`C = β·C`).
+fn trivial<T: Real>(
+    alpha: T,
+    (m, k, n): (usize, usize, usize),
+    beta: T,
+    c: &mut MatMut<'_, T>,
+) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 || alpha == T::ZERO {
+        scale(beta, c);
+        return true;
+    }
+    false
+}
+
 /// `C = β·C`, reading `C` only if `β ≠ 0`: the whole product when `k = 0` or `α = 0`.
 fn scale<T: Real>(beta: T, c: &mut MatMut<'_, T>) {
     for i in 0..c.rows() {

@@ -1,7 +1,7 @@
 //! The `matrixmultiply` backend: pure Rust, packed micro-kernels, strides passed straight through.
 #![allow(unsafe_code)]
 
-use crate::{Gemm, Mat, MatMut, dims, scale};
+use crate::{Gemm, Mat, MatMut, dims, trivial};
 
 /// The pure-Rust [`matrixmultiply`] backend (feature `matrixmultiply`, on by default).
 ///
@@ -23,11 +23,7 @@ macro_rules! impl_mm {
                 mut c: MatMut<'_, $t>,
             ) {
                 let (m, k, n) = dims(&a, &b, &c);
-                if m == 0 || n == 0 {
-                    return;
-                }
-                if k == 0 || alpha == 0.0 {
-                    scale(beta, &mut c);
+                if trivial(alpha, (m, k, n), beta, &mut c) {
                     return;
                 }
                 let (rsa, csa) = a.strides();

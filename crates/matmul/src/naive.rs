@@ -1,6 +1,6 @@
 //! The reference backend: plain loops in an order the compiler vectorises, no allocation.
 
-use crate::{Gemm, Mat, MatMut, Real, dims, scale};
+use crate::{Gemm, Mat, MatMut, Real, dims, scale, trivial};
 
 /// The reference backend: always built, allocation-free, `unsafe`-free, `no_std` without
 /// `alloc`. Every other backend is tested against it, and it is the backend of embedded
@@ -16,10 +16,10 @@ pub struct Naive;
 impl<T: Real> Gemm<T> for Naive {
     fn gemm(&self, alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
         let (m, k, n) = dims(&a, &b, &c);
-        scale(beta, &mut c);
-        if m == 0 || n == 0 || k == 0 || alpha == T::ZERO {
+        if trivial(alpha, (m, k, n), beta, &mut c) {
             return;
         }
+        scale(beta, &mut c);
         let (a_rs, a_cs) = a.strides();
         let (a_data, b_data, b_ld) = (a.data(), b.data(), b.row_stride());
         for i in 0..m {
