@@ -352,16 +352,16 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let background = threads > 1;
     let evaluator =
         Evaluator::<T>::new(sizes, config.activation, threads.saturating_sub(1).max(1))?;
+    let evaluation = format!(
+        "on {} thread{}{}",
+        evaluator.threads(),
+        if evaluator.threads() == 1 { "" } else { "s" },
+        if background { " in the background" } else { "" }
+    );
     println!(
-        "backend: {} ({}), evaluation {}; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+        "backend: {} ({}), evaluation {evaluation}; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
         mm.name(),
         T::NAME,
-        format!(
-            "on {} thread{}{}",
-            evaluator.threads(),
-            if evaluator.threads() == 1 { "" } else { "s" },
-            if background { " in the background" } else { "" }
-        ),
         plan.total(),
         plan.bytes::<T>() as f64 / 1024.0
     );
@@ -532,9 +532,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                             mm,
                             net.params(),
                             row,
-                            &train_x,
+                            train_x,
                             train.labels(),
-                            &test_x,
+                            test_x,
                             test.labels(),
                         );
                         record(&bar, &mut progress.metrics, row, iter_per_epoch);
