@@ -20,21 +20,11 @@ use std::time::Instant;
 pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
     let model = model::load(&args.weights)?;
     let sets = load_data(&args.data)?;
-    let (d_in, classes) = (model.sizes[0], *model.sizes.last().unwrap_or(&0));
-    if d_in != sets.test.features() {
-        return Err(CliError(format!(
-            "{} expects {d_in} input features, the data has {}",
-            args.weights.display(),
-            sets.test.features()
-        )));
-    }
-    if classes < sets.classes {
-        return Err(CliError(format!(
-            "{} has {classes} outputs, the data has {} classes",
-            args.weights.display(),
-            sets.classes
-        )));
-    }
+    model.check_data(
+        &args.weights.display().to_string(),
+        sets.test.features(),
+        sets.classes,
+    )?;
     match model.dtype {
         Dtype::F64 => {
             with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads)))

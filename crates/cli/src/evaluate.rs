@@ -8,6 +8,11 @@ use manabi_tensor::{Real, Result};
 /// 2000 rows of activations still fit in the L2 cache of each core.
 pub const EVAL_ROWS: usize = 2000;
 
+/// Most activation elements one evaluation arena may hold: fewer rows per pass for very wide
+/// networks, so that a hostile weights file (a `[1, 10⁹]` layer is 4 GB of file but would be
+/// 2000× that in activations) cannot make evaluation allocate far more than the weights.
+pub const MAX_ACTIVATIONS: usize = 16 << 20;
+
 /// Evaluates a network over whole data sets with `threads` scoped threads.
 ///
 /// Each thread owns an inference-only arena (parameters and activations for [`EVAL_ROWS`]);
@@ -17,6 +22,7 @@ pub const EVAL_ROWS: usize = 2000;
 pub struct Evaluator<T> {
     plan: MlpPlan,
     arenas: Vec<Vec<T>>,
+    rows: usize,
 }
 
 impl<T: Real> Evaluator<T> {
@@ -29,17 +35,19 @@ impl<T: Real> Evaluator<T> {
         activation: manabi_layers::Activation,
         threads: usize,
     ) -> Result<Self> {
+        let widest: usize = sizes.iter().sum::<usize>().max(1);
+        let rows = (MAX_ACTIVATIONS / widest).clamp(1, EVAL_ROWS);
         let plan = MlpPlan::new(&MlpConfig {
             sizes,
             activation,
-            batch: EVAL_ROWS,
-            eval_batch: EVAL_ROWS,
+            batch: rows,
+            eval_batch: rows,
             training: Training::Inference,
         })?;
         let arenas = (0..threads.max(1))
             .map(|_| vec![T::ZERO; plan.total()])
             .collect();
-        Ok(Self { plan, arenas })
+        Ok(Self { plan, arenas, rows })
     }
 
     /// Threads used.
@@ -61,6 +69,7 @@ impl<T: Real> Evaluator<T> {
     ) -> Vec<usize> {
         let plan = self.plan;
         let (d_in, classes) = (plan.d_in(), plan.classes());
+        let rows = self.rows;
         let share = labels.len().div_ceil(self.arenas.len()).max(1);
         let parts: Vec<Vec<usize>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -75,7 +84,7 @@ impl<T: Real> Evaluator<T> {
                             Err(e) => panic!("evaluator arena: {e}"),
                         };
                         net.params_mut().copy_from_slice(params);
-                        for (xc, lc) in xs.chunks(EVAL_ROWS * d_in).zip(ls.chunks(EVAL_ROWS)) {
+                        for (xc, lc) in xs.chunks(rows * d_in).zip(ls.chunks(rows)) {
                             let logits = net.predict(mm, xc);
                             for (row, &label) in logits.chunks_exact(classes).zip(lc) {
                                 counts[label * classes + argmax(row)] += 1;

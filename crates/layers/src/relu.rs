@@ -25,9 +25,7 @@ impl Relu {
     /// `v = max(0, v)` in place.
     pub fn forward_in_place<T: Real>(&self, v: &mut [T]) {
         for v in v {
-            if !(*v > T::ZERO) {
-                *v = T::ZERO;
-            }
+            *v = if *v > T::ZERO { *v } else { T::ZERO };
         }
     }
 
@@ -43,9 +41,7 @@ impl Relu {
     pub fn backward_in_place<T: Real>(&self, y: &[T], d: &mut [T]) {
         debug_assert_eq!(y.len(), d.len());
         for (d, &y) in d.iter_mut().zip(y) {
-            if !(y > T::ZERO) {
-                *d = T::ZERO;
-            }
+            *d = if y > T::ZERO { *d } else { T::ZERO };
         }
     }
 }

@@ -5,6 +5,9 @@ use manabi_matmul::Naive;
 use manabi_optim::{AnyOptimizer, Optimizer};
 use manabi_tensor::Rng;
 
+/// Draws `n` labelled points: inputs `[n, 2]` and labels `[n]`.
+type Generator = fn(&mut Rng, usize) -> (Vec<f32>, Vec<usize>);
+
 /// Four Gaussian blobs at (±1, ±1); the class is the XOR of the signs, so no line separates them.
 fn xor_blobs(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<usize>) {
     let mut x = Vec::with_capacity(2 * n);
@@ -39,7 +42,7 @@ fn train(
     lr: f32,
     hidden: &[usize],
     steps: u64,
-    data: fn(&mut Rng, usize) -> (Vec<f32>, Vec<usize>),
+    data: Generator,
 ) -> f64 {
     let opt = AnyOptimizer::from_name(name, lr).unwrap();
     let mut sizes = vec![2];
