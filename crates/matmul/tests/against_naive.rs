@@ -201,3 +201,16 @@ fn openblas_thread_count_can_be_set_and_results_do_not_change() {
     );
     assert_eq!(one, two);
 }
+
+#[test]
+fn the_default_backend_follows_the_features() {
+    let want = if cfg!(feature = "blas") {
+        "openblas"
+    } else if cfg!(feature = "matrixmultiply") {
+        "matrixmultiply"
+    } else {
+        "naive"
+    };
+    assert_eq!(Gemm::<f32>::name(&manabi_matmul::DefaultGemm::default()), want);
+    assert_eq!(Gemm::<f64>::name(&manabi_matmul::DefaultGemm::default()), want);
+}
