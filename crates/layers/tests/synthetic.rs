@@ -37,13 +37,7 @@ fn spirals(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<usize>) {
 }
 
 /// Trains with mini-batches drawn at random (the book's protocol) and returns test accuracy.
-fn train(
-    name: &str,
-    lr: f32,
-    hidden: &[usize],
-    steps: u64,
-    data: Generator,
-) -> f64 {
+fn train(name: &str, lr: f32, hidden: &[usize], steps: u64, data: Generator) -> f64 {
     let opt = AnyOptimizer::from_name(name, lr).unwrap();
     let mut sizes = vec![2];
     sizes.extend_from_slice(hidden);
