@@ -211,6 +211,12 @@ fn the_default_backend_follows_the_features() {
     } else {
         "naive"
     };
-    assert_eq!(Gemm::<f32>::name(&manabi_matmul::DefaultGemm::default()), want);
-    assert_eq!(Gemm::<f64>::name(&manabi_matmul::DefaultGemm::default()), want);
+    assert_eq!(
+        Gemm::<f32>::name(&manabi_matmul::DefaultGemm::default()),
+        want
+    );
+    assert_eq!(
+        Gemm::<f64>::name(&manabi_matmul::DefaultGemm::default()),
+        want
+    );
 }
