@@ -3,13 +3,106 @@
 //! Benchmark ids carry their own arithmetic so that `cargo xtask bench` can turn criterion's
 //! times into GFLOP/s without depending on this crate: a product's id holds `m<rows> k<inner>
 //! n<cols>` tokens (see [`Shape::id`]), and the table divides `2·m·k·n` by the median time.
-//! A benchmark whose work is not one product can carry `flop<count>` instead.
+//! A benchmark whose work is not one product can carry `flop<count>` instead, and one that runs
+//! on several threads carries `t<threads>` (the table compares it with that many cores' peak).
+//!
+//! The benches: `gemm` (products per backend), `layers` (each layer's forward and backward at
+//! batch 100), `step` (one whole training step), `eval` (70,000 images on 1 and 2 threads),
+//! `gradient` (the numerical gradient against backprop) and `peak` (this machine's limit, see
+//! [`peak`]).
 //!
 //! # Features
 //! - `matrixmultiply` (default): also time the `MatrixMultiply` backend.
 //! - `blas`: also time the OpenBLAS backend (needs the system's `libopenblas-dev`).
 
 use core::fmt;
+use manabi_tensor::Rng;
+
+pub mod peak;
+
+/// The book's chapter-5 network: 784 inputs, 50 hidden units, 10 classes.
+pub const SIZES: [usize; 3] = [784, 50, 10];
+
+/// The book's training batch.
+pub const BATCH: usize = 100;
+
+/// All of MNIST (60,000 training and 10,000 test images): what the CLI evaluates each epoch.
+pub const EVAL_IMAGES: usize = 70_000;
+
+/// Rows per forward pass when evaluating, as in `manabi-cli`'s evaluator.
+pub const EVAL_ROWS: usize = 2000;
+
+/// GEMM flops of a forward pass over `rows` rows: `Σ 2·rows·d_in·d_out` (bias additions and
+/// activations are not counted).
+pub fn forward_flops(sizes: &[usize], rows: usize) -> u64 {
+    sizes
+        .windows(2)
+        .map(|w| 2 * (rows * w[0] * w[1]) as u64)
+        .sum()
+}
+
+/// GEMM flops of forward plus backward over `rows` rows: each layer's forward product and its
+/// weight gradient `xᵀ·dy`, and the input gradient `dy·Wᵀ` of every layer but the first (which
+/// `Mlp::gradient` never computes).
+pub fn backprop_flops(sizes: &[usize], rows: usize) -> u64 {
+    let products: u64 = sizes
+        .windows(2)
+        .skip(1)
+        .map(|w| 2 * (rows * w[0] * w[1]) as u64)
+        .sum();
+    2 * forward_flops(sizes, rows) + products
+}
+
+/// Flops of one training step of the book's network at batch 100 (the SGD update's 2 flops per
+/// parameter are left out): `2·100·784·50 + 2·100·50·10` forward, `2·50·100·10` (dW₂),
+/// `2·100·10·50` (dx₂) and `2·784·100·50` (dW₁).
+pub fn step_flops() -> u64 {
+    backprop_flops(&SIZES, BATCH)
+}
+
+/// Parameters of a network: `Σ (d_in·d_out + d_out)`.
+pub fn param_count(sizes: &[usize]) -> usize {
+    sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+}
+
+/// GEMM flops of a numerical gradient by central differences: two forward passes per
+/// parameter.
+pub fn numerical_gradient_flops(sizes: &[usize], rows: usize) -> u64 {
+    2 * param_count(sizes) as u64 * forward_flops(sizes, rows)
+}
+
+/// Threads OpenBLAS will use: `OPENBLAS_NUM_THREADS`, else `OMP_NUM_THREADS`, else every core
+/// (OpenBLAS reads these once, when the library loads, so this is fixed for the process).
+pub fn blas_threads() -> usize {
+    ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"]
+        .iter()
+        .find_map(|var| {
+            std::env::var(var)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+        })
+        .unwrap_or_else(cores)
+}
+
+/// Logical CPUs available to this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `len` values uniform in `[lo, hi)` from a seeded generator.
+pub fn uniform(len: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.range(lo, hi)).collect()
+}
+
+/// `n` class labels below `classes` from a seeded generator.
+pub fn labels(n: usize, classes: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.below(classes)).collect()
+}
 
 /// One product `C[m×n] = op(A)[m×k]·op(B)[k×n]` worth timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +237,32 @@ mod tests {
         assert_eq!(SHAPES[0].flops(), 7_840_000.0);
         // 2·512³ = 268_435_456.
         assert_eq!(SHAPES[4].flops(), 268_435_456.0);
+    }
+
+    #[test]
+    fn network_flops_match_the_hand_counts() {
+        // Forward: 2·100·784·50 + 2·100·50·10 = 7_840_000 + 100_000.
+        assert_eq!(forward_flops(&SIZES, BATCH), 7_940_000);
+        // The step: 7_840_000 + 100_000 (forward) + 100_000 (dW2) + 100_000 (dx2)
+        // + 7_840_000 (dW1) = 15_980_000.
+        assert_eq!(step_flops(), 15_980_000);
+        // Evaluation of 70,000 images: 70_000·2·(784·50 + 50·10) = 70_000·79_400.
+        assert_eq!(forward_flops(&SIZES, EVAL_IMAGES), 5_558_000_000);
+        // 784·50 + 50 + 50·10 + 10 = 39_760 parameters, as in the book.
+        assert_eq!(param_count(&SIZES), 39_760);
+        // Batch 3: a forward is 2·3·39_700 = 238_200 flops, two per parameter.
+        assert_eq!(numerical_gradient_flops(&SIZES, 3), 2 * 39_760 * 238_200);
+    }
+
+    #[test]
+    fn random_data_is_seeded_and_in_range() {
+        let a = uniform(1000, -0.5, 0.5, 7);
+        assert_eq!(a, uniform(1000, -0.5, 0.5, 7));
+        assert_ne!(a, uniform(1000, -0.5, 0.5, 8));
+        assert!(a.iter().all(|x| (-0.5..0.5).contains(x)));
+        let l = labels(1000, 10, 7);
+        assert!(l.iter().all(|&k| k < 10));
+        assert!((0..10).all(|k| l.contains(&k)));
     }
 
     #[test]

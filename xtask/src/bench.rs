@@ -1,10 +1,23 @@
-//! `cargo xtask bench`: run the criterion benches, then tabulate median times and GFLOP/s.
+//! `cargo xtask bench`: the criterion benches, whole `manabi train` runs, and a summary of time,
+//! GFLOP/s and percentage of this machine's measured peak, next to the issue-5 targets.
 //!
 //! Criterion 0.8 writes, for every benchmark, `<target>/criterion/<group>/<function>/<value>/new/`
-//! with `benchmark.json` (the ids as given: `group_id`, `function_id`, `value_str`) and
-//! `estimates.json` (`median.point_estimate` in nanoseconds). The table takes the results this
-//! run wrote and reads the arithmetic from the id: `m<M> k<K> n<N>` tokens mean `2·M·K·N`
-//! flops, a `flop<F>` token means `F`; ids with neither get a time but no GFLOP/s.
+//! with `benchmark.json` (the ids as given: `group_id`, `function_id`, `value_str`),
+//! `estimates.json` (`median.point_estimate` in nanoseconds) and `sample.json` (`iters` and
+//! `times` per sample). The table takes the results this run wrote and reads the arithmetic from
+//! the id: `m<M> k<K> n<N>` tokens mean `2·M·K·N` flops, a `flop<F>` token means `F`; ids with
+//! neither get a time but no GFLOP/s. A `t<N>` token says the row ran on `N` threads (else 1).
+//!
+//! The run, in order:
+//! 1. every bench with `OPENBLAS_NUM_THREADS=1` (rows compare per core);
+//! 2. with OpenBLAS and two or more cores, the `step` bench again with `OPENBLAS_NUM_THREADS=2`
+//!    (OpenBLAS reads it once, when the library loads, so this takes a second process);
+//! 3. `manabi train` with the book's defaults, `--e2e-runs` times per build (the default
+//!    build and, with OpenBLAS, the `blas` one), interleaved, each timed as a whole process.
+//!
+//! The `peak` bench's FMA loop gives the limit: its best sample (the fastest per-iteration
+//! time, the least disturbed by other work) on one core for single-thread rows, on two for
+//! `t2` rows; f64 rows are compared with half of it (half the lanes per FMA).
 
 use crate::json;
 use crate::provision::Provides;
@@ -12,7 +25,8 @@ use crate::run::{self, Failure};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The package holding the benches.
 const PACKAGE: &str = "manabi-benches";
@@ -25,20 +39,158 @@ const QUICK: &[&str] = &[
     "--sample-size",
     "10",
 ];
+/// Whole training runs per build, unless `--e2e-runs` says otherwise.
+const E2E_RUNS: usize = 5;
+/// Whole training runs per build with `--quick`.
+const E2E_RUNS_QUICK: usize = 1;
+/// The usage line for errors.
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--e2e-runs N] [-- <criterion args>]";
+/// Groups in the order the summary lists them; others follow in run order.
+const GROUP_ORDER: &[&str] = &["peak", "gemm", "layers", "step", "eval", "gradient"];
+
+/// A build of the CLI timed end to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Build {
+    /// `default` or `blas`: names the binary and the output folder.
+    name: &'static str,
+    /// `--features` for cargo, if any.
+    features: Option<&'static str>,
+    /// The GEMM backend this build trains with.
+    backend: &'static str,
+}
+
+const DEFAULT_BUILD: Build = Build {
+    name: "default",
+    features: None,
+    backend: "matrixmultiply",
+};
+const BLAS_BUILD: Build = Build {
+    name: "blas",
+    features: Some("blas"),
+    backend: "openblas",
+};
+
+/// What a target is measured on.
+#[derive(Clone, Copy, Debug)]
+enum Measure {
+    /// A bench row: group, function (backend) and threads.
+    Row(&'static str, &'static str, usize),
+    /// The median wall time of a build's training runs.
+    Train(&'static str),
+}
+
+/// What a target asks for.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    /// A time of at most this many nanoseconds.
+    AtMostNs(f64),
+    /// At least this many GFLOP/s.
+    AtLeastGflops(f64),
+}
+
+/// One of issue 5's targets.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    what: &'static str,
+    measure: Measure,
+    goal: Goal,
+}
+
+/// Issue 5: the book's whole MNIST run in about two seconds.
+const TARGETS: &[Target] = &[
+    Target {
+        what: "manabi train, default build: median wall",
+        measure: Measure::Train("default"),
+        goal: Goal::AtMostNs(4e9),
+    },
+    Target {
+        what: "manabi train, blas build: median wall",
+        measure: Measure::Train("blas"),
+        goal: Goal::AtMostNs(2.5e9),
+    },
+    Target {
+        what: "training step, matrixmultiply, 1 thread",
+        measure: Measure::Row("step", "matrixmultiply", 1),
+        goal: Goal::AtMostNs(400e3),
+    },
+    Target {
+        what: "training step, openblas, 1 thread",
+        measure: Measure::Row("step", "openblas", 1),
+        goal: Goal::AtMostNs(250e3),
+    },
+    Target {
+        what: "eval of 70,000 images, matrixmultiply, 2 threads",
+        measure: Measure::Row("eval", "matrixmultiply", 2),
+        goal: Goal::AtLeastGflops(60.0),
+    },
+    Target {
+        what: "eval of 70,000 images, openblas, 2 threads",
+        measure: Measure::Row("eval", "openblas", 2),
+        goal: Goal::AtLeastGflops(60.0),
+    },
+];
+
+/// The options after `bench`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Short criterion runs and one training run per build.
+    pub quick: bool,
+    /// Whole training runs per build (0 skips them).
+    pub e2e_runs: usize,
+    /// Passed to criterion after `--`.
+    pub criterion: Vec<String>,
+}
+
+/// Parses `[--quick] [--e2e-runs N] [-- <criterion args>]`.
+pub fn parse_options(args: &[String]) -> Result<Options, String> {
+    let (ours, criterion) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let mut quick = false;
+    let mut runs = None;
+    let mut it = ours.iter();
+    while let Some(a) = it.next() {
+        let value = match a.as_str() {
+            "--quick" => {
+                quick = true;
+                continue;
+            }
+            "--e2e-runs" => it.next().map(String::as_str),
+            other => match other.strip_prefix("--e2e-runs=") {
+                Some(v) => Some(v),
+                None => return Err(format!("unknown bench option {other:?}; {USAGE}")),
+            },
+        };
+        let n = value
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| format!("--e2e-runs needs a whole number; {USAGE}"))?;
+        runs = Some(n);
+    }
+    Ok(Options {
+        quick,
+        e2e_runs: runs.unwrap_or(if quick { E2E_RUNS_QUICK } else { E2E_RUNS }),
+        criterion: criterion.to_vec(),
+    })
+}
 
 /// One benchmark's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
-    /// Criterion's group (`gemm`).
+    /// Criterion's group (`gemm`, `step`, …).
     pub group: String,
-    /// The function id: for the products, the backend.
+    /// The function id: the backend (`-` for rows without a product; the ISA for `peak`).
     pub function: String,
-    /// The value string: the shape, with its dimensions.
+    /// The value string: what ran, with its dimensions.
     pub value: String,
     /// Median time per iteration, ns.
     pub median_ns: f64,
+    /// Fastest sample's time per iteration, ns (from sample.json).
+    pub best_ns: Option<f64>,
     /// Floating-point operations per iteration, if the id says.
     pub flops: Option<f64>,
+    /// Threads the row ran on (its `t<N>` token, else 1).
+    pub threads: usize,
     /// When estimates.json was written (orders the table as the benches ran).
     pub written: SystemTime,
 }
@@ -48,93 +200,303 @@ impl Row {
     pub fn gflops(&self) -> Option<f64> {
         self.flops.map(|f| f / self.median_ns)
     }
+
+    /// Whether the row computes in f64 (its id says `f64`).
+    fn is_f64(&self) -> bool {
+        tokens(&self.value).any(|t| t == "f64")
+    }
+}
+
+/// Whole `manabi train` runs of one build.
+#[derive(Clone, Debug, PartialEq)]
+pub struct E2e {
+    /// `default` or `blas`.
+    pub build: String,
+    /// Its GEMM backend.
+    pub backend: String,
+    /// Wall time of each run, s.
+    pub walls: Vec<f64>,
+    /// The "training took" time each run printed, s.
+    pub train_secs: Vec<f64>,
+    /// The final test accuracy each run printed.
+    pub accuracies: Vec<f64>,
+}
+
+/// The median of some values (the mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 /// Runs the bench task with the arguments after `bench`.
 pub fn bench(args: &[String]) -> Result<(), Failure> {
-    let (quick, criterion_args) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[][..]),
-    };
-    let mut is_quick = false;
-    for a in quick {
-        match a.as_str() {
-            "--quick" => is_quick = true,
-            other => {
-                return Err(Failure::msg(format!(
-                    "unknown bench option {other:?}; usage: cargo xtask bench [--quick] [-- <criterion args>]"
-                )));
-            }
-        }
-    }
-
+    let opts = parse_options(args).map_err(Failure::msg)?;
+    let load_before = load_average();
     let blas = Provides::Library("libopenblas.so").present();
-    let mut cmd = run::cargo();
-    cmd.args(["bench", "-p", PACKAGE]);
-    if blas {
-        cmd.args(["--features", "blas"]);
-    } else {
+    if !blas {
         println!(
             "note: libopenblas.so not found, so no openblas rows (apt-get install libopenblas-dev)"
         );
     }
-    cmd.arg("--");
-    if is_quick {
-        cmd.args(QUICK);
-    }
-    cmd.args(criterion_args);
-    // One thread each: backends compare per core, and other work on the machine adds less noise.
-    let threads = std::env::var("OPENBLAS_NUM_THREADS").unwrap_or_else(|_| {
-        cmd.env("OPENBLAS_NUM_THREADS", "1");
-        "1".to_string()
-    });
-
-    println!("$ {}", run::show(&cmd));
+    let quick: &[&str] = if opts.quick { QUICK } else { &[] };
     // Criterion stamps files with whole seconds on some filesystems: allow for that.
     let started = SystemTime::now() - Duration::from_secs(1);
-    let status = cmd
-        .status()
-        .map_err(|e| Failure::msg(format!("cannot start cargo: {e}")))?;
-    if !status.success() {
-        return Err(Failure::msg(format!("cargo bench exited with {status}")));
+
+    // 1. Everything on one thread per backend.
+    let mut cmd = run::cargo();
+    cmd.args(["bench", "-p", PACKAGE]);
+    if blas {
+        cmd.args(["--features", "blas"]);
+    }
+    cmd.arg("--").args(quick).args(&opts.criterion);
+    cmd.env("OPENBLAS_NUM_THREADS", "1")
+        .env("MATMUL_NUM_THREADS", "1");
+    run_cargo(&mut cmd)?;
+
+    // 2. The OpenBLAS step on two threads, in a process that loads OpenBLAS with two.
+    if blas && logical_cpus() >= 2 {
+        let mut cmd = run::cargo();
+        cmd.args([
+            "bench",
+            "-p",
+            PACKAGE,
+            "--features",
+            "blas",
+            "--bench",
+            "step",
+            "--",
+        ])
+        .args(quick);
+        if opts.criterion.is_empty() {
+            cmd.arg("^step/openblas/");
+        } else {
+            cmd.args(&opts.criterion);
+        }
+        cmd.env("OPENBLAS_NUM_THREADS", "2")
+            .env("MATMUL_NUM_THREADS", "1");
+        run_cargo(&mut cmd)?;
     }
 
     let criterion = run::target_dir().join("criterion");
-    let rows = collect(&criterion, started);
+    let mut rows = collect(&criterion, started);
     if rows.is_empty() {
         return Err(Failure::msg(format!(
             "no criterion results written under {} by this run (did the filter match nothing?)",
             criterion.display()
         )));
     }
-    let table = table(&rows);
-    println!("\n{table}");
+    rows.sort_by_key(|r| group_rank(&r.group));
+    // A filter may have left the peak out: then the last one measured stands in, flagged.
+    let mut peak_note = "measured by this run";
+    let mut peaks = Peaks::from_rows(&rows);
+    if peaks.one.is_none() {
+        let old: Vec<Row> = collect(&criterion, UNIX_EPOCH)
+            .into_iter()
+            .filter(|r| r.group == "peak")
+            .collect();
+        peaks = Peaks::from_rows(&old);
+        peak_note = "from an earlier run (the filter left the peak bench out)";
+    }
 
-    let mut md = String::new();
-    let _ = writeln!(md, "# manabi benchmarks\n");
-    let _ = writeln!(md, "- CPU: {} ({} logical)", cpu_model(), logical_cpus());
-    let _ = writeln!(md, "- date: {}", utc_now());
-    let _ = writeln!(
-        md,
-        "- command: `cargo xtask bench{}{}`",
-        if is_quick { " --quick" } else { "" },
-        if criterion_args.is_empty() {
-            String::new()
-        } else {
-            format!(" -- {}", criterion_args.join(" "))
+    // 3. Whole training runs.
+    let builds: Vec<Build> = if blas {
+        vec![DEFAULT_BUILD, BLAS_BUILD]
+    } else {
+        vec![DEFAULT_BUILD]
+    };
+    let (e2e, e2e_note) = if opts.e2e_runs == 0 {
+        (Vec::new(), "skipped (--e2e-runs 0)".to_string())
+    } else {
+        match data_dir() {
+            Some(data) => (
+                end_to_end(&builds, opts.e2e_runs, &data)?,
+                format!("MANABI_DATA={}", data.display()),
+            ),
+            None => (
+                Vec::new(),
+                "skipped: no MNIST (set MANABI_DATA to the folder with the four files)".into(),
+            ),
         }
-    );
-    let _ = writeln!(
-        md,
-        "- OPENBLAS_NUM_THREADS={threads}; f32; median of criterion's samples; GFLOP/s = flops / median\n"
-    );
-    md.push_str(&table);
+    };
+
+    let info = Info {
+        command: command_line(args),
+        cpu: cpu_description(),
+        date: utc_now(),
+        load_before,
+        load_after: load_average(),
+        backends: if blas {
+            "naive, matrixmultiply, openblas"
+        } else {
+            "naive, matrixmultiply"
+        },
+        peak_note,
+        e2e_note,
+        e2e_env: std::env::var("OPENBLAS_NUM_THREADS")
+            .map_or("OPENBLAS_NUM_THREADS unset".into(), |v| {
+                format!("OPENBLAS_NUM_THREADS={v}")
+            }),
+    };
+    let md = summary(&info, &rows, &peaks, &e2e);
+    println!("\n{md}");
     let out = run::target_dir().join("bench").join("summary.md");
     fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))
-        .and_then(|()| fs::write(&out, md))
+        .and_then(|()| fs::write(&out, &md))
         .map_err(|e| Failure::msg(format!("cannot write {}: {e}", out.display())))?;
     println!("written to {}", out.display());
     Ok(())
+}
+
+/// Variables `cargo run` sets for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …), which a
+/// nested cargo would pass on to build scripts: ring's reruns when `CARGO_MANIFEST_DIR`
+/// changes, so a build started from here and one started from a shell would rebuild each
+/// other's dependencies every time.
+fn cargo_run_vars() -> Vec<String> {
+    const SET_BY_CARGO_RUN: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+    ];
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| SET_BY_CARGO_RUN.contains(&k.as_str()) || k.starts_with("CARGO_PKG_"))
+        .collect()
+}
+
+/// Prints and runs a cargo command (without [`cargo_run_vars`]); a failure names its exit
+/// status.
+fn run_cargo(cmd: &mut Command) -> Result<(), Failure> {
+    for var in cargo_run_vars() {
+        cmd.env_remove(var);
+    }
+    println!("$ {}", run::show(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| Failure::msg(format!("cannot start cargo: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::msg(format!(
+            "`{}` exited with {status}",
+            run::show(cmd)
+        )))
+    }
+}
+
+/// `$MANABI_DATA`, else the default folder if it exists.
+fn data_dir() -> Option<PathBuf> {
+    std::env::var_os("MANABI_DATA")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            run::defaults()
+                .iter()
+                .find(|(var, _)| var == "MANABI_DATA")
+                .map(|(_, path)| path.clone())
+        })
+}
+
+/// Builds each variant of the CLI, then times `runs` whole `manabi train` runs of each with
+/// the book's defaults, interleaved so that a burst of other work hits both builds alike.
+fn end_to_end(builds: &[Build], runs: usize, data: &Path) -> Result<Vec<E2e>, Failure> {
+    let bin_dir = run::target_dir().join("bench").join("bin");
+    fs::create_dir_all(&bin_dir)
+        .map_err(|e| Failure::msg(format!("cannot create {}: {e}", bin_dir.display())))?;
+    let exe = format!("manabi{}", std::env::consts::EXE_SUFFIX);
+    let mut bins = Vec::new();
+    for b in builds {
+        let mut cmd = run::cargo();
+        cmd.args(["build", "--release", "-p", "manabi-cli"]);
+        if let Some(f) = b.features {
+            cmd.args(["--features", f]);
+        }
+        run_cargo(&mut cmd)?;
+        // Both builds write target/release/manabi: keep a copy of each.
+        let built = run::target_dir().join("release").join(&exe);
+        let kept = bin_dir.join(format!("manabi-{}{}", b.name, std::env::consts::EXE_SUFFIX));
+        fs::copy(&built, &kept).map_err(|e| {
+            Failure::msg(format!(
+                "cannot copy {} to {}: {e}",
+                built.display(),
+                kept.display()
+            ))
+        })?;
+        bins.push(kept);
+    }
+    let mut results: Vec<E2e> = builds
+        .iter()
+        .map(|b| E2e {
+            build: b.name.to_string(),
+            backend: b.backend.to_string(),
+            walls: Vec::new(),
+            train_secs: Vec::new(),
+            accuracies: Vec::new(),
+        })
+        .collect();
+    for i in 1..=runs {
+        for ((b, bin), result) in builds.iter().zip(&bins).zip(&mut results) {
+            let out = run::target_dir()
+                .join("bench")
+                .join(format!("e2e-{}", b.name));
+            let mut cmd = run::program(&bin.to_string_lossy());
+            cmd.arg("train")
+                .arg("--out")
+                .arg(&out)
+                .env("MANABI_DATA", data);
+            let line = run::show(&cmd);
+            let start = Instant::now();
+            let output = cmd
+                .output()
+                .map_err(|e| Failure::msg(format!("cannot start `{line}`: {e}")))?;
+            let wall = start.elapsed().as_secs_f64();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() {
+                return Err(Failure::msg(format!(
+                    "`{line}` exited with {}:\n{stdout}{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            let acc = number_after(&stdout, "final test acc ").ok_or_else(|| {
+                Failure::msg(format!("no `final test acc` line from `{line}`:\n{stdout}"))
+            })?;
+            let took = number_after_word(&stdout, "training took ");
+            println!(
+                "e2e {} run {i}/{runs}: {wall:.2} s wall{}, final test acc {acc:.4}",
+                b.name,
+                took.map_or(String::new(), |t| format!(" ({t:.2} s training)"))
+            );
+            result.walls.push(wall);
+            result.accuracies.push(acc);
+            result.train_secs.extend(took);
+        }
+    }
+    Ok(results)
+}
+
+/// The number after `prefix` at the start of the first line that has it.
+pub fn number_after(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The number after `phrase` anywhere in the text (its first occurrence).
+fn number_after_word(text: &str, phrase: &str) -> Option<f64> {
+    let at = text.find(phrase)? + phrase.len();
+    text[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.trim_end_matches([',', ';']).parse().ok())
 }
 
 /// Results under `criterion` whose estimates were written at or after `since`, in run order:
@@ -168,6 +530,14 @@ pub fn collect(criterion: &Path, since: SystemTime) -> Vec<Row> {
     rows
 }
 
+/// Where a group goes in the summary: [`GROUP_ORDER`], then the rest.
+fn group_rank(group: &str) -> usize {
+    GROUP_ORDER
+        .iter()
+        .position(|g| *g == group)
+        .unwrap_or(GROUP_ORDER.len())
+}
+
 /// Every `new` folder (criterion's latest results) below `dir`.
 fn find_new_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -186,7 +556,7 @@ fn find_new_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// One result from a `new` folder, if both files are there and readable.
+/// One result from a `new` folder, if its files are there and readable.
 fn read_row(new: &Path) -> Option<Row> {
     let est_path = new.join("estimates.json");
     let written = fs::metadata(&est_path).and_then(|m| m.modified()).ok()?;
@@ -197,29 +567,68 @@ fn read_row(new: &Path) -> Option<Row> {
     let function = text("function_id").unwrap_or_default();
     let value = text("value_str").unwrap_or_default();
     let median_ns = est.path(&["median", "point_estimate"])?.as_f64()?;
+    let best_ns = fs::read_to_string(new.join("sample.json"))
+        .ok()
+        .and_then(|s| json::parse(&s).ok())
+        .and_then(|s| best_per_iteration(&s));
     let flops = flops_of(&value).or_else(|| flops_of(&function));
+    let threads = threads_of(&value)
+        .or_else(|| threads_of(&function))
+        .unwrap_or(1);
     Some(Row {
         group,
         function,
         value,
         median_ns,
+        best_ns,
         flops,
+        threads,
         written,
     })
+}
+
+/// The fastest `times[i] / iters[i]` of a criterion sample.json.
+fn best_per_iteration(sample: &json::Value) -> Option<f64> {
+    let nums = |k: &str| -> Option<Vec<f64>> {
+        match sample.get(k)? {
+            json::Value::Arr(v) => v.iter().map(json::Value::as_f64).collect(),
+            _ => None,
+        }
+    };
+    let (iters, times) = (nums("iters")?, nums("times")?);
+    iters
+        .iter()
+        .zip(&times)
+        .filter(|(i, _)| **i > 0.0)
+        .map(|(i, t)| t / i)
+        .min_by(f64::total_cmp)
+}
+
+/// The tokens of an id: split at spaces, commas and slashes.
+fn tokens(id: &str) -> impl Iterator<Item = &str> {
+    id.split(|c: char| c.is_whitespace() || c == ',' || c == '/')
+        .filter(|t| !t.is_empty())
+}
+
+/// The number after `prefix` if the whole token is the prefix and digits.
+fn numbered(tok: &str, prefix: &str) -> Option<u64> {
+    let d = tok.strip_prefix(prefix)?;
+    (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
 }
 
 /// The flops an id announces: `m.. k.. n..` → `2·m·k·n`, or `flop..` as given.
 pub fn flops_of(id: &str) -> Option<f64> {
     let (mut m, mut k, mut n, mut direct) = (None, None, None, None);
-    for tok in id.split(|c: char| c.is_whitespace() || c == ',' || c == '/') {
-        let num = |prefix: &str| tok.strip_prefix(prefix).and_then(|d| d.parse::<u64>().ok());
-        if let Some(f) = num("flop") {
+    for tok in tokens(id) {
+        if let Some(f) = numbered(tok, "flop") {
             direct = Some(f as f64);
-        } else if let Some(v) = num("m") {
+        } else if let Some(v) = numbered(tok, "m") {
             m = Some(v as f64);
-        } else if let Some(v) = num("k") {
+        } else if let Some(v) = numbered(tok, "k") {
             k = Some(v as f64);
-        } else if let Some(v) = num("n") {
+        } else if let Some(v) = numbered(tok, "n") {
             n = Some(v as f64);
         }
     }
@@ -227,6 +636,66 @@ pub fn flops_of(id: &str) -> Option<f64> {
         (Some(m), Some(k), Some(n)) => Some(2.0 * m * k * n),
         _ => None,
     })
+}
+
+/// The threads an id announces with a `t<N>` token.
+pub fn threads_of(id: &str) -> Option<usize> {
+    tokens(id)
+        .find_map(|t| numbered(t, "t"))
+        .map(|n| n as usize)
+}
+
+/// The id as shown: without the `flop<F>` and `t<N>` tokens, which have their own columns.
+fn shown(id: &str) -> String {
+    id.split(' ')
+        .filter(|t| numbered(t, "flop").is_none() && numbered(t, "t").is_none())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The measured limits, GFLOP/s (f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Peaks {
+    /// One core.
+    pub one: Option<f64>,
+    /// Two cores.
+    pub two: Option<f64>,
+    /// The FMA loop's instruction set (the peak row's function id).
+    pub isa: Option<&'static str>,
+}
+
+impl Peaks {
+    /// The `peak` rows' best samples: flops over the fastest per-iteration time.
+    pub fn from_rows(rows: &[Row]) -> Self {
+        let at = |threads: usize| {
+            rows.iter()
+                .find(|r| r.group == "peak" && r.threads == threads)
+                .and_then(|r| Some(r.flops? / r.best_ns.unwrap_or(r.median_ns)))
+        };
+        let isa = rows
+            .iter()
+            .find(|r| r.group == "peak")
+            .map(|r| match r.function.as_str() {
+                "avx512f" => "avx512f",
+                "avx2-fma" => "avx2-fma",
+                _ => "portable",
+            });
+        Peaks {
+            one: at(1),
+            two: at(2),
+            isa,
+        }
+    }
+
+    /// The peak a row is compared with: its thread count's, halved for f64.
+    pub fn for_row(&self, r: &Row) -> Option<f64> {
+        let p = match r.threads {
+            1 => self.one,
+            2 => self.two,
+            _ => None,
+        }?;
+        Some(if r.is_f64() { p / 2.0 } else { p })
+    }
 }
 
 /// A time in ns as `850 ns`, `12.3 µs`, `4.56 ms` or `1.20 s`.
@@ -242,32 +711,14 @@ pub fn human_time(ns: f64) -> String {
     }
 }
 
-/// A Markdown table: benchmark, backend, median, GFLOP/s; columns padded for the terminal.
-pub fn table(rows: &[Row]) -> String {
-    let mut cells: Vec<[String; 4]> = vec![[
-        "benchmark".into(),
-        "backend".into(),
-        "median".into(),
-        "GFLOP/s".into(),
-    ]];
-    for r in rows {
-        let bench = match (r.group.as_str(), r.value.is_empty()) {
-            (g, true) => g.to_string(),
-            ("gemm", false) => r.value.clone(),
-            (g, false) => format!("{g}: {}", r.value),
-        };
-        cells.push([
-            bench,
-            r.function.clone(),
-            human_time(r.median_ns),
-            r.gflops().map_or("-".into(), |g| format!("{g:.1}")),
-        ]);
-    }
-    let widths: Vec<usize> = (0..4)
+/// A Markdown table with padded columns; `right` marks the columns aligned right (numbers).
+pub fn markdown_table(cells: &[Vec<String>], right: &[bool]) -> String {
+    let cols = cells.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
         .map(|c| {
             cells
                 .iter()
-                .map(|r| r[c].chars().count())
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
@@ -275,13 +726,13 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     for (i, row) in cells.iter().enumerate() {
         out.push('|');
-        for (c, cell) in row.iter().enumerate() {
-            let pad = widths[c] - cell.chars().count();
-            // Text left, numbers right.
-            if c < 2 {
-                let _ = write!(out, " {cell}{} |", " ".repeat(pad));
+        for (c, w) in widths.iter().enumerate() {
+            let cell = row.get(c).map_or("", String::as_str);
+            let pad = " ".repeat(w - cell.chars().count());
+            if right.get(c).copied().unwrap_or(false) {
+                let _ = write!(out, " {pad}{cell} |");
             } else {
-                let _ = write!(out, " {}{cell} |", " ".repeat(pad));
+                let _ = write!(out, " {cell}{pad} |");
             }
         }
         out.push('\n');
@@ -289,15 +740,11 @@ pub fn table(rows: &[Row]) -> String {
             out.push('|');
             for (c, w) in widths.iter().enumerate() {
                 let dashes = "-".repeat(*w);
-                let _ = write!(
-                    out,
-                    "{}|",
-                    if c < 2 {
-                        format!(" {dashes} ")
-                    } else {
-                        format!(" {}:", &dashes)
-                    }
-                );
+                if right.get(c).copied().unwrap_or(false) {
+                    let _ = write!(out, " {dashes}:|");
+                } else {
+                    let _ = write!(out, " {dashes} |");
+                }
             }
             out.push('\n');
         }
@@ -305,17 +752,278 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The CPU's "model name" from /proc/cpuinfo.
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
+/// The results table: benchmark, backend, threads, median, GFLOP/s, % of peak.
+pub fn table(rows: &[Row], peaks: &Peaks) -> String {
+    let mut cells: Vec<Vec<String>> = vec![
+        [
+            "benchmark",
+            "backend",
+            "threads",
+            "median",
+            "GFLOP/s",
+            "% peak",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in rows {
+        let value = shown(&r.value);
+        let bench = match (r.group.as_str(), value.is_empty()) {
+            (g, true) => g.to_string(),
+            ("gemm", false) => value,
+            (g, false) => format!("{g}: {value}"),
+        };
+        let gflops = r.gflops();
+        let pct = gflops
+            .zip(peaks.for_row(r))
+            .map_or("-".into(), |(g, p)| format!("{:.0}%", 100.0 * g / p));
+        cells.push(vec![
+            bench,
+            r.function.clone(),
+            r.threads.to_string(),
+            human_time(r.median_ns),
+            gflops.map_or("-".into(), |g| format!("{g:.1}")),
+            pct,
+        ]);
+    }
+    markdown_table(&cells, &[false, false, true, true, true, true])
+}
+
+/// `met`, or `missed by …`, or `not measured`.
+fn verdict(goal: Goal, measured: Option<f64>) -> String {
+    match (goal, measured) {
+        (_, None) => "not measured".into(),
+        (Goal::AtMostNs(g), Some(m)) if m <= g => "met".into(),
+        (Goal::AtMostNs(g), Some(m)) => format!("missed by {}", human_time(m - g)),
+        (Goal::AtLeastGflops(g), Some(m)) if m >= g => "met".into(),
+        (Goal::AtLeastGflops(g), Some(m)) => format!("missed by {:.1} GFLOP/s", g - m),
+    }
+}
+
+/// The targets table: what, measured, goal, verdict.
+fn targets_table(rows: &[Row], e2e: &[E2e]) -> String {
+    let mut cells: Vec<Vec<String>> = vec![
+        ["target", "measured", "goal", "verdict"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for t in TARGETS {
+        let measured = match t.measure {
+            Measure::Train(build) => e2e
+                .iter()
+                .find(|e| e.build == build)
+                .and_then(|e| median(&e.walls))
+                .map(|s| s * 1e9),
+            Measure::Row(group, function, threads) => rows
+                .iter()
+                .find(|r| r.group == group && r.function == function && r.threads == threads)
+                .and_then(|r| match t.goal {
+                    Goal::AtMostNs(_) => Some(r.median_ns),
+                    Goal::AtLeastGflops(_) => r.gflops(),
+                }),
+        };
+        let (shown, goal) = match t.goal {
+            Goal::AtMostNs(g) => (measured.map(human_time), format!("≤ {}", human_time(g))),
+            Goal::AtLeastGflops(g) => (
+                measured.map(|m| format!("{m:.1} GFLOP/s")),
+                format!("≥ {g:.0} GFLOP/s"),
+            ),
+        };
+        cells.push(vec![
+            t.what.to_string(),
+            shown.unwrap_or_else(|| "-".into()),
+            goal,
+            verdict(t.goal, measured),
+        ]);
+    }
+    markdown_table(&cells, &[false, true, true, false])
+}
+
+/// The end-to-end table: one line per build.
+fn e2e_table(e2e: &[E2e]) -> String {
+    let mut cells: Vec<Vec<String>> = vec![
+        [
+            "build",
+            "backend",
+            "runs",
+            "median wall",
+            "min",
+            "max",
+            "training (median)",
+            "final test acc",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let secs = |v: Option<f64>| v.map_or("-".into(), |s| format!("{s:.2} s"));
+    let lo = |v: &[f64]| v.iter().copied().min_by(f64::total_cmp);
+    let hi = |v: &[f64]| v.iter().copied().max_by(f64::total_cmp);
+    for e in e2e {
+        let acc = match (lo(&e.accuracies), hi(&e.accuracies)) {
+            (Some(a), Some(b)) if a == b => format!("{a:.4}"),
+            (Some(a), Some(b)) => format!("{a:.4}–{b:.4}"),
+            _ => "-".into(),
+        };
+        cells.push(vec![
+            e.build.clone(),
+            e.backend.clone(),
+            e.walls.len().to_string(),
+            secs(median(&e.walls)),
+            secs(lo(&e.walls)),
+            secs(hi(&e.walls)),
+            secs(median(&e.train_secs)),
+            acc,
+        ]);
+    }
+    markdown_table(&cells, &[false, false, true, true, true, true, true, true])
+}
+
+/// The numerical gradient's time over backprop's, per backend that has both.
+fn gradient_lines(rows: &[Row]) -> Vec<String> {
+    let find = |function: &str, what: &str| {
+        rows.iter()
+            .find(|r| r.group == "gradient" && r.function == function && r.value.starts_with(what))
+    };
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.group == "gradient") {
+        if !r.value.starts_with("numerical") {
+            continue;
+        }
+        if let Some(b) = find(&r.function, "backprop") {
+            out.push(format!(
+                "- numerical gradient / backprop = {:.0}× ({} against {}; {}, {})",
+                r.median_ns / b.median_ns,
+                human_time(r.median_ns),
+                human_time(b.median_ns),
+                r.function,
+                shown(r.value.trim_start_matches("numerical ")),
+            ));
+        }
+    }
+    out
+}
+
+/// What the summary's header says about the run.
+struct Info {
+    command: String,
+    cpu: String,
+    date: String,
+    load_before: String,
+    load_after: String,
+    backends: &'static str,
+    peak_note: &'static str,
+    e2e_note: String,
+    e2e_env: String,
+}
+
+/// The whole summary, Markdown.
+fn summary(info: &Info, rows: &[Row], peaks: &Peaks, e2e: &[E2e]) -> String {
+    let gf = |p: Option<f64>| p.map_or("not measured".into(), |g| format!("{g:.1} GFLOP/s"));
+    let mut md = String::new();
+    let _ = writeln!(md, "# manabi benchmarks\n");
+    let _ = writeln!(md, "- CPU: {}", info.cpu);
+    let _ = writeln!(md, "- date: {}", info.date);
+    let _ = writeln!(md, "- command: `{}`", info.command);
+    let _ = writeln!(
+        md,
+        "- load average (1, 5, 15 min): {} before, {} after",
+        info.load_before, info.load_after
+    );
+    let _ = writeln!(md, "- backends: {}", info.backends);
+    let _ = writeln!(
+        md,
+        "- peak (f32 FMA loop, {}, best sample; {}): 1 core {}, 2 cores {}",
+        peaks.isa.unwrap_or("-"),
+        info.peak_note,
+        gf(peaks.one),
+        gf(peaks.two)
+    );
+    let _ = writeln!(
+        md,
+        "- f32 unless the id says f64 (compared with half the peak); time = median of \
+         criterion's samples; GFLOP/s = GEMM flops / median; rows run with \
+         OPENBLAS_NUM_THREADS=1 except those with 2 threads; % peak against the peak of as \
+         many cores as threads"
+    );
+    let _ = writeln!(
+        md,
+        "- end to end: `manabi train` with the book's defaults, whole process; {}; {}\n",
+        info.e2e_note, info.e2e_env
+    );
+    let _ = writeln!(md, "## Targets (issue 5)\n");
+    md.push_str(&targets_table(rows, e2e));
+    if !e2e.is_empty() {
+        let _ = writeln!(md, "\n## End to end\n");
+        md.push_str(&e2e_table(e2e));
+    }
+    let grad = gradient_lines(rows);
+    if !grad.is_empty() {
+        let _ = writeln!(md, "\n## Numerical gradient against backprop\n");
+        for l in grad {
+            let _ = writeln!(md, "{l}");
+        }
+    }
+    let _ = writeln!(md, "\n## All results\n");
+    md.push_str(&table(rows, peaks));
+    md
+}
+
+/// `cargo xtask bench` and the arguments given.
+fn command_line(args: &[String]) -> String {
+    std::iter::once("cargo xtask bench".to_string())
+        .chain(args.iter().map(|a| {
+            if a.is_empty() || a.contains([' ', '"', '\'', '$', '*', '^']) {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "model name").then(|| v.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".to_string())
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A field of the first processor in /proc/cpuinfo.
+fn cpuinfo_field(info: &str, key: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+/// "model name (family F model M; avx2 fma …), N logical CPUs", from /proc/cpuinfo.
+fn cpu_description() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo_field(&info, "model name").unwrap_or_else(|| "unknown".into());
+    let flags = cpuinfo_field(&info, "flags").unwrap_or_default();
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    let mut extra = Vec::new();
+    if let (Some(f), Some(m)) = (
+        cpuinfo_field(&info, "cpu family"),
+        cpuinfo_field(&info, "model"),
+    ) {
+        extra.push(format!("family {f} model {m}"));
+    }
+    if !simd.is_empty() {
+        extra.push(simd.join(" "));
+    }
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join("; "))
+    };
+    format!("{model}{extra}, {} logical CPUs", logical_cpus())
 }
 
 fn logical_cpus() -> usize {
@@ -355,16 +1063,85 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn flops_come_from_the_id() {
+    fn options_parse() {
+        let o = parse_options(&[]).unwrap();
+        assert_eq!((o.quick, o.e2e_runs), (false, E2E_RUNS));
+        let o = parse_options(&strings(&["--quick"])).unwrap();
+        assert_eq!((o.quick, o.e2e_runs), (true, E2E_RUNS_QUICK));
+        let o = parse_options(&strings(&[
+            "--quick",
+            "--e2e-runs",
+            "3",
+            "--",
+            "step",
+            "--x",
+        ]))
+        .unwrap();
+        assert_eq!((o.quick, o.e2e_runs), (true, 3));
+        assert_eq!(o.criterion, ["step", "--x"]);
+        assert_eq!(
+            parse_options(&strings(&["--e2e-runs=0"])).unwrap().e2e_runs,
+            0
+        );
+        assert!(parse_options(&strings(&["--e2e-runs"])).is_err());
+        assert!(parse_options(&strings(&["--e2e-runs", "x"])).is_err());
+        assert!(
+            parse_options(&strings(&["--fast"]))
+                .unwrap_err()
+                .contains("\"--fast\"")
+        );
+    }
+
+    #[test]
+    fn flops_and_threads_come_from_the_id() {
         // 2·100·784·50 = 7 840 000.
         assert_eq!(flops_of("forward m100 k784 n50"), Some(7_840_000.0));
         assert_eq!(flops_of("dW1 m784 k100 n50 At"), Some(7_840_000.0));
         assert_eq!(flops_of("train step flop16000000"), Some(16e6));
         assert_eq!(flops_of("whole run"), None);
         assert_eq!(flops_of("m3 k4"), None);
-        // Words that merely start with m/k/n are not dimensions.
+        // Words that merely start with m/k/n/t are not dimensions or threads.
         assert_eq!(flops_of("mnist naive"), None);
+        assert_eq!(flops_of("m1x k2 n3"), None);
+        assert_eq!(threads_of("784-50-10 f32 b100 t2 flop15980000"), Some(2));
+        assert_eq!(threads_of("70000 images t1"), Some(1));
+        assert_eq!(threads_of("train test"), None);
+        assert_eq!(
+            shown("784-50-10 f32 b100 t2 flop15980000"),
+            "784-50-10 f32 b100"
+        );
+    }
+
+    #[test]
+    fn medians_and_verdicts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(verdict(Goal::AtMostNs(400e3), Some(350e3)), "met");
+        assert_eq!(
+            verdict(Goal::AtMostNs(400e3), Some(561.8e3)),
+            "missed by 161.8 µs"
+        );
+        assert_eq!(verdict(Goal::AtLeastGflops(60.0), Some(61.0)), "met");
+        assert_eq!(
+            verdict(Goal::AtLeastGflops(60.0), Some(22.5)),
+            "missed by 37.5 GFLOP/s"
+        );
+        assert_eq!(verdict(Goal::AtMostNs(1.0), None), "not measured");
+    }
+
+    #[test]
+    fn numbers_are_read_from_the_training_output() {
+        let out =
+            "epoch 1 ...\nfinal test acc 0.9706 after 10000 iterations; training took 2.34 s\n";
+        assert_eq!(number_after(out, "final test acc "), Some(0.9706));
+        assert_eq!(number_after_word(out, "training took "), Some(2.34));
+        assert_eq!(number_after(out, "missing "), None);
     }
 
     #[test]
@@ -403,6 +1180,16 @@ mod tests {
             ),
         )
         .unwrap();
+        // Samples of 10 and 20 iterations; the second is the faster per iteration (0.9·median).
+        fs::write(
+            new.join("sample.json"),
+            format!(
+                r#"{{"sampling_mode":"Linear","iters":[10.0,20.0],"times":[{},{}]}}"#,
+                10.0 * median,
+                18.0 * median
+            ),
+        )
+        .unwrap();
         // Distinct modification times for the ordering.
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -420,7 +1207,11 @@ mod tests {
         write_result(&dir, "gemm", "naive", "a m100 k10 n10", 2000.0);
         write_result(&dir, "gemm", "fast", "b m10 k10 n10", 100.0);
         write_result(&dir, "gemm", "fast", "a m100 k10 n10", 200.0);
-        let rows = collect(&dir, since);
+        // The peak: 9000 flops per iteration at best 0.9·100 ns = 100 GFLOP/s on one core.
+        write_result(&dir, "peak", "avx2-fma", "1 core t1 flop9000", 100.0);
+        write_result(&dir, "step", "fast", "net t2 flop4000", 100.0);
+        let mut rows = collect(&dir, since);
+        rows.sort_by_key(|r| group_rank(&r.group));
         let order: Vec<(&str, &str)> = rows
             .iter()
             .map(|r| (r.value.as_str(), r.function.as_str()))
@@ -428,20 +1219,86 @@ mod tests {
         assert_eq!(
             order,
             [
+                ("1 core t1 flop9000", "avx2-fma"),
                 ("b m10 k10 n10", "naive"),
                 ("b m10 k10 n10", "fast"),
                 ("a m100 k10 n10", "naive"),
                 ("a m100 k10 n10", "fast"),
+                ("net t2 flop4000", "fast"),
             ]
         );
         // 2·10·10·10 = 2000 flops in 100 ns = 20 GFLOP/s.
-        assert_eq!(rows[1].gflops(), Some(20.0));
-        let t = table(&rows);
+        assert_eq!(rows[2].gflops(), Some(20.0));
+        assert_eq!(rows[2].best_ns, Some(90.0));
+        let peaks = Peaks::from_rows(&rows);
+        assert_eq!((peaks.one, peaks.two), (Some(100.0), None));
+        assert_eq!(peaks.isa, Some("avx2-fma"));
+        let t = table(&rows, &peaks);
+        // 20 GFLOP/s of a 100 GFLOP/s core = 20 %; the two-thread row has no peak to compare.
         assert!(
-            t.contains("| b m10 k10 n10  | fast    | 100 ns |    20.0 |"),
+            t.contains("| b m10 k10 n10  | fast     |       1 | 100 ns |    20.0 |    20% |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| step: net      | fast     |       2 | 100 ns |    40.0 |      - |"),
             "{t}"
         );
         assert!(t.lines().nth(1).unwrap().starts_with("| ---"), "{t}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn targets_and_ratios_are_summarized() {
+        let row = |group: &str, function: &str, value: &str, median_ns: f64| Row {
+            group: group.into(),
+            function: function.into(),
+            value: value.into(),
+            median_ns,
+            best_ns: None,
+            flops: flops_of(value),
+            threads: threads_of(value).unwrap_or(1),
+            written: UNIX_EPOCH,
+        };
+        let rows = [
+            row("step", "matrixmultiply", "net t1 flop15980000", 380e3),
+            row("step", "openblas", "net t1 flop15980000", 300e3),
+            // 5.558 GFLOP in 100 ms = 55.58 GFLOP/s.
+            row("eval", "openblas", "70000 images t2 flop5558000000", 100e6),
+            row("gradient", "matrixmultiply", "backprop net f64 b3", 100e3),
+            row("gradient", "matrixmultiply", "numerical net f64 b3", 2.5e9),
+        ];
+        let e2e = [E2e {
+            build: "blas".into(),
+            backend: "openblas".into(),
+            walls: vec![2.6, 2.2, 2.4],
+            train_secs: vec![1.5, 1.4, 1.6],
+            accuracies: vec![0.97, 0.97, 0.97],
+        }];
+        let t = targets_table(&rows, &e2e);
+        let line = |what: &str| t.lines().find(|l| l.contains(what)).unwrap().to_string();
+        assert!(
+            line("blas build").contains(" 2.40 s |     ≤ 2.50 s | met "),
+            "{t}"
+        );
+        assert!(line("default build").contains("not measured"), "{t}");
+        assert!(line("step, matrixmultiply").contains("| met"), "{t}");
+        assert!(line("step, openblas").contains("missed by 50.0 µs"), "{t}");
+        assert!(
+            line("eval of 70,000 images, openblas").contains("55.6 GFLOP/s"),
+            "{t}"
+        );
+        assert!(line("eval of 70,000 images, openblas").contains("missed by 4.4 GFLOP/s"));
+        let g = gradient_lines(&rows);
+        assert_eq!(
+            g,
+            [
+                "- numerical gradient / backprop = 25000× (2.50 s against 100.0 µs; matrixmultiply, net f64 b3)"
+            ]
+        );
+        let e = e2e_table(&e2e);
+        assert!(
+            e.contains("| blas  | openblas |    3 |      2.40 s | 2.20 s | 2.60 s |            1.50 s |         0.9700 |"),
+            "{e}"
+        );
     }
 }

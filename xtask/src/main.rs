@@ -133,8 +133,8 @@ const TASKS: &[(&str, &str)] = &[
         "train the book's network on MNIST (>= 0.965 test accuracy), eval, gradcheck",
     ),
     (
-        "bench [--quick] [-- <criterion args>]",
-        "criterion benches, then median times and GFLOP/s (target/bench/summary.md)",
+        "bench [--quick] [--e2e-runs N] [-- <criterion args>]",
+        "criterion benches, peak, timed `manabi train` runs; summary vs issue-5 targets (target/bench/summary.md)",
     ),
     (
         "embedded [--full]",

@@ -1,0 +1,118 @@
+//! One whole training step of the book's 784-50-10 network (f32, batch 100): forward, backward
+//! and the SGD update, per GEMM backend and thread count.
+//!
+//! Ids are `step/<backend>/784-50-10 f32 b100 t<threads> flop15980000`. Naive and
+//! matrixmultiply always run on one thread; OpenBLAS runs on the threads it read from
+//! `OPENBLAS_NUM_THREADS` when it loaded, so `cargo xtask bench` runs this binary once with 1
+//! and once with 2. Before timing, each backend's step is checked against `Naive`'s.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use manabi_benches::{BATCH, SIZES, labels, step_flops, uniform};
+use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_matmul::{Gemm, Naive};
+use manabi_optim::Sgd;
+use manabi_tensor::Rng;
+use std::hint::black_box;
+use std::time::Duration;
+
+/// The book's learning rate.
+const LR: f32 = 0.1;
+
+/// The arena of a freshly initialized network with one batch of random pixels as its input.
+fn fresh_arena() -> (MlpPlan, Vec<f32>) {
+    let plan = MlpPlan::new(&MlpConfig {
+        sizes: &SIZES,
+        activation: Activation::Relu,
+        batch: BATCH,
+        eval_batch: BATCH,
+        training: Training::Backprop { optimizer_slots: 0 },
+    })
+    .expect("the book's network plans");
+    let mut arena = vec![0.0f32; plan.total()];
+    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    net.init(Init::Book, &mut Rng::new(1));
+    net.input_mut(BATCH)
+        .copy_from_slice(&uniform(BATCH * SIZES[0], 0.0, 1.0, 2));
+    (plan, arena)
+}
+
+/// The loss and the parameters after `steps` steps with backend `g` from [`fresh_arena`].
+fn run<G: Gemm<f32>>(g: &G, labels: &[usize], steps: u64) -> (f32, Vec<f32>) {
+    let (plan, mut arena) = fresh_arena();
+    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let sgd = Sgd::new(LR);
+    let mut loss = f32::NAN;
+    for t in 1..=steps {
+        loss = net.train_step(g, &sgd, t, BATCH, Target::Labels(labels));
+    }
+    (loss, net.params().to_vec())
+}
+
+fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f32, Vec<f32>)) {
+    let labels = labels(BATCH, SIZES[2], 3);
+    // A fast wrong answer is not a result: three steps must end where Naive's do.
+    let (loss, params) = run(g, &labels, 3);
+    let worst = params
+        .iter()
+        .zip(&want.1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        (loss - want.0).abs() <= 1e-4 * want.0.abs() && worst <= 1e-5,
+        "{}: after 3 steps loss {loss} vs naive {}, max |param diff| {worst}",
+        g.name(),
+        want.0
+    );
+
+    let (plan, mut arena) = fresh_arena();
+    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let sgd = Sgd::new(LR);
+    let mut t = 0u64;
+    let id = format!(
+        "{}-{}-{} f32 b{BATCH} t{threads} flop{}",
+        SIZES[0],
+        SIZES[1],
+        SIZES[2],
+        step_flops()
+    );
+    let mut group = c.benchmark_group("step");
+    group.bench_function(BenchmarkId::new(g.name(), id), |b| {
+        b.iter(|| {
+            t += 1;
+            net.train_step(g, &sgd, t, BATCH, Target::Labels(black_box(&labels)))
+        });
+    });
+    group.finish();
+    // Thousands of steps on one batch: the loss must still be a number.
+    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    assert!(
+        last.is_finite(),
+        "{}: loss {last} after {t} steps",
+        g.name()
+    );
+}
+
+fn step(c: &mut Criterion) {
+    let labels = labels(BATCH, SIZES[2], 3);
+    let want = run(&Naive, &labels, 3);
+    bench_step(c, &Naive, 1, &want);
+    #[cfg(feature = "matrixmultiply")]
+    bench_step(c, &manabi_matmul::MatrixMultiply, 1, &want);
+    #[cfg(feature = "blas")]
+    bench_step(
+        c,
+        &manabi_matmul::Blas,
+        manabi_benches::blas_threads(),
+        &want,
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = step
+}
+criterion_main!(benches);
