@@ -353,28 +353,10 @@ pub fn bench(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Variables `cargo run` sets for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …), which a
-/// nested cargo would pass on to build scripts: ring's reruns when `CARGO_MANIFEST_DIR`
-/// changes, so a build started from here and one started from a shell would rebuild each
-/// other's dependencies every time.
-fn cargo_run_vars() -> Vec<String> {
-    const SET_BY_CARGO_RUN: &[&str] = &[
-        "CARGO_MANIFEST_DIR",
-        "CARGO_MANIFEST_PATH",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_NAME",
-        "CARGO_PRIMARY_PACKAGE",
-    ];
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| SET_BY_CARGO_RUN.contains(&k.as_str()) || k.starts_with("CARGO_PKG_"))
-        .collect()
-}
-
-/// Prints and runs a cargo command (without [`cargo_run_vars`]); a failure names its exit
+/// Prints and runs a cargo command (without [`run::cargo_run_vars`]); a failure names its exit
 /// status.
 fn run_cargo(cmd: &mut Command) -> Result<(), Failure> {
-    for var in cargo_run_vars() {
+    for var in run::cargo_run_vars() {
         cmd.env_remove(var);
     }
     println!("$ {}", run::show(cmd));

@@ -32,7 +32,28 @@ pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(root()).envs(defaults().iter().cloned());
+    for var in cargo_run_vars() {
+        cmd.env_remove(var);
+    }
     cmd
+}
+
+/// Variables `cargo run` sets for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …), which a
+/// nested cargo would pass on to build scripts: ring's reruns when `CARGO_MANIFEST_DIR`
+/// changes, so a build started from here and one started from a shell would rebuild each
+/// other's dependencies every time.
+pub fn cargo_run_vars() -> Vec<String> {
+    const SET_BY_CARGO_RUN: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+    ];
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| SET_BY_CARGO_RUN.contains(&k.as_str()) || k.starts_with("CARGO_PKG_"))
+        .collect()
 }
 
 /// The variables of `crate::ENV_DEFAULTS` that are unset here and whose folder exists (paths

@@ -25,6 +25,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod evaluate;
 pub mod model;
 
 pub use error::CliError;

@@ -8,11 +8,11 @@
 mod backend;
 mod chart;
 mod commands;
-mod evaluate;
+
 mod train;
 
 // The file formats live in the library half (src/lib.rs) so fuzz targets and tests can load bytes.
-use manabi_cli::{error, model};
+use manabi_cli::{error, evaluate, model};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
