@@ -273,7 +273,36 @@ fn run_stages(task: &str, stages: &[Stage]) -> ExitCode {
         report.passed,
         report.elapsed()
     );
+    if stages
+        .iter()
+        .any(|s| matches!(s, Stage::Jobs(j) if std::ptr::eq(*j, TEST_MATRIX)))
+    {
+        // One plain closing line for whoever reads only the end of the output.
+        let logs = TEST_MATRIX
+            .iter()
+            .map(|j| std::fs::read_to_string(run::log_path(j.name)).unwrap_or_default());
+        let (passed, failed) = logs
+            .map(|l| test_totals(&l))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        println!("tests: {passed} passed, {failed} failed");
+    }
     ExitCode::SUCCESS
+}
+
+/// Sums the `test result: … N passed; M failed; …` lines of a cargo test log.
+fn test_totals(log: &str) -> (usize, usize) {
+    let count = |line: &str, word: &str| -> usize {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[1].trim_end_matches(';') == word)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.starts_with("test result:"))
+        .map(|l| (count(l, "passed"), count(l, "failed")))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 fn usage() {
@@ -335,6 +364,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_totals_sum_every_result_line() {
+        let log = "running 3 tests\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured\n\
+                   test result: FAILED. 10 passed; 2 failed; 0 ignored\nnot a result: 7 passed\n";
+        assert_eq!(test_totals(log), (13, 2));
+        assert_eq!(test_totals(""), (0, 0));
+    }
 
     #[test]
     fn step_names_are_unique() {
