@@ -44,9 +44,8 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     let params: Vec<T> = model.params.iter().map(|&v| T::from_f64(v)).collect();
     let mut evaluator = Evaluator::<T>::new(&model.sizes, model.activation, threads)?;
     let test = &sets.test;
-    let x = T::from_f32s(test.images());
     let classes = *model.sizes.last().unwrap_or(&0);
-    let confusion = evaluator.confusion(mm, &params, &x, test.labels());
+    let confusion = evaluator.confusion(mm, &params, test);
     let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
     println!(
         "backend: {} ({}); model {}",
@@ -99,13 +98,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
     let mut net = Mlp::new(plan, &mut arena)?;
     net.init(Init::Book, &mut Rng::new(args.seed));
     // The book checks on x_train[:3].
-    for (d, &s) in net
-        .input_mut(rows)
-        .iter_mut()
-        .zip(&train.images()[..rows * train.features()])
-    {
-        *d = f64::from(s);
-    }
+    train.copy_rows(0, net.input_mut(rows));
     let labels = &train.labels()[..rows];
     let mm = DefaultGemm::default();
     let t0 = Instant::now();

@@ -1,5 +1,6 @@
 //! Whole-set evaluation split across threads, each with its own inference arena.
 
+use manabi_data::Dataset;
 use manabi_layers::{Mlp, MlpConfig, MlpPlan, Training, argmax};
 use manabi_matmul::Gemm;
 use manabi_tensor::{Real, Result};
@@ -55,40 +56,55 @@ impl<T: Real> Evaluator<T> {
         self.arenas.len()
     }
 
-    /// `classes × classes` counts over a set: row = true label, column = prediction.
-    /// `params` are the network's, `[W1 b1 W2 b2 …]`; `x` is `[n, d_in]`, `labels` `[n]`.
+    /// `classes × classes` counts over a data set: row = true label, column = prediction.
+    /// `params` are the network's, `[W1 b1 W2 b2 …]`.
+    ///
+    /// Each thread takes a contiguous share of the samples and converts them chunk by chunk
+    /// into its arena's input rows (a byte data set is a quarter of the memory traffic of
+    /// `f32` values, and the chunk stays in cache for the product that reads it).
     ///
     /// # Panics
-    /// If `params`, `x` or `labels` do not fit the plan (a caller bug), or a thread panics.
+    /// If `params` or the data's width do not fit the plan (a caller bug), or a thread panics.
     pub fn confusion<G: Gemm<T> + Sync>(
         &mut self,
         mm: &G,
         params: &[T],
-        x: &[T],
-        labels: &[usize],
+        data: &Dataset,
     ) -> Vec<usize> {
         let plan = self.plan;
-        let (d_in, classes) = (plan.d_in(), plan.classes());
+        let classes = plan.classes();
+        assert_eq!(
+            data.features(),
+            plan.d_in(),
+            "data and network widths differ"
+        );
         let rows = self.rows;
+        let labels = data.labels();
         let share = labels.len().div_ceil(self.arenas.len()).max(1);
         let parts: Vec<Vec<usize>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .arenas
                 .iter_mut()
-                .zip(x.chunks(share * d_in).zip(labels.chunks(share)))
-                .map(|(arena, (xs, ls))| {
+                .zip((0..labels.len()).step_by(share))
+                .map(|(arena, lo)| {
                     scope.spawn(move || {
+                        let hi = (lo + share).min(labels.len());
                         let mut counts = vec![0usize; classes * classes];
                         let mut net = match Mlp::new(plan, arena) {
                             Ok(net) => net,
                             Err(e) => panic!("evaluator arena: {e}"),
                         };
                         net.params_mut().copy_from_slice(params);
-                        for (xc, lc) in xs.chunks(rows * d_in).zip(ls.chunks(rows)) {
-                            let logits = net.predict(mm, xc);
-                            for (row, &label) in logits.chunks_exact(classes).zip(lc) {
+                        let mut first = lo;
+                        while first < hi {
+                            let n = data.copy_rows(first, net.input_mut(rows.min(hi - first)));
+                            let logits = net.forward(mm, n);
+                            for (row, &label) in
+                                logits.chunks_exact(classes).zip(&labels[first..first + n])
+                            {
                                 counts[label * classes + argmax(row)] += 1;
                             }
+                            first += n;
                         }
                         counts
                     })
@@ -107,30 +123,18 @@ impl<T: Real> Evaluator<T> {
     }
 
     /// Correct predictions over a set (the trace of [`Evaluator::confusion`]).
-    pub fn correct<G: Gemm<T> + Sync>(
-        &mut self,
-        mm: &G,
-        params: &[T],
-        x: &[T],
-        labels: &[usize],
-    ) -> usize {
+    pub fn correct<G: Gemm<T> + Sync>(&mut self, mm: &G, params: &[T], data: &Dataset) -> usize {
         let classes = self.plan.classes();
-        let counts = self.confusion(mm, params, x, labels);
+        let counts = self.confusion(mm, params, data);
         (0..classes).map(|k| counts[k * classes + k]).sum()
     }
 
     /// Fraction correct over a set (0 for an empty set).
-    pub fn accuracy<G: Gemm<T> + Sync>(
-        &mut self,
-        mm: &G,
-        params: &[T],
-        x: &[T],
-        labels: &[usize],
-    ) -> f64 {
-        if labels.is_empty() {
+    pub fn accuracy<G: Gemm<T> + Sync>(&mut self, mm: &G, params: &[T], data: &Dataset) -> f64 {
+        if data.is_empty() {
             0.0
         } else {
-            self.correct(mm, params, x, labels) as f64 / labels.len() as f64
+            self.correct(mm, params, data) as f64 / data.len() as f64
         }
     }
 }

@@ -2,11 +2,9 @@
 
 use crate::CliError;
 use crate::error::Context;
-use manabi_data::{Batcher, Dataset};
 use manabi_layers::{Activation, MlpPlan};
-use manabi_tensor::{Real, Rng};
+use manabi_tensor::Real;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
@@ -24,18 +22,6 @@ pub trait Elem: Real {
     const DTYPE: Dtype;
     /// Appends the little-endian bytes of `v`.
     fn put_le(v: &[Self], out: &mut Vec<u8>);
-    /// The data set's `f32` samples as this type: borrowed for `f32`, converted for `f64`.
-    fn from_f32s(v: &[f32]) -> Cow<'_, [Self]>;
-    /// Fills `input` (the network's input rows) and `labels` with the next batch; `f32` is
-    /// gathered in place, other types through the reused `scratch` buffer.
-    fn next_batch(
-        batcher: &mut Batcher,
-        rng: &mut Rng,
-        data: &Dataset,
-        input: &mut [Self],
-        labels: &mut [usize],
-        scratch: &mut [f32],
-    ) -> usize;
 }
 
 impl Elem for f32 {
@@ -44,19 +30,6 @@ impl Elem for f32 {
         v.iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     }
-    fn from_f32s(v: &[f32]) -> Cow<'_, [Self]> {
-        Cow::Borrowed(v)
-    }
-    fn next_batch(
-        batcher: &mut Batcher,
-        rng: &mut Rng,
-        data: &Dataset,
-        input: &mut [Self],
-        labels: &mut [usize],
-        _: &mut [f32],
-    ) -> usize {
-        batcher.next_batch(rng, data, input, labels)
-    }
 }
 
 impl Elem for f64 {
@@ -64,23 +37,6 @@ impl Elem for f64 {
     fn put_le(v: &[Self], out: &mut Vec<u8>) {
         v.iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-    }
-    fn from_f32s(v: &[f32]) -> Cow<'_, [Self]> {
-        Cow::Owned(v.iter().map(|&x| f64::from(x)).collect())
-    }
-    fn next_batch(
-        batcher: &mut Batcher,
-        rng: &mut Rng,
-        data: &Dataset,
-        input: &mut [Self],
-        labels: &mut [usize],
-        scratch: &mut [f32],
-    ) -> usize {
-        let rows = batcher.next_batch(rng, data, scratch, labels);
-        for (d, &s) in input.iter_mut().zip(scratch.iter()) {
-            *d = f64::from(s);
-        }
-        rows
     }
 }
 

@@ -250,20 +250,16 @@ fn first_non_finite<T: Real>(plan: &MlpPlan, params: &[T]) -> Option<(&'static s
 }
 
 /// One evaluation point: the row's accuracies over the whole training and test sets.
-#[allow(clippy::too_many_arguments)]
 fn evaluate_row<T: Real, G: Gemm<T> + Sync>(
     ev: &mut Evaluator<T>,
     mm: &G,
     params: &[T],
     row: MetricRow,
-    train_x: &[T],
-    train_labels: &[usize],
-    test_x: &[T],
-    test_labels: &[usize],
+    sets: &TrainTest,
 ) -> MetricRow {
     MetricRow {
-        train_acc: ev.accuracy(mm, params, train_x, train_labels),
-        test_acc: ev.accuracy(mm, params, test_x, test_labels),
+        train_acc: ev.accuracy(mm, params, &sets.train),
+        test_acc: ev.accuracy(mm, params, &sets.test),
         ..row
     }
 }
@@ -405,17 +401,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         }
     };
     let start = progress.iteration;
-    let train_x = T::from_f32s(train.images());
-    let test_x = T::from_f32s(test.images());
     let mut labels = vec![0usize; batch];
-    let mut scratch = vec![
-        0.0f32;
-        if T::BYTES == 4 {
-            0
-        } else {
-            batch * train.features()
-        }
-    ];
     let ckpt_path = checkpoint::path_in(out);
     let mut last_checkpoint: Option<u64> = None;
     let diverged = |iteration: u64, what: String, last: Option<u64>| {
@@ -441,7 +427,6 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let started = Instant::now();
     let elapsed_before = progress.elapsed;
     let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
-    let (train_x, test_x) = (&*train_x, &*test_x);
     let final_test = std::thread::scope(|scope| -> Result<f64, CliError> {
         let (jobs, job_queue) = mpsc::channel::<(MetricRow, Vec<T>)>();
         let (finished, done) = mpsc::channel::<MetricRow>();
@@ -450,16 +435,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             let mut ev = evaluator;
             scope.spawn(move || {
                 for (row, params) in job_queue {
-                    let row = evaluate_row(
-                        &mut ev,
-                        mm,
-                        &params,
-                        row,
-                        train_x,
-                        train.labels(),
-                        test_x,
-                        test.labels(),
-                    );
+                    let row = evaluate_row(&mut ev, mm, &params, row, sets);
                     if finished.send(row).is_err() {
                         break;
                     }
@@ -470,17 +446,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         }
         let mut pending = 0usize;
         for i in start..iters {
-            let rows = {
-                let input = net.input_mut(batch);
-                T::next_batch(
-                    &mut batcher,
-                    &mut rng,
-                    train,
-                    input,
-                    &mut labels,
-                    &mut scratch,
-                )
-            };
+            let rows = batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
             let loss = net.train_step(mm, &opt, i + 1, rows, Target::Labels(&labels[..rows]));
             // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
             // off can leave it finite. Checking all weights takes about 5 µs for 784-50-10
@@ -527,16 +493,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 (progress.loss_sum, progress.loss_count) = (0.0, 0);
                 match &mut inline {
                     Some(ev) => {
-                        let row = evaluate_row(
-                            ev,
-                            mm,
-                            net.params(),
-                            row,
-                            train_x,
-                            train.labels(),
-                            test_x,
-                            test.labels(),
-                        );
+                        let row = evaluate_row(ev, mm, net.params(), row, sets);
                         record(&bar, &mut progress.metrics, row, iter_per_epoch);
                     }
                     None => {
@@ -591,7 +548,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         Ok(match progress.metrics.last() {
             Some(m) if m.iteration == iters => m.test_acc,
             _ => match &mut inline {
-                Some(ev) => ev.accuracy(mm, net.params(), test_x, test.labels()),
+                Some(ev) => ev.accuracy(mm, net.params(), test),
                 None => {
                     let row = MetricRow {
                         iteration: iters,

@@ -4,7 +4,7 @@
 //! largest batch) and the random generator, so one seeded [`Rng`] drives a whole run and
 //! its state can be saved with the [`BatcherState`].
 
-use manabi_tensor::Rng;
+use manabi_tensor::{Real, Rng};
 
 use crate::{DataError, Dataset};
 
@@ -159,17 +159,18 @@ impl Batcher {
 
     /// Fills the first rows of `x` (`rows × features`) and `labels` with the next batch and
     /// returns `rows`: `batch` for [`Sampling::Random`], at most `batch` for
-    /// [`Sampling::EpochShuffle`] (smaller at the end of an epoch). Allocates nothing.
+    /// [`Sampling::EpochShuffle`] (smaller at the end of an epoch). Samples are converted to
+    /// `T` as they are copied (see [`Dataset`]). Allocates nothing.
     ///
     /// # Panics
     /// If `data.len()` differs from the length the batcher was made for (checked in debug
     /// builds; in release an out-of-range index panics in the copy), or if `x` is shorter
     /// than `batch × features` or `labels` shorter than `batch`.
-    pub fn next_batch(
+    pub fn next_batch<T: Real>(
         &mut self,
         rng: &mut Rng,
         data: &Dataset,
-        x: &mut [f32],
+        x: &mut [T],
         labels: &mut [usize],
     ) -> usize {
         debug_assert_eq!(data.len(), self.len, "batcher made for another data set");
@@ -179,7 +180,7 @@ impl Batcher {
                 let (x, labels) = (&mut x[..self.batch * f], &mut labels[..self.batch]);
                 for (row, label) in x.chunks_exact_mut(f).zip(labels.iter_mut()) {
                     let i = rng.below(self.len);
-                    row.copy_from_slice(data.image(i));
+                    data.copy_sample(i, row);
                     *label = data.labels()[i];
                 }
                 self.batch
@@ -280,13 +281,13 @@ impl Batcher {
 ///
 /// # Panics
 /// If an index is `>= data.len()`, or `x` / `labels` are too short.
-pub fn gather(data: &Dataset, indices: &[usize], x: &mut [f32], labels: &mut [usize]) {
+pub fn gather<T: Real>(data: &Dataset, indices: &[usize], x: &mut [T], labels: &mut [usize]) {
     let f = data.features();
     let rows = indices.len();
     let x = &mut x[..rows * f];
     let labels = &mut labels[..rows];
     for ((row, label), &i) in x.chunks_exact_mut(f).zip(labels.iter_mut()).zip(indices) {
-        row.copy_from_slice(data.image(i));
+        data.copy_sample(i, row);
         *label = data.labels()[i];
     }
 }

@@ -5,8 +5,9 @@
 //!   allocation by what the header announces; gzip is recognised by its magic bytes.
 //! - [`mnist`]: [`find_data_dir`] (flag, then `$MANABI_DATA`, then `./data/mnist`),
 //!   [`load`] the four MNIST files with SHA-256 checks ([`Verify`]) or any IDX data set,
-//!   [`load_dataset`] for one image/label pair. Samples become one contiguous `f32`
-//!   buffer with values in `[0, 1]`.
+//!   [`load_dataset`] for one image/label pair. Samples stay one contiguous buffer of
+//!   bytes (a quarter of the memory traffic of `f32`); they become values `byte / 255` in
+//!   `[0, 1]` as `f32` or `f64` when copied out ([`Dataset::copy_rows`], minibatches).
 //! - [`batch`]: [`Batcher`] draws minibatches ([`Sampling::Random`] as in the book, or
 //!   [`Sampling::EpochShuffle`]) into caller-owned buffers with the caller's
 //!   [`manabi_tensor::Rng`], and saves/restores its position for checkpoints; [`gather`]

@@ -4,6 +4,8 @@ use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use manabi_tensor::Real;
+
 use crate::DataError;
 use crate::idx::{Idx, read_idx_digest};
 
@@ -55,28 +57,84 @@ pub enum Verify {
     Skip,
 }
 
-/// A labelled data set held in memory: one contiguous `f32` buffer of samples (each byte
-/// divided by 255, so in `[0, 1]`, converted once at load time) and one label per sample.
+/// A labelled data set held in memory: one contiguous buffer of samples and one label per
+/// sample.
 ///
-/// The fields are private so that the lengths always agree; [`Dataset::new`] checks them.
+/// Samples read from IDX files stay **bytes** (47 MB for MNIST's training set instead of
+/// 188 MB as `f32`): each byte `b` stands for the value `b / 255` (an `f32` division, as the
+/// book's `x.astype(np.float32) / 255.0`), computed when samples are copied out, which is
+/// exact and cheaper than reading four times as many bytes from memory. Data sets built from
+/// values ([`Dataset::new`]) keep them as given.
+///
+/// The fields are private so that the lengths always agree; the constructors check them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    images: Vec<f32>,
+    samples: Samples,
     labels: Vec<usize>,
     len: usize,
     features: usize,
     image_dims: Vec<usize>,
 }
 
+/// How a [`Dataset`] stores its samples.
+#[derive(Clone, Debug, PartialEq)]
+enum Samples {
+    /// Byte `b` is the value `b / 255`.
+    Bytes(Vec<u8>),
+    /// The values themselves.
+    Values(Vec<f32>),
+}
+
+/// The value a pixel byte stands for: `b / 255`, rounded once, so 0 → 0.0 and 255 → 1.0.
+#[inline]
+fn byte_value(b: u8) -> f32 {
+    f32::from(b) / 255.0
+}
+
+/// Copies `src` into `dst` as `T` (lengths equal).
+fn convert_values<T: Real>(src: &[f32], dst: &mut [T]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = T::from_f32(v);
+    }
+}
+
+/// Copies the values bytes `src` stand for into `dst` as `T` (lengths equal).
+fn convert_bytes<T: Real>(src: &[u8], dst: &mut [T]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = T::from_f32(byte_value(b));
+    }
+}
+
 impl Dataset {
     /// A data set from `len = labels.len()` samples of shape `image_dims`, stored row-major
-    /// in `images` (`len × features` values, `features` = product of `image_dims`).
+    /// in `values` (`len × features` values, `features` = product of `image_dims`).
     ///
     /// # Errors
     /// [`DataError::Invalid`] if `image_dims` is empty or holds a zero, if
-    /// `images.len() != labels.len() × features`, or if there are no samples.
+    /// `values.len() != labels.len() × features`, or if there are no samples.
     pub fn new(
-        images: Vec<f32>,
+        values: Vec<f32>,
+        image_dims: Vec<usize>,
+        labels: Vec<usize>,
+    ) -> Result<Self, DataError> {
+        Self::build(Samples::Values(values), image_dims, labels)
+    }
+
+    /// A data set of byte samples (pixels), each byte `b` standing for the value `b / 255`;
+    /// otherwise as [`Dataset::new`].
+    ///
+    /// # Errors
+    /// As [`Dataset::new`].
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        image_dims: Vec<usize>,
+        labels: Vec<usize>,
+    ) -> Result<Self, DataError> {
+        Self::build(Samples::Bytes(bytes), image_dims, labels)
+    }
+
+    fn build(
+        samples: Samples,
         image_dims: Vec<usize>,
         labels: Vec<usize>,
     ) -> Result<Self, DataError> {
@@ -93,14 +151,17 @@ impl Dataset {
         if len == 0 {
             return invalid("a data set needs at least one sample".into());
         }
-        if len.checked_mul(features) != Some(images.len()) {
+        let stored = match &samples {
+            Samples::Bytes(b) => b.len(),
+            Samples::Values(v) => v.len(),
+        };
+        if len.checked_mul(features) != Some(stored) {
             return invalid(format!(
-                "{} values do not make {len} samples of {features} features",
-                images.len()
+                "{stored} values do not make {len} samples of {features} features"
             ));
         }
         Ok(Self {
-            images,
+            samples,
             labels,
             len,
             features,
@@ -139,27 +200,65 @@ impl Dataset {
             });
         }
         let image_dims = images.dims[1..].to_vec();
-        let pixels: Vec<f32> = images.data.iter().map(|&b| f32::from(b) / 255.0).collect();
         let labels = labels.data.iter().map(|&l| usize::from(l)).collect();
-        Self::new(pixels, image_dims, labels)
+        Self::from_bytes(images.data, image_dims, labels)
     }
 
-    /// All samples, row-major: sample `i` is `images()[i*features .. (i+1)*features]`.
-    pub fn images(&self) -> &[f32] {
-        &self.images
+    /// Copies the values of samples `first ..` into `out` as `T`, as many whole samples as
+    /// `out` holds (`out.len() / features`, fewer at the end of the set), and returns how
+    /// many were copied. Elements of `out` past them are left as they were.
+    ///
+    /// # Panics
+    /// If `first > len()`.
+    pub fn copy_rows<T: Real>(&self, first: usize, out: &mut [T]) -> usize {
+        assert!(first <= self.len, "sample {first} of {}", self.len);
+        let rows = (out.len() / self.features).min(self.len - first);
+        let (from, to) = (first * self.features, (first + rows) * self.features);
+        let out = &mut out[..rows * self.features];
+        match &self.samples {
+            Samples::Bytes(b) => convert_bytes(&b[from..to], out),
+            Samples::Values(v) => convert_values(&v[from..to], out),
+        }
+        rows
+    }
+
+    /// Copies sample `i`'s values into `out` (`features` elements) as `T`.
+    ///
+    /// # Panics
+    /// If `i >= len()` or `out.len() != features()`.
+    pub fn copy_sample<T: Real>(&self, i: usize, out: &mut [T]) {
+        assert_eq!(
+            out.len(),
+            self.features,
+            "one sample has {} values",
+            self.features
+        );
+        let (from, to) = (i * self.features, (i + 1) * self.features);
+        match &self.samples {
+            Samples::Bytes(b) => convert_bytes(&b[from..to], out),
+            Samples::Values(v) => convert_values(&v[from..to], out),
+        }
+    }
+
+    /// Every sample's values, row-major, in a new buffer (`len × features` values).
+    pub fn to_values(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.len * self.features];
+        self.copy_rows(0, &mut out);
+        out
+    }
+
+    /// The bytes of a data set read from IDX files (value = byte / 255), or `None` for one
+    /// built from values.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.samples {
+            Samples::Bytes(b) => Some(b),
+            Samples::Values(_) => None,
+        }
     }
 
     /// One label (class index) per sample.
     pub fn labels(&self) -> &[usize] {
         &self.labels
-    }
-
-    /// Sample `i`'s values.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn image(&self, i: usize) -> &[f32] {
-        &self.images[i * self.features..(i + 1) * self.features]
     }
 
     /// Number of samples (never 0).
@@ -404,6 +503,40 @@ mod tests {
         assert!(Dataset::new(vec![], vec![3], vec![]).is_err());
         assert!(Dataset::new(vec![0.0; 6], vec![3, 0], vec![0, 1]).is_err());
         assert!(Dataset::new(vec![0.0; 6], vec![], vec![0, 1]).is_err());
+        assert!(Dataset::from_bytes(vec![0; 6], vec![3], vec![0, 1]).is_ok());
+        assert!(Dataset::from_bytes(vec![0; 7], vec![3], vec![0, 1]).is_err());
+    }
+
+    #[test]
+    fn byte_samples_become_the_f32_quotient_by_255() {
+        // Every byte: the value is the correctly rounded f32 quotient (as numpy's float32
+        // division), which an f64 division rounded to f32 reproduces; 255 is exactly 1.
+        let bytes: Vec<u8> = (0..=255).collect();
+        let data = Dataset::from_bytes(bytes, vec![4], (0..64).collect()).unwrap();
+        let values = data.to_values();
+        for (b, v) in values.iter().enumerate() {
+            assert_eq!(*v, (b as f64 / 255.0) as f32, "byte {b}");
+        }
+        assert_eq!(values[255], 1.0);
+        // Rows: a buffer of 2.5 samples takes two; the last call gets what is left.
+        let mut out = [-1.0f64; 10];
+        assert_eq!(data.copy_rows(62, &mut out), 2);
+        assert_eq!(
+            out[..8],
+            values[248..]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(out[8..], [-1.0, -1.0]);
+        assert_eq!(data.copy_rows(63, &mut out), 1);
+        assert_eq!(data.copy_rows(64, &mut out), 0);
+        // Value data sets copy their values unchanged.
+        let vals = Dataset::new(vec![0.5, -3.0, 7.25, 1e-3], vec![2], vec![0, 1]).unwrap();
+        let mut one = [0.0f32; 2];
+        vals.copy_sample(1, &mut one);
+        assert_eq!(one, [7.25, 1e-3]);
+        assert_eq!(vals.bytes(), None);
     }
 
     #[test]

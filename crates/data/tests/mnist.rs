@@ -36,13 +36,15 @@ fn real_mnist_loads_and_verifies() {
         assert_eq!(set.len(), n);
         assert_eq!(set.image_dims(), &[28, 28]);
         assert_eq!(set.features(), 784);
-        assert_eq!(set.images().len(), n * 784);
+        let values = set.to_values();
+        assert_eq!(values.len(), n * 784);
+        assert_eq!(set.bytes().map(<[u8]>::len), Some(n * 784));
         assert_eq!(set.labels().len(), n);
         assert_eq!(histogram(set.labels()), counts);
         assert_eq!(counts.iter().sum::<usize>(), n);
-        assert!(set.images().iter().all(|&p| (0.0..=1.0).contains(&p)));
+        assert!(values.iter().all(|&p| (0.0..=1.0).contains(&p)));
         // Both extremes occur: blank background and fully inked pixels.
-        assert!(set.images().contains(&0.0) && set.images().contains(&1.0));
+        assert!(values.contains(&0.0) && values.contains(&1.0));
     }
     // Well-known facts: the first training digit is a 5, the first test digit a 7, and the
     // mean training pixel is 0.1307 (the usual normalisation constant; Python gave 0.130660).
@@ -50,7 +52,7 @@ fn real_mnist_loads_and_verifies() {
     assert_eq!(data.test.labels()[0], 7);
     let mean = data
         .train
-        .images()
+        .to_values()
         .iter()
         .map(|&p| f64::from(p))
         .sum::<f64>()
@@ -139,7 +141,16 @@ fn any_idx_data_set_loads_without_verification() {
     assert_eq!(data.classes, 5);
     assert_eq!(data.train.len(), 3);
     assert_eq!(data.train.image_dims(), &[2, 2]);
-    assert_eq!(data.train.image(0), &[0.0, 1.0, 0.2, 0.4]);
+    // 51/255 and 102/255 are 0.2 and 0.4 rounded to f32, as the book's f32 division gives.
+    let mut first = [0.0f32; 4];
+    data.train.copy_sample(0, &mut first);
+    assert_eq!(first, [0.0, 1.0, 0.2, 0.4]);
+    let mut as_f64 = [0.0f64; 4];
+    data.train.copy_sample(2, &mut as_f64);
+    assert_eq!(
+        as_f64,
+        [5.0, 6.0, 7.0, 8.0].map(|b: f32| f64::from(b / 255.0))
+    );
     assert_eq!(data.train.labels(), &[0, 4, 1]);
     assert_eq!(data.test.labels(), &[2, 2]);
 

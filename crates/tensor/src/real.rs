@@ -64,6 +64,8 @@ pub trait Real:
 
     /// Converts from `f64`, rounding to nearest.
     fn from_f64(v: f64) -> Self;
+    /// Converts from `f32`: exact for both types (`f32` keeps the value, `f64` widens it).
+    fn from_f32(v: f32) -> Self;
     /// Widens (or keeps) to `f64`.
     fn to_f64(self) -> f64;
     /// Converts a count, rounding to nearest.
@@ -113,6 +115,10 @@ macro_rules! impl_real {
 
             #[inline]
             fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn from_f32(v: f32) -> Self {
                 v as $t
             }
             #[inline]
@@ -230,6 +236,9 @@ mod tests {
         assert_eq!(T::ONE.max(T::TWO), T::TWO);
         assert_eq!(T::ONE.min(T::TWO), T::ONE);
         assert_eq!(T::from_usize(7).to_f64(), 7.0);
+        // An f32 converts exactly: a value with all 24 significand bits set comes back whole.
+        let odd = 16_777_215.0f32 / 8_388_608.0;
+        assert_eq!(T::from_f32(odd).to_f64(), f64::from(odd));
         assert_eq!(T::TWO.mul_add(T::from_f64(3.0), T::ONE), T::from_f64(7.0));
     }
 
