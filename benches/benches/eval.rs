@@ -12,8 +12,8 @@
 
 // Built without a fast backend, the bench has nothing to run.
 #![cfg_attr(
-    not(any(feature = "matrixmultiply", feature = "blas")),
-    allow(dead_code, unused_imports)
+    not(any(feature = "matrixmultiply", feature = "gemm", feature = "blas")),
+    allow(dead_code, unused_imports, unused_mut)
 )]
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
@@ -116,18 +116,22 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
 }
 
 fn eval(c: &mut Criterion) {
+    // The labels come from the first fast backend built; every other one must agree with them.
+    let mut data: Option<Data> = None;
     #[cfg(feature = "matrixmultiply")]
-    {
-        let data = Data::new(&manabi_matmul::MatrixMultiply);
-        bench_eval(c, &manabi_matmul::MatrixMultiply, &data);
-        #[cfg(feature = "blas")]
-        bench_eval(c, &manabi_matmul::Blas, &data);
-    }
-    #[cfg(all(feature = "blas", not(feature = "matrixmultiply")))]
-    bench_eval(c, &manabi_matmul::Blas, &Data::new(&manabi_matmul::Blas));
+    labelled_eval(c, &manabi_matmul::MatrixMultiply, &mut data);
+    #[cfg(feature = "gemm")]
+    labelled_eval(c, &manabi_matmul::FaerGemm, &mut data);
+    #[cfg(feature = "blas")]
+    labelled_eval(c, &manabi_matmul::Blas, &mut data);
     // Without a fast backend there is nothing worth timing here.
-    #[cfg(not(any(feature = "matrixmultiply", feature = "blas")))]
-    let _ = c;
+    let _ = (c, data);
+}
+
+/// [`bench_eval`] with `data`, made by `g` first if no backend has made it yet.
+fn labelled_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &mut Option<Data>) {
+    let data = data.get_or_insert_with(|| Data::new(g));
+    bench_eval(c, g, data);
 }
 
 criterion_group! {

@@ -108,6 +108,8 @@ fn gemm(c: &mut Criterion) {
     bench_backend(c, &Naive, &wants);
     #[cfg(feature = "matrixmultiply")]
     bench_backend(c, &manabi_matmul::MatrixMultiply, &wants);
+    #[cfg(feature = "gemm")]
+    bench_backend(c, &manabi_matmul::FaerGemm, &wants);
     #[cfg(feature = "blas")]
     bench_backend(c, &manabi_matmul::Blas, &wants);
 }

@@ -1,8 +1,8 @@
 //! One whole training step of the book's 784-50-10 network (f32, batch 100): forward, backward
 //! and the SGD update, per GEMM backend and thread count.
 //!
-//! Ids are `step/<backend>/784-50-10 f32 b100 t<threads> flop15980000`. Naive and
-//! matrixmultiply always run on one thread; OpenBLAS runs on the threads it read from
+//! Ids are `step/<backend>/784-50-10 f32 b100 t<threads> flop15980000`. Naive, matrixmultiply
+//! and gemm always run on one thread; OpenBLAS runs on the threads it read from
 //! `OPENBLAS_NUM_THREADS` when it loaded, so `cargo xtask bench` runs this binary once with 1
 //! and once with 2. Before timing, each backend's step is checked against `Naive`'s.
 
@@ -98,6 +98,8 @@ fn step(c: &mut Criterion) {
     bench_step(c, &Naive, 1, &want);
     #[cfg(feature = "matrixmultiply")]
     bench_step(c, &manabi_matmul::MatrixMultiply, 1, &want);
+    #[cfg(feature = "gemm")]
+    bench_step(c, &manabi_matmul::FaerGemm, 1, &want);
     #[cfg(feature = "blas")]
     bench_step(
         c,

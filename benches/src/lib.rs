@@ -14,6 +14,7 @@
 //! # Features
 //! - `matrixmultiply` (default): also time the `MatrixMultiply` backend.
 //! - `blas`: also time the OpenBLAS backend (needs the system's `libopenblas-dev`).
+//! - `gemm`: also time the `FaerGemm` backend (the pure-Rust `gemm` crate).
 
 use core::fmt;
 use manabi_tensor::Rng;
@@ -158,13 +159,22 @@ impl fmt::Display for Id<'_> {
 }
 
 /// The products of the book's 784-50-10 network at batch 100, plus evaluation and a square one.
-pub const SHAPES: [Shape; 5] = [
+pub const SHAPES: [Shape; 8] = [
     // First layer forward: x[100×784]·W1[784×50].
     Shape {
         label: "forward",
         m: 100,
         k: 784,
         n: 50,
+        ta: false,
+        tb: false,
+    },
+    // Second layer forward: h[100×50]·W2[50×10].
+    Shape {
+        label: "forward2",
+        m: 100,
+        k: 50,
+        n: 10,
         ta: false,
         tb: false,
     },
@@ -184,6 +194,24 @@ pub const SHAPES: [Shape; 5] = [
         k: 10,
         n: 50,
         ta: false,
+        tb: true,
+    },
+    // Evaluation, first layer, one chunk of 2000 rows (the CLI evaluator's and the eval bench's).
+    Shape {
+        label: "chunk",
+        m: 2000,
+        k: 784,
+        n: 50,
+        ta: false,
+        tb: false,
+    },
+    // The same product transposed: Cᵀ[50×2000] = W1ᵀ·xᵀ with W1 stored 784×50, x 2000×784.
+    Shape {
+        label: "chunkT",
+        m: 50,
+        k: 784,
+        n: 2000,
+        ta: true,
         tb: true,
     },
     // Evaluation of the whole test set in one batch.
@@ -223,8 +251,11 @@ mod tests {
             ids,
             [
                 "forward m100 k784 n50",
+                "forward2 m100 k50 n10",
                 "dW1 m784 k100 n50 At",
                 "dZ m100 k10 n50 Bt",
+                "chunk m2000 k784 n50",
+                "chunkT m50 k784 n2000 At Bt",
                 "eval m10000 k784 n50",
                 "square m512 k512 n512",
             ]
@@ -236,7 +267,10 @@ mod tests {
         // 2·100·784·50 = 7_840_000, by hand.
         assert_eq!(SHAPES[0].flops(), 7_840_000.0);
         // 2·512³ = 268_435_456.
-        assert_eq!(SHAPES[4].flops(), 268_435_456.0);
+        assert_eq!(SHAPES[7].flops(), 268_435_456.0);
+        // Both chunk formulations do the same 2·2000·784·50 = 156_800_000 flops.
+        assert_eq!(SHAPES[4].flops(), 156_800_000.0);
+        assert_eq!(SHAPES[5].flops(), 156_800_000.0);
     }
 
     #[test]

@@ -56,14 +56,15 @@ const LINT: &[Job] = &[
             "warnings",
         ],
     ),
+    // The optional backends, in the library and in the benches that time them.
     job(
-        "clippy blas",
+        "clippy blas gemm",
         &[
             "clippy",
             "--workspace",
             "--all-targets",
             "--features",
-            "manabi-matmul/blas",
+            "manabi-matmul/blas,manabi-matmul/gemm,manabi-benches/blas,manabi-benches/gemm",
             "--",
             "-D",
             "warnings",
@@ -79,6 +80,8 @@ const TEST_MATRIX: &[Job] = &[
     // Release: the heavy tests (gradient checks, training) run ~40x faster and the build costs the same.
     job("test default", &["test", "--workspace", "--release", "--no-fail-fast"]),
     job("test blas", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "blas"]),
+    // The gemm crate's backend, which is also DefaultGemm in this build.
+    job("test gemm", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "gemm"]),
 ];
 
 /// no_std library builds: (package, features, target), always with `--no-default-features`.

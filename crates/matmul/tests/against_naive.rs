@@ -155,10 +155,73 @@ fn strided_output_leaves_padding_alone() {
     assert_eq!(&c[8..10], &[99.0, 99.0]);
 }
 
+/// Operands and output with padded rows (row stride > columns), in every transpose pair: the
+/// backend must agree with `Naive` on the logical elements and leave the padding alone.
+fn padded<G: Gemm<f64>>(fast: &G) {
+    const PAD: f64 = 99.0;
+    let (m, k, n) = (13, 7, 5);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        // Stored shapes: a transposed operand is stored the other way round, 2 or 3 wider.
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        let (lda, ldb, ldc) = (ac + 3, bc + 2, n + 4);
+        let a = ints::<f64>(ar * lda, 21);
+        let b = ints::<f64>(br * ldb, 22);
+        let am = Mat::with_stride(&a, ar, ac, lda).unwrap();
+        let bm = Mat::with_stride(&b, br, bc, ldb).unwrap();
+        let am = if ta { am.t() } else { am };
+        let bm = if tb { bm.t() } else { bm };
+        for (alpha, beta) in [(1.0, 0.0), (-2.0, 0.5)] {
+            let c0: Vec<f64> = (0..m * ldc)
+                .map(|i| match (i % ldc >= n, beta == 0.0) {
+                    (true, _) => PAD,
+                    (false, true) => f64::NAN,
+                    (false, false) => (i % 7) as f64 - 3.0,
+                })
+                .collect();
+            let (mut want, mut got) = (c0.clone(), c0);
+            let c = MatMut::with_stride(&mut want, m, n, ldc).unwrap();
+            Naive.gemm(alpha, am, bm, beta, c);
+            let c = MatMut::with_stride(&mut got, m, n, ldc).unwrap();
+            fast.gemm(alpha, am, bm, beta, c);
+            assert!(
+                want == got,
+                "{} disagrees with naive on padded views ta={ta} tb={tb} α={alpha} β={beta}",
+                fast.name()
+            );
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "{}: NaN leaked from C with β = {beta}",
+                fast.name()
+            );
+            for i in 0..m {
+                assert!(got[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == PAD));
+            }
+        }
+    }
+}
+
+#[test]
+fn padded_views_equal_naive_in_every_backend() {
+    padded(&Naive);
+    #[cfg(feature = "matrixmultiply")]
+    padded(&manabi_matmul::MatrixMultiply);
+    #[cfg(feature = "gemm")]
+    padded(&manabi_matmul::FaerGemm);
+    #[cfg(feature = "blas")]
+    padded(&manabi_matmul::Blas);
+}
+
 #[cfg(feature = "matrixmultiply")]
 #[test]
 fn matrixmultiply_equals_naive() {
     all_shapes(&manabi_matmul::MatrixMultiply);
+}
+
+#[cfg(feature = "gemm")]
+#[test]
+fn gemm_crate_equals_naive() {
+    all_shapes(&manabi_matmul::FaerGemm);
 }
 
 #[cfg(feature = "blas")]
@@ -206,6 +269,8 @@ fn openblas_thread_count_can_be_set_and_results_do_not_change() {
 fn the_default_backend_follows_the_features() {
     let want = if cfg!(feature = "blas") {
         "openblas"
+    } else if cfg!(feature = "gemm") {
+        "gemm"
     } else if cfg!(feature = "matrixmultiply") {
         "matrixmultiply"
     } else {
