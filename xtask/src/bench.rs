@@ -51,7 +51,7 @@ const GROUP_ORDER: &[&str] = &["peak", "gemm", "layers", "step", "eval", "gradie
 /// A build of the CLI timed end to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Build {
-    /// `default` or `blas`: names the binary and the output folder.
+    /// `default`, `gemm` or `blas`: names the binary and the output folder.
     name: &'static str,
     /// `--features` for cargo, if any.
     features: Option<&'static str>,
@@ -63,6 +63,11 @@ const DEFAULT_BUILD: Build = Build {
     name: "default",
     features: None,
     backend: "matrixmultiply",
+};
+const GEMM_BUILD: Build = Build {
+    name: "gemm",
+    features: Some("gemm"),
+    backend: "gemm",
 };
 const BLAS_BUILD: Build = Build {
     name: "blas",
@@ -305,9 +310,9 @@ pub fn bench(args: &[String]) -> Result<(), Failure> {
 
     // 3. Whole training runs.
     let builds: Vec<Build> = if blas {
-        vec![DEFAULT_BUILD, BLAS_BUILD]
+        vec![DEFAULT_BUILD, GEMM_BUILD, BLAS_BUILD]
     } else {
-        vec![DEFAULT_BUILD]
+        vec![DEFAULT_BUILD, GEMM_BUILD]
     };
     let (e2e, e2e_note) = if opts.e2e_runs == 0 {
         (Vec::new(), "skipped (--e2e-runs 0)".to_string())

@@ -64,7 +64,7 @@ const LINT: &[Job] = &[
             "--workspace",
             "--all-targets",
             "--features",
-            "manabi-matmul/blas,manabi-matmul/gemm,manabi-benches/blas,manabi-benches/gemm",
+            "manabi-matmul/blas,manabi-matmul/gemm,manabi-benches/blas,manabi-benches/gemm,manabi-cli/blas,manabi-cli/gemm",
             "--",
             "-D",
             "warnings",

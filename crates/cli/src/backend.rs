@@ -10,6 +10,9 @@ pub enum BackendArg {
     /// Pure-Rust matrixmultiply.
     #[cfg(feature = "matrixmultiply")]
     Matrixmultiply,
+    /// The pure-Rust `gemm` crate (faer's kernels).
+    #[cfg(feature = "gemm")]
+    Gemm,
     /// OpenBLAS.
     #[cfg(feature = "blas")]
     Openblas,
@@ -30,6 +33,11 @@ macro_rules! with_backend {
                 let $g = manabi_matmul::MatrixMultiply;
                 $body
             }
+            #[cfg(feature = "gemm")]
+            BackendArg::Gemm => {
+                let $g = manabi_matmul::FaerGemm;
+                $body
+            }
             #[cfg(feature = "blas")]
             BackendArg::Openblas => {
                 let $g = manabi_matmul::Blas;
@@ -39,12 +47,17 @@ macro_rules! with_backend {
     }};
 }
 
-/// The fastest backend built: OpenBLAS > matrixmultiply > naive.
+/// The fastest backend built: OpenBLAS > gemm > matrixmultiply > naive.
 pub fn default_backend() -> BackendArg {
     #[cfg(feature = "blas")]
     return BackendArg::Openblas;
-    #[cfg(all(feature = "matrixmultiply", not(feature = "blas")))]
+    #[cfg(all(feature = "gemm", not(feature = "blas")))]
+    return BackendArg::Gemm;
+    #[cfg(all(
+        feature = "matrixmultiply",
+        not(any(feature = "blas", feature = "gemm"))
+    ))]
     return BackendArg::Matrixmultiply;
-    #[cfg(not(any(feature = "matrixmultiply", feature = "blas")))]
+    #[cfg(not(any(feature = "matrixmultiply", feature = "blas", feature = "gemm")))]
     return BackendArg::Naive;
 }

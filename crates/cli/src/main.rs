@@ -3,6 +3,7 @@
 //! # Features
 //! - `matrixmultiply` (default): the pure-Rust GEMM backend.
 //! - `blas`: OpenBLAS (system `libopenblas`); becomes the default backend.
+//! - `gemm`: the pure-Rust `gemm` crate (faer's kernels); the default backend unless `blas`.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 
 mod backend;

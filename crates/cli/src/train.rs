@@ -193,7 +193,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<(), CliError> {
     let mut config = ckpt.config.clone();
     let backend = BackendArg::from_str(&config.backend, false).map_err(|_| {
         CliError(format!(
-            "the checkpoint was trained with the {:?} backend, which this manabi was built without (see the blas and matrixmultiply features)",
+            "the checkpoint was trained with the {:?} backend, which this manabi was built without (see the blas, gemm and matrixmultiply features)",
             config.backend
         ))
     })?;
