@@ -1,9 +1,10 @@
 //! Evaluation of 70,000 images (all of MNIST's size) by the 784-50-10 network: forward pass and
 //! arg-max, on 1 and 2 threads, per fast backend (f32).
 //!
-//! This mirrors `manabi-cli`'s `Evaluator` (not exported from its library): each thread owns
-//! an inference-only arena planned for 2000 rows, copies the parameters in, and runs
-//! `Mlp::correct` over a contiguous share of the rows. Ids are
+//! This mirrors `manabi-cli`'s `Evaluator` (not exported from its library): the images are
+//! bytes, as MNIST's are held; each thread owns an inference-only arena planned for
+//! [`EVAL_ROWS`] rows, copies the parameters in, and over a contiguous share of the rows
+//! converts one chunk at a time into the arena's input and runs the forward pass and arg-max. Ids are
 //! `eval/<backend>/70000 images t<threads> flop5558000000` (the GEMM flops of the forward
 //! passes). The data is random: the labels are what the network itself predicts, so every
 //! configuration must count (nearly) all 70,000 rows correct, which catches a thread that
@@ -18,6 +19,7 @@
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use manabi_benches::{EVAL_IMAGES, EVAL_ROWS, SIZES, forward_flops, uniform};
+use manabi_data::Dataset;
 use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Training, argmax};
 use manabi_matmul::Gemm;
 use manabi_tensor::Rng;
@@ -35,26 +37,38 @@ fn plan() -> MlpPlan {
     .expect("the book's network plans")
 }
 
-/// Correct predictions over `x`/`labels`, split into one contiguous share per arena.
+/// Correct predictions over `data`, split into one contiguous share per arena.
 fn correct<G: Gemm<f32> + Sync>(
     g: &G,
     plan: MlpPlan,
     params: &[f32],
     arenas: &mut [Vec<f32>],
-    x: &[f32],
-    labels: &[usize],
+    data: &Dataset,
 ) -> usize {
-    let d_in = plan.d_in();
+    let labels = data.labels();
     let share = labels.len().div_ceil(arenas.len()).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = arenas
             .iter_mut()
-            .zip(x.chunks(share * d_in).zip(labels.chunks(share)))
-            .map(|(arena, (xs, ls))| {
+            .zip((0..labels.len()).step_by(share))
+            .map(|(arena, lo)| {
                 scope.spawn(move || {
+                    let hi = (lo + share).min(labels.len());
                     let mut net = Mlp::new(plan, arena).expect("arena sized by the plan");
                     net.params_mut().copy_from_slice(params);
-                    net.correct(g, xs, ls)
+                    let mut right = 0;
+                    let mut first = lo;
+                    while first < hi {
+                        let n = data.copy_rows(first, net.input_mut(EVAL_ROWS.min(hi - first)));
+                        let logits = net.forward(g, n);
+                        right += logits
+                            .chunks_exact(SIZES[2])
+                            .zip(&labels[first..first + n])
+                            .filter(|(row, l)| argmax(row) == **l)
+                            .count();
+                        first += n;
+                    }
+                    right
                 })
             })
             .collect();
@@ -65,11 +79,11 @@ fn correct<G: Gemm<f32> + Sync>(
     })
 }
 
-/// Random pixels, He-initialized weights, and the labels those weights predict.
+/// Random byte pixels with the labels He-initialized weights predict for them, and those
+/// weights.
 struct Data {
-    x: Vec<f32>,
+    set: Dataset,
     params: Vec<f32>,
-    labels: Vec<usize>,
 }
 
 impl Data {
@@ -78,16 +92,23 @@ impl Data {
         let mut arena = vec![0.0f32; plan.total()];
         let mut net = Mlp::new(plan, &mut arena).expect("arena sized by the plan");
         net.init(Init::He, &mut Rng::new(11));
-        let x = uniform(EVAL_IMAGES * SIZES[0], 0.0, 1.0, 12);
+        let bytes: Vec<u8> = uniform(EVAL_IMAGES * SIZES[0], 0.0, 256.0, 12)
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        // Labels are filled in below; any valid ones make the set.
+        let unlabelled = Dataset::from_bytes(bytes.clone(), vec![SIZES[0]], vec![0; EVAL_IMAGES])
+            .expect("lengths agree");
         let mut labels = Vec::with_capacity(EVAL_IMAGES);
-        for xs in x.chunks(EVAL_ROWS * SIZES[0]) {
-            let logits = net.predict(g, xs);
-            labels.extend(logits.chunks_exact(SIZES[2]).map(argmax));
+        let mut first = 0;
+        while first < EVAL_IMAGES {
+            let n = unlabelled.copy_rows(first, net.input_mut(EVAL_ROWS));
+            labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
+            first += n;
         }
         Data {
-            x,
+            set: Dataset::from_bytes(bytes, vec![SIZES[0]], labels).expect("lengths agree"),
             params: net.params().to_vec(),
-            labels,
         }
     }
 }
@@ -100,7 +121,7 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for threads in [1usize, 2] {
         let mut arenas = vec![vec![0.0f32; plan.total()]; threads];
-        let got = correct(g, plan, &data.params, &mut arenas, &data.x, &data.labels);
+        let got = correct(g, plan, &data.params, &mut arenas, &data.set);
         // Rows whose top two logits differ by rounding may flip between backends.
         assert!(
             got >= EVAL_IMAGES - EVAL_IMAGES / 1000,
@@ -109,7 +130,7 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
         );
         let id = format!("{EVAL_IMAGES} images t{threads} flop{flops}");
         group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-            b.iter(|| correct(g, plan, &data.params, &mut arenas, &data.x, &data.labels));
+            b.iter(|| correct(g, plan, &data.params, &mut arenas, &data.set));
         });
     }
     group.finish();

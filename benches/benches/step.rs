@@ -1,7 +1,10 @@
 //! One whole training step of the book's 784-50-10 network (f32, batch 100): forward, backward
 //! and the SGD update, per GEMM backend and thread count.
 //!
-//! Ids are `step/<backend>/784-50-10 f32 b100 t<threads> flop15980000`. Naive, matrixmultiply
+//! Two groups: `step` (backprop into a gradient buffer, then a separate SGD update; what every
+//! optimizer needs) and `step-fused` (the update inside backward, `W ← W − lr·xᵀ·dy` as one
+//! product; what `manabi train` runs for plain SGD). Ids are
+//! `step/<backend>/784-50-10 f32 b100 t<threads> flop15980000`. Naive, matrixmultiply
 //! and gemm always run on one thread; OpenBLAS runs on the threads it read from
 //! `OPENBLAS_NUM_THREADS` when it loaded, so `cargo xtask bench` runs this binary once with 1
 //! and once with 2. Before timing, each backend's step is checked against `Naive`'s.
@@ -20,12 +23,17 @@ const LR: f32 = 0.1;
 
 /// The arena of a freshly initialized network with one batch of random pixels as its input.
 fn fresh_arena() -> (MlpPlan, Vec<f32>) {
+    fresh_arena_for(Training::Backprop { optimizer_slots: 0 })
+}
+
+/// [`fresh_arena`] planned for `training`.
+fn fresh_arena_for(training: Training) -> (MlpPlan, Vec<f32>) {
     let plan = MlpPlan::new(&MlpConfig {
         sizes: &SIZES,
         activation: Activation::Relu,
         batch: BATCH,
         eval_batch: BATCH,
-        training: Training::Backprop { optimizer_slots: 0 },
+        training,
     })
     .expect("the book's network plans");
     let mut arena = vec![0.0f32; plan.total()];
@@ -76,7 +84,7 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
         step_flops()
     );
     let mut group = c.benchmark_group("step");
-    group.bench_function(BenchmarkId::new(g.name(), id), |b| {
+    group.bench_function(BenchmarkId::new(g.name(), &id), |b| {
         b.iter(|| {
             t += 1;
             net.train_step(g, &sgd, t, BATCH, Target::Labels(black_box(&labels)))
@@ -90,6 +98,16 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
         "{}: loss {last} after {t} steps",
         g.name()
     );
+
+    let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
+    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut group = c.benchmark_group("step-fused");
+    group.bench_function(BenchmarkId::new(g.name(), id), |b| {
+        b.iter(|| net.train_step_fused_sgd(g, LR, BATCH, Target::Labels(black_box(&labels))));
+    });
+    group.finish();
+    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    assert!(last.is_finite(), "{} fused: loss {last}", g.name());
 }
 
 fn step(c: &mut Criterion) {

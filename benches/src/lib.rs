@@ -31,7 +31,7 @@ pub const BATCH: usize = 100;
 pub const EVAL_IMAGES: usize = 70_000;
 
 /// Rows per forward pass when evaluating, as in `manabi-cli`'s evaluator.
-pub const EVAL_ROWS: usize = 2000;
+pub const EVAL_ROWS: usize = 1000;
 
 /// GEMM flops of a forward pass over `rows` rows: `Σ 2·rows·d_in·d_out` (bias additions and
 /// activations are not counted).

@@ -18,6 +18,7 @@
 //! # Features
 //! - `matrixmultiply` (default): the pure-Rust GEMM backend for the binary.
 //! - `blas`: OpenBLAS (system `libopenblas`); becomes the binary's default backend.
+//! - `gemm`: the pure-Rust `gemm` crate (faer's kernels); the binary's default backend unless `blas`.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 //!
 //! MSRV: Rust 1.85 (edition 2024).
