@@ -9,6 +9,7 @@
 mod backend;
 mod chart;
 mod commands;
+mod feed;
 
 mod train;
 

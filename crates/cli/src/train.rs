@@ -13,6 +13,7 @@ use crate::backend::{BackendArg, default_backend};
 use crate::chart::{self, EpochPoint};
 use crate::error::Context;
 use crate::evaluate::Evaluator;
+use crate::feed::Feeder;
 use crate::model::{self, Elem};
 use crate::{ActivationArg, CliError, InitArg, SamplingArg, TrainArgs, with_backend};
 use clap::ValueEnum;
@@ -458,9 +459,26 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         } else {
             inline = Some(evaluator);
         }
+        // With a second core, minibatches are gathered there a few iterations ahead; the
+        // batches are the same either way (this thread still draws every index in order).
+        let mut feeder = background.then(|| Feeder::<T>::spawn(scope, train, batch, start));
         let mut pending = 0usize;
         for i in start..iters {
-            let rows = batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
+            let rows = match &mut feeder {
+                Some(feed) => {
+                    // Nothing past the next checkpoint is drawn before it is written, so a
+                    // checkpoint holds the generator and batcher as of its own iteration.
+                    let until = config
+                        .checkpoint_every
+                        .filter(|&every| every > 0)
+                        .map_or(iters, |every| iters.min((i / every + 1) * every));
+                    feed.request(&mut batcher, &mut rng, until)?;
+                    let rows = feed.take(net.input_mut(batch), &mut labels)?;
+                    feed.request(&mut batcher, &mut rng, until)?;
+                    rows
+                }
+                None => batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels),
+            };
             let target = Target::Labels(&labels[..rows]);
             let loss = match fused_lr {
                 Some(lr) => net.train_step_fused_sgd(mm, lr, rows, target),

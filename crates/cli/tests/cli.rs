@@ -42,6 +42,35 @@ fn train(out: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
+fn batches_gathered_ahead_on_a_second_thread_train_exactly_like_gathering_in_place() {
+    // `--threads 1` gathers each batch in place; with two threads a second thread gathers a
+    // few iterations ahead while checkpoints pause it. Shuffled batches of 128 cross an epoch
+    // boundary (60000 = 468·128 + 96, a short batch) within the 500 iterations.
+    let dirs = [scratch("inplace"), scratch("ahead"), scratch("ahead-ckpt")];
+    let common = ["--sampling", "shuffle", "--batch", "128", "--iters", "500"];
+    for (dir, extra) in dirs.iter().zip([
+        &["--threads", "1"][..],
+        &["--threads", "2"],
+        &["--threads", "2", "--checkpoint-every", "7"],
+    ]) {
+        let mut args = vec!["train", "--out", dir.to_str().unwrap()];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let r = manabi(&args);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    let weights: Vec<Vec<u8>> = dirs
+        .iter()
+        .map(|d| std::fs::read(d.join("model.safetensors")).unwrap())
+        .collect();
+    assert!(weights[0] == weights[1], "batches gathered ahead differ");
+    assert!(weights[0] == weights[2], "checkpoints changed the batches");
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
 fn same_seed_gives_byte_identical_weights_and_eval_agrees() {
     let (a, b) = (scratch("seed-a"), scratch("seed-b"));
     let first = train(&a, &["--seed", "7"]);

@@ -218,6 +218,40 @@ impl Batcher {
         }
     }
 
+    /// Draws the next batch's sample indices into `indices` (at least `batch` long) and
+    /// returns how many there are, advancing `rng` and the position exactly as
+    /// [`Batcher::next_batch`] does: `gather(data, &indices[..rows], …)` then copies the same
+    /// batch. For a caller that copies the samples elsewhere (another thread) or later.
+    ///
+    /// # Panics
+    /// If `indices` is shorter than `batch`.
+    pub fn next_indices(&mut self, rng: &mut Rng, indices: &mut [usize]) -> usize {
+        match self.sampling {
+            Sampling::Random => {
+                for i in &mut indices[..self.batch] {
+                    *i = rng.below(self.len);
+                }
+                self.batch
+            }
+            Sampling::EpochShuffle => {
+                if self.cursor >= self.len {
+                    for (k, p) in self.perm.iter_mut().enumerate() {
+                        *p = k;
+                    }
+                    rng.shuffle(&mut self.perm);
+                    self.cursor = 0;
+                }
+                let rows = self.batch.min(self.len - self.cursor);
+                indices[..rows].copy_from_slice(&self.perm[self.cursor..self.cursor + rows]);
+                self.cursor += rows;
+                if self.cursor == self.len {
+                    self.epochs += 1;
+                }
+                rows
+            }
+        }
+    }
+
     /// The current position, for checkpoints (copies the permutation).
     pub fn state(&self) -> BatcherState {
         BatcherState {

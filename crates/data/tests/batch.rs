@@ -125,3 +125,26 @@ fn gather_fills_a_prefix_and_leaves_the_rest() {
     assert_eq!(&x[9..], &[-1.0; 3]);
     assert_eq!(y[3], 99);
 }
+
+#[test]
+fn next_indices_walks_the_same_path_as_next_batch() {
+    // 23 samples in batches of 5: EpochShuffle ends each epoch with a batch of 3, so the
+    // comparison crosses epoch boundaries (a fresh shuffle each time).
+    let data = ramp(23);
+    for sampling in [Sampling::Random, Sampling::EpochShuffle] {
+        let mut by_batch = Batcher::new(sampling, 5, data.len()).unwrap();
+        let copied = draw(&mut by_batch, &mut Rng::new(3), &data, 17);
+        let mut by_index = Batcher::new(sampling, 5, data.len()).unwrap();
+        let mut rng = Rng::new(3);
+        let mut idx = [usize::MAX; 5];
+        let (mut x, mut y) = ([f32::NAN; 15], [usize::MAX; 5]);
+        for (step, want) in copied.iter().enumerate() {
+            let rows = by_index.next_indices(&mut rng, &mut idx);
+            assert_eq!(&idx[..rows], &want[..], "{sampling:?} step {step}");
+            // Gathering the indices gives the rows next_batch copied.
+            gather(&data, &idx[..rows], &mut x, &mut y);
+            assert_eq!(indices(&x, &y, rows), *want);
+        }
+        assert_eq!(by_index, by_batch, "{sampling:?}: same position afterwards");
+    }
+}
