@@ -464,7 +464,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         let mut feeder = background.then(|| Feeder::<T>::spawn(scope, train, batch, start));
         let mut pending = 0usize;
         for i in start..iters {
-            let rows = match &mut feeder {
+            let loss = match &mut feeder {
                 Some(feed) => {
                     // Nothing past the next checkpoint is drawn before it is written, so a
                     // checkpoint holds the generator and batcher as of its own iteration.
@@ -473,16 +473,25 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                         .filter(|&every| every > 0)
                         .map_or(iters, |every| iters.min((i / every + 1) * every));
                     feed.request(&mut batcher, &mut rng, until)?;
-                    let rows = feed.take(net.input_mut(batch), &mut labels)?;
+                    let b = feed.take()?;
                     feed.request(&mut batcher, &mut rng, until)?;
-                    rows
+                    let (x, rows, target) = (b.x(), b.rows(), Target::Labels(b.labels()));
+                    let loss = match fused_lr {
+                        Some(lr) => net.train_step_fused_sgd_on(mm, lr, x, rows, target),
+                        None => net.train_step_on(mm, &opt, i + 1, x, rows, target),
+                    };
+                    feed.give_back(b);
+                    loss
                 }
-                None => batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels),
-            };
-            let target = Target::Labels(&labels[..rows]);
-            let loss = match fused_lr {
-                Some(lr) => net.train_step_fused_sgd(mm, lr, rows, target),
-                None => net.train_step(mm, &opt, i + 1, rows, target),
+                None => {
+                    let rows =
+                        batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
+                    let target = Target::Labels(&labels[..rows]);
+                    match fused_lr {
+                        Some(lr) => net.train_step_fused_sgd(mm, lr, rows, target),
+                        None => net.train_step(mm, &opt, i + 1, rows, target),
+                    }
+                }
             };
             // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
             // off can leave it finite. Checking all weights takes about 4 µs for 784-50-10

@@ -545,12 +545,24 @@ impl<'a, T: Real> Mlp<'a, T> {
     /// # Panics
     /// If `rows` exceeds the planned batch or the target has a different number of rows.
     pub fn loss(&mut self, mm: &impl Gemm<T>, rows: usize, target: Target<'_, T>) -> T {
+        self.loss_from(mm, None, rows, target)
+    }
+
+    /// [`Mlp::loss`] over the arena's input rows, or over `external`'s first `rows` rows.
+    fn loss_from(
+        &mut self,
+        mm: &impl Gemm<T>,
+        external: Option<&[T]>,
+        rows: usize,
+        target: Target<'_, T>,
+    ) -> T {
         assert!(
             rows <= self.plan.batch,
             "{rows} rows exceed the planned batch {}",
             self.plan.batch
         );
-        self.forward(mm, rows);
+        let external = external.map(|x| &x[..rows * self.plan.sizes[0]]);
+        self.forward_from(mm, external, rows);
         let c = self.plan.classes();
         let [logits, probs] = disjoint_mut(
             self.buf,
@@ -568,11 +580,22 @@ impl<'a, T: Real> Mlp<'a, T> {
     /// # Panics
     /// If the plan has no gradient buffer ([`Training::Backprop`]), or as [`Mlp::loss`].
     pub fn gradient(&mut self, mm: &impl Gemm<T>, rows: usize, target: Target<'_, T>) -> T {
+        self.gradient_from(mm, None, rows, target)
+    }
+
+    /// [`Mlp::gradient`] over the arena's input rows, or over `external`'s first `rows` rows.
+    fn gradient_from(
+        &mut self,
+        mm: &impl Gemm<T>,
+        external: Option<&[T]>,
+        rows: usize,
+        target: Target<'_, T>,
+    ) -> T {
         assert!(
             matches!(self.plan.training, Training::Backprop { .. }),
             "gradient() needs a Backprop plan"
         );
-        let loss = self.loss(mm, rows, target);
+        let loss = self.loss_from(mm, external, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
         for l in (0..plan.layers).rev() {
@@ -584,6 +607,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             );
             if l == 0 {
                 let [p, g, x, dy] = disjoint_mut(self.buf, [p, g, x, dy]);
+                let x = external.map_or(&*x, |e| &e[..rows * plan.sizes[0]]);
                 plan.affine(0).backward(mm, p, x, dy, None, g);
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
@@ -638,6 +662,26 @@ impl<'a, T: Real> Mlp<'a, T> {
         loss
     }
 
+    /// [`Mlp::train_step`] on the first `rows` rows of `x` (`rows × d_in` values or more)
+    /// instead of the arena's input rows: for batches prepared in buffers of their own, e.g.
+    /// by another thread. The arena's input rows are neither read nor written.
+    ///
+    /// # Panics
+    /// As [`Mlp::train_step`], or if `x` holds fewer than `rows × d_in` values.
+    pub fn train_step_on(
+        &mut self,
+        mm: &impl Gemm<T>,
+        opt: &impl Optimizer<T>,
+        t: u64,
+        x: &[T],
+        rows: usize,
+        target: Target<'_, T>,
+    ) -> T {
+        let loss = self.gradient_from(mm, Some(x), rows, target);
+        self.update(opt, t);
+        loss
+    }
+
     /// One SGD step with the update fused into the backward pass (no gradient buffer):
     /// each layer computes its input gradient with its old weights, then updates itself.
     ///
@@ -650,11 +694,38 @@ impl<'a, T: Real> Mlp<'a, T> {
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
+        self.fused_sgd_from(mm, lr, None, rows, target)
+    }
+
+    /// [`Mlp::train_step_fused_sgd`] on the first `rows` rows of `x` instead of the arena's
+    /// input rows (see [`Mlp::train_step_on`]).
+    ///
+    /// # Panics
+    /// As [`Mlp::train_step_fused_sgd`], or if `x` holds fewer than `rows × d_in` values.
+    pub fn train_step_fused_sgd_on(
+        &mut self,
+        mm: &impl Gemm<T>,
+        lr: T,
+        x: &[T],
+        rows: usize,
+        target: Target<'_, T>,
+    ) -> T {
+        self.fused_sgd_from(mm, lr, Some(x), rows, target)
+    }
+
+    fn fused_sgd_from(
+        &mut self,
+        mm: &impl Gemm<T>,
+        lr: T,
+        external: Option<&[T]>,
+        rows: usize,
+        target: Target<'_, T>,
+    ) -> T {
         assert!(
             !matches!(self.plan.training, Training::Inference),
             "an Inference plan cannot train"
         );
-        let loss = self.loss(mm, rows, target);
+        let loss = self.loss_from(mm, external, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
         for l in (0..plan.layers).rev() {
@@ -665,6 +736,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             );
             if l == 0 {
                 let [p, x, dy] = disjoint_mut(self.buf, [p, x, dy]);
+                let x = external.map_or(&*x, |e| &e[..rows * plan.sizes[0]]);
                 plan.affine(0).backward_sgd(mm, lr, p, x, dy, None);
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
