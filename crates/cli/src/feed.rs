@@ -43,7 +43,7 @@ impl<T> Batch<T> {
 
 /// The training thread's end of the pipeline.
 pub struct Feeder<T> {
-    requests: mpsc::Sender<Batch<T>>,
+    requests: mpsc::SyncSender<Batch<T>>,
     ready: mpsc::Receiver<Batch<T>>,
     free: Vec<Batch<T>>,
     in_flight: usize,
@@ -60,8 +60,10 @@ impl<T: Real + Send> Feeder<T> {
         batch: usize,
         first: u64,
     ) -> Self {
-        let (requests, queue) = mpsc::channel::<Batch<T>>();
-        let (filled, ready) = mpsc::channel::<Batch<T>>();
+        // Bounded channels hold their DEPTH slots from the start (an unbounded one allocates a
+        // block every few dozen messages); at most DEPTH batches exist, so sends never wait.
+        let (requests, queue) = mpsc::sync_channel::<Batch<T>>(DEPTH);
+        let (filled, ready) = mpsc::sync_channel::<Batch<T>>(DEPTH);
         scope.spawn(move || {
             for mut b in queue {
                 gather(data, &b.indices[..b.rows], &mut b.x, &mut b.labels);
