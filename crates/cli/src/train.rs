@@ -582,6 +582,15 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 last_checkpoint = Some(i + 1);
             }
         }
+        // The weights saved are those after the last iteration: report their test accuracy.
+        // Unless the last iteration was an evaluation point anyway, this thread measures it
+        // (the test set only) while the evaluation thread finishes its last whole-set job.
+        let own_final = match &inline {
+            None if iters.saturating_sub(1) % iter_per_epoch != 0 => Some(
+                Evaluator::<T>::new(sizes, config.activation, 1)?.accuracy(mm, net.params(), test),
+            ),
+            _ => None,
+        };
         drain(
             &done,
             &mut pending,
@@ -589,25 +598,16 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             &mut progress.metrics,
             iter_per_epoch,
         )?;
-        // The weights saved are those after the last iteration: report their test accuracy.
-        Ok(match progress.metrics.last() {
-            Some(m) if m.iteration == iters => m.test_acc,
+        Ok(match (progress.metrics.last(), own_final) {
+            (Some(m), _) if m.iteration == iters => m.test_acc,
+            (_, Some(acc)) => acc,
             _ => match &mut inline {
                 Some(ev) => ev.accuracy(mm, net.params(), test),
-                None => {
-                    let row = MetricRow {
-                        iteration: iters,
-                        epoch: 0.0,
-                        train_acc: 0.0,
-                        test_acc: 0.0,
-                        loss: 0.0,
-                        elapsed: 0.0,
-                    };
-                    submit(&jobs, row, net.params())?;
-                    done.recv()
-                        .map_err(|_| CliError("the evaluation thread stopped".into()))?
-                        .test_acc
-                }
+                None => Evaluator::<T>::new(sizes, config.activation, 1)?.accuracy(
+                    mm,
+                    net.params(),
+                    test,
+                ),
             },
         })
     })?;
