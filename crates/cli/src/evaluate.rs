@@ -124,6 +124,52 @@ impl<T: Real> Evaluator<T> {
         total
     }
 
+    /// Copies `params` into the first thread's arena, for [`Evaluator::correct_rows`].
+    ///
+    /// # Panics
+    /// If `params` does not fit the plan (a caller bug).
+    pub fn load(&mut self, params: &[T]) {
+        let plan = self.plan;
+        match Mlp::new(plan, &mut self.arenas[0]) {
+            Ok(mut net) => net.params_mut().copy_from_slice(params),
+            Err(e) => panic!("evaluator arena: {e}"),
+        }
+    }
+
+    /// Evaluates one chunk on the calling thread with the parameters [`Evaluator::load`] put
+    /// in place: samples `first ..` of `data`, at most [`EVAL_ROWS`] of them. Returns (rows
+    /// done, correct among them); the same rows as [`Evaluator::confusion`] on one thread.
+    ///
+    /// # Panics
+    /// If the data's width does not fit the plan (a caller bug).
+    pub fn correct_rows<G: Gemm<T>>(
+        &mut self,
+        mm: &G,
+        data: &Dataset,
+        first: usize,
+    ) -> (usize, usize) {
+        let plan = self.plan;
+        let classes = plan.classes();
+        assert_eq!(
+            data.features(),
+            plan.d_in(),
+            "data and network widths differ"
+        );
+        let mut net = match Mlp::new(plan, &mut self.arenas[0]) {
+            Ok(net) => net,
+            Err(e) => panic!("evaluator arena: {e}"),
+        };
+        let want = self.rows.min(data.len().saturating_sub(first));
+        let n = data.copy_rows(first, net.input_mut(want));
+        let logits = net.forward(mm, n);
+        let right = logits
+            .chunks_exact(classes)
+            .zip(&data.labels()[first..first + n])
+            .filter(|(row, l)| argmax(row) == **l)
+            .count();
+        (n, right)
+    }
+
     /// Correct predictions over a set (the trace of [`Evaluator::confusion`]).
     pub fn correct<G: Gemm<T> + Sync>(&mut self, mm: &G, params: &[T], data: &Dataset) -> usize {
         let classes = self.plan.classes();

@@ -1,4 +1,5 @@
-//! Minibatches gathered on a second thread a few iterations ahead of the training step.
+//! The second core's worker: minibatches gathered a few iterations ahead of the training
+//! step, and whole-set evaluations in between.
 //!
 //! The training thread keeps the random generator and the [`Batcher`], so the batches, their
 //! order and the checkpointed position are exactly those of gathering in place: it draws each
@@ -6,15 +7,44 @@
 //! gathering thread copies the samples (random rows of the training set, converted from bytes,
 //! about 60 µs a batch) while the step before runs, and sends the buffer back in order; the
 //! step then reads the batch where it is (`Mlp::train_step_on`), without a copy.
+//!
+//! The same thread evaluates parameter snapshots over the training and test sets, one chunk of
+//! rows at a time, and gathers every waiting batch between chunks: one thread on the second
+//! core, so a batch never waits for the operating system to preempt an evaluation.
 
 use crate::CliError;
-use manabi_data::{Batcher, Dataset, gather};
+use crate::evaluate::Evaluator;
+use manabi_cli::checkpoint::MetricRow;
+use manabi_data::{Batcher, TrainTest, gather};
+use manabi_matmul::Gemm;
 use manabi_tensor::{Real, Rng};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, TryRecvError};
 use std::thread::Scope;
 
-/// Batches requested ahead of the one being trained on.
-pub const DEPTH: usize = 4;
+/// Batches requested ahead of the one being trained on: enough for the steps that run while
+/// the worker evaluates one chunk (1000 rows, about 2 ms).
+pub const DEPTH: usize = 8;
+
+/// Evaluation snapshots the request channel holds before the worker takes them (it moves them
+/// to its own queue between chunks, so this only bounds a burst).
+const EVAL_SLOTS: usize = 4;
+
+/// What the worker is asked to do.
+enum Job<T> {
+    /// Copy a batch's samples.
+    Gather(Batch<T>),
+    /// Evaluate a parameter snapshot for a metrics row.
+    Evaluate(MetricRow, Vec<T>),
+}
+
+/// An evaluation in progress: which set, the next row, and the correct counts so far.
+struct Running {
+    row: MetricRow,
+    set: usize,
+    first: usize,
+    correct: [usize; 2],
+}
 
 /// One batch's indices and the buffers its samples and labels are copied into.
 pub struct Batch<T> {
@@ -43,7 +73,7 @@ impl<T> Batch<T> {
 
 /// The training thread's end of the pipeline.
 pub struct Feeder<T> {
-    requests: mpsc::SyncSender<Batch<T>>,
+    requests: mpsc::SyncSender<Job<T>>,
     ready: mpsc::Receiver<Batch<T>>,
     free: Vec<Batch<T>>,
     in_flight: usize,
@@ -52,30 +82,93 @@ pub struct Feeder<T> {
 }
 
 impl<T: Real + Send> Feeder<T> {
-    /// Starts the gathering thread in `scope` for batches of `batch` samples of `data`;
-    /// `first` is the iteration the first request will be for.
-    pub fn spawn<'scope, 'env>(
+    /// Starts the worker in `scope` for batches of `batch` samples of `sets.train`, with
+    /// `first` the iteration the first request will be for; evaluations use `evaluator` and
+    /// `mm` and send their rows to `finished`.
+    pub fn spawn<'scope, 'env, G: Gemm<T> + Sync>(
         scope: &'scope Scope<'scope, 'env>,
-        data: &'env Dataset,
+        sets: &'env TrainTest,
         batch: usize,
         first: u64,
+        mut evaluator: Evaluator<T>,
+        mm: &'env G,
+        finished: mpsc::Sender<MetricRow>,
     ) -> Self {
-        // Bounded channels hold their DEPTH slots from the start (an unbounded one allocates a
+        // Bounded channels hold their slots from the start (an unbounded one allocates a
         // block every few dozen messages); at most DEPTH batches exist, so sends never wait.
-        let (requests, queue) = mpsc::sync_channel::<Batch<T>>(DEPTH);
+        let (requests, queue) = mpsc::sync_channel::<Job<T>>(DEPTH + EVAL_SLOTS);
         let (filled, ready) = mpsc::sync_channel::<Batch<T>>(DEPTH);
         scope.spawn(move || {
-            for mut b in queue {
-                gather(data, &b.indices[..b.rows], &mut b.x, &mut b.labels);
-                if filled.send(b).is_err() {
-                    break;
+            let mut waiting: VecDeque<(MetricRow, Vec<T>)> = VecDeque::new();
+            let mut running: Option<Running> = None;
+            loop {
+                // Every waiting message first; block only when there is nothing else to do.
+                let job = if running.is_none() && waiting.is_empty() {
+                    match queue.recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => break,
+                    }
+                } else {
+                    match queue.try_recv() {
+                        Ok(job) => Some(job),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => break,
+                    }
+                };
+                match job {
+                    Some(Job::Gather(mut b)) => {
+                        gather(&sets.train, &b.indices[..b.rows], &mut b.x, &mut b.labels);
+                        if filled.send(b).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(Job::Evaluate(row, params)) => {
+                        waiting.push_back((row, params));
+                        continue;
+                    }
+                    None => {}
+                }
+                if running.is_none()
+                    && let Some((row, params)) = waiting.pop_front()
+                {
+                    evaluator.load(&params);
+                    running = Some(Running {
+                        row,
+                        set: 0,
+                        first: 0,
+                        correct: [0; 2],
+                    });
+                }
+                let Some(r) = running.as_mut() else {
+                    continue;
+                };
+                let data = if r.set == 0 { &sets.train } else { &sets.test };
+                let (n, right) = evaluator.correct_rows(mm, data, r.first);
+                r.correct[r.set] += right;
+                r.first += n;
+                if r.first >= data.len() || n == 0 {
+                    r.set += 1;
+                    r.first = 0;
+                }
+                if r.set == 2 {
+                    let accuracy = |c: usize, len: usize| c as f64 / len.max(1) as f64;
+                    let row = MetricRow {
+                        train_acc: accuracy(r.correct[0], sets.train.len()),
+                        test_acc: accuracy(r.correct[1], sets.test.len()),
+                        ..r.row
+                    };
+                    running = None;
+                    if finished.send(row).is_err() {
+                        break;
+                    }
                 }
             }
         });
         let free = (0..DEPTH)
             .map(|_| Batch {
                 indices: vec![0; batch],
-                x: vec![T::ZERO; batch * data.features()],
+                x: vec![T::ZERO; batch * sets.train.features()],
                 labels: vec![0; batch],
                 rows: 0,
             })
@@ -87,6 +180,17 @@ impl<T: Real + Send> Feeder<T> {
             in_flight: 0,
             next: first,
         }
+    }
+
+    /// Hands a snapshot of the parameters to the worker, to evaluate for `row` on the whole
+    /// training and test sets; the row comes back on the `finished` channel.
+    ///
+    /// # Errors
+    /// If the worker stopped.
+    pub fn evaluate(&self, row: MetricRow, params: &[T]) -> Result<(), CliError> {
+        self.requests
+            .send(Job::Evaluate(row, params.to_vec()))
+            .map_err(|_| CliError("the evaluation thread stopped".into()))
     }
 
     /// Requests the batches of iterations before `until` that fit in the pipeline, drawing
@@ -103,7 +207,7 @@ impl<T: Real + Send> Feeder<T> {
             };
             b.rows = batcher.next_indices(rng, &mut b.indices);
             self.requests
-                .send(b)
+                .send(Job::Gather(b))
                 .map_err(|_| CliError("the batch thread stopped".into()))?;
             self.in_flight += 1;
             self.next += 1;

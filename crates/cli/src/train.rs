@@ -269,16 +269,6 @@ fn evaluate_row<T: Real, G: Gemm<T> + Sync>(
     }
 }
 
-/// Hands a snapshot of the parameters to the evaluation thread.
-fn submit<T: Real>(
-    jobs: &mpsc::Sender<(MetricRow, Vec<T>)>,
-    row: MetricRow,
-    params: &[T],
-) -> Result<(), CliError> {
-    jobs.send((row, params.to_vec()))
-        .map_err(|_| CliError("the evaluation thread stopped".into()))
-}
-
 /// Prints an evaluated row like the book and keeps it.
 fn record(bar: &ProgressBar, metrics: &mut Vec<MetricRow>, row: MetricRow, iter_per_epoch: u64) {
     bar.suspend(|| {
@@ -443,25 +433,17 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let elapsed_before = progress.elapsed;
     let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
     let final_test = std::thread::scope(|scope| -> Result<f64, CliError> {
-        let (jobs, job_queue) = mpsc::channel::<(MetricRow, Vec<T>)>();
         let (finished, done) = mpsc::channel::<MetricRow>();
-        let mut inline = None;
-        if background {
-            let mut ev = evaluator;
-            scope.spawn(move || {
-                for (row, params) in job_queue {
-                    let row = evaluate_row(&mut ev, mm, &params, row, sets);
-                    if finished.send(row).is_err() {
-                        break;
-                    }
-                }
-            });
+        // With a second core, one worker there gathers minibatches a few iterations ahead
+        // (the batches are the same: this thread still draws every index in order) and
+        // evaluates parameter snapshots in between. With one thread both happen inline.
+        let (mut feeder, mut inline) = if background {
+            let feed = Feeder::<T>::spawn(scope, sets, batch, start, evaluator, mm, finished);
+            (Some(feed), None)
         } else {
-            inline = Some(evaluator);
-        }
-        // With a second core, minibatches are gathered there a few iterations ahead; the
-        // batches are the same either way (this thread still draws every index in order).
-        let mut feeder = background.then(|| Feeder::<T>::spawn(scope, train, batch, start));
+            drop(finished);
+            (None, Some(evaluator))
+        };
         let mut pending = 0usize;
         for i in start..iters {
             let loss = match &mut feeder {
@@ -536,15 +518,12 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     elapsed: elapsed(),
                 };
                 (progress.loss_sum, progress.loss_count) = (0.0, 0);
-                match &mut inline {
-                    Some(ev) => {
-                        let row = evaluate_row(ev, mm, net.params(), row, sets);
-                        record(&bar, &mut progress.metrics, row, iter_per_epoch);
-                    }
-                    None => {
-                        submit(&jobs, row, net.params())?;
-                        pending += 1;
-                    }
+                if let Some(feed) = &feeder {
+                    feed.evaluate(row, net.params())?;
+                    pending += 1;
+                } else if let Some(ev) = &mut inline {
+                    let row = evaluate_row(ev, mm, net.params(), row, sets);
+                    record(&bar, &mut progress.metrics, row, iter_per_epoch);
                 }
             }
             if let Some(every) = config.checkpoint_every

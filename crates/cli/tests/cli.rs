@@ -43,8 +43,8 @@ fn train(out: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn batches_gathered_ahead_on_a_second_thread_train_exactly_like_gathering_in_place() {
-    // `--threads 1` gathers each batch in place; with two threads a second thread gathers a
-    // few iterations ahead while checkpoints pause it. Shuffled batches of 128 cross an epoch
+    // `--threads 1` gathers each batch in place and evaluates inline; with two threads a
+    // second thread gathers a few iterations ahead (checkpoints pause it) and evaluates. Shuffled batches of 128 cross an epoch
     // boundary (60000 = 468·128 + 96, a short batch) within the 500 iterations.
     let dirs = [scratch("inplace"), scratch("ahead"), scratch("ahead-ckpt")];
     let common = ["--sampling", "shuffle", "--batch", "128", "--iters", "500"];
@@ -65,6 +65,21 @@ fn batches_gathered_ahead_on_a_second_thread_train_exactly_like_gathering_in_pla
         .collect();
     assert!(weights[0] == weights[1], "batches gathered ahead differ");
     assert!(weights[0] == weights[2], "checkpoints changed the batches");
+    // The second thread also evaluates, a chunk at a time between batches: the metrics rows
+    // (all but the time column) equal those evaluated inline.
+    let metrics: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|d| {
+            std::fs::read_to_string(d.join("metrics.csv"))
+                .unwrap()
+                .lines()
+                .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
+                .collect()
+        })
+        .collect();
+    assert!(metrics[0].len() > 2, "{:?}", metrics[0]);
+    assert_eq!(metrics[0], metrics[1]);
+    assert_eq!(metrics[0], metrics[2]);
     for d in dirs {
         let _ = std::fs::remove_dir_all(d);
     }
