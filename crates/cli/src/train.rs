@@ -351,8 +351,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // With more than one thread, whole-set evaluations run on a worker thread on snapshots of
     // the parameters while training goes on: the book's numbers, off the critical path.
     let background = threads > 1;
-    let evaluator =
-        Evaluator::<T>::new(sizes, config.activation, threads.saturating_sub(1).max(1))?;
+    // Either way one thread evaluates: the worker on the second core, a chunk at a time
+    // between batches, or this thread inline.
+    let evaluator = Evaluator::<T>::new(sizes, config.activation, 1)?;
     let evaluation = format!(
         "on {} thread{}{}",
         evaluator.threads(),
