@@ -16,6 +16,19 @@ pub const EVAL_ROWS: usize = 1000;
 /// 2000× that in activations) cannot make evaluation allocate far more than the weights.
 pub const MAX_ACTIVATIONS: usize = 16 << 20;
 
+/// Converts up to `rows` samples of `data` from `first` on into the network's input and runs
+/// the forward pass: (samples done, their logits).
+fn predict_rows<'n, T: Real, G: Gemm<T>>(
+    net: &'n mut Mlp<'_, T>,
+    mm: &G,
+    data: &Dataset,
+    first: usize,
+    rows: usize,
+) -> (usize, &'n [T]) {
+    let n = data.copy_rows(first, net.input_mut(rows));
+    (n, net.forward(mm, n))
+}
+
 /// Evaluates a network over whole data sets with `threads` scoped threads.
 ///
 /// Each thread owns an inference-only arena (parameters and activations for [`EVAL_ROWS`]);
@@ -99,8 +112,8 @@ impl<T: Real> Evaluator<T> {
                         net.params_mut().copy_from_slice(params);
                         let mut first = lo;
                         while first < hi {
-                            let n = data.copy_rows(first, net.input_mut(rows.min(hi - first)));
-                            let logits = net.forward(mm, n);
+                            let (n, logits) =
+                                predict_rows(&mut net, mm, data, first, rows.min(hi - first));
                             for (row, &label) in
                                 logits.chunks_exact(classes).zip(&labels[first..first + n])
                             {
@@ -160,8 +173,7 @@ impl<T: Real> Evaluator<T> {
             Err(e) => panic!("evaluator arena: {e}"),
         };
         let want = self.rows.min(data.len().saturating_sub(first));
-        let n = data.copy_rows(first, net.input_mut(want));
-        let logits = net.forward(mm, n);
+        let (n, logits) = predict_rows(&mut net, mm, data, first, want);
         let right = logits
             .chunks_exact(classes)
             .zip(&data.labels()[first..first + n])

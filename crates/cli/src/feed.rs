@@ -22,8 +22,9 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::Scope;
 
-/// Batches requested ahead of the one being trained on: enough for the steps that run while
-/// the worker evaluates one chunk (1000 rows, about 2 ms).
+/// Batch buffers in the pipeline: the one being trained on and up to DEPTH − 1 requested
+/// ahead, enough for the steps that run while the worker evaluates one chunk (1000 rows,
+/// about 2 ms).
 pub const DEPTH: usize = 8;
 
 /// Evaluation snapshots the request channel holds before the worker takes them (it moves them

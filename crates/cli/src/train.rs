@@ -455,9 +455,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                         .checkpoint_every
                         .filter(|&every| every > 0)
                         .map_or(iters, |every| iters.min((i / every + 1) * every));
+                    // Refills the buffer the last step gave back: DEPTH − 1 batches are in
+                    // the worker's hands while this one trains.
                     feed.request(&mut batcher, &mut rng, until)?;
                     let b = feed.take()?;
-                    feed.request(&mut batcher, &mut rng, until)?;
                     let (x, rows, target) = (b.x(), b.rows(), Target::Labels(b.labels()));
                     let loss = match fused_lr {
                         Some(lr) => net.train_step_fused_sgd_on(mm, lr, x, rows, target),

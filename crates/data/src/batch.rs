@@ -200,20 +200,9 @@ impl Batcher {
                 self.batch
             }
             Sampling::EpochShuffle => {
-                if self.cursor >= self.len {
-                    for (k, p) in self.perm.iter_mut().enumerate() {
-                        *p = k;
-                    }
-                    rng.shuffle(&mut self.perm);
-                    self.cursor = 0;
-                }
-                let rows = self.batch.min(self.len - self.cursor);
-                gather(data, &self.perm[self.cursor..self.cursor + rows], x, labels);
-                self.cursor += rows;
-                if self.cursor == self.len {
-                    self.epochs += 1;
-                }
-                rows
+                let next = self.advance_shuffled(rng);
+                gather(data, &self.perm[next.clone()], x, labels);
+                next.len()
             }
         }
     }
@@ -234,22 +223,29 @@ impl Batcher {
                 self.batch
             }
             Sampling::EpochShuffle => {
-                if self.cursor >= self.len {
-                    for (k, p) in self.perm.iter_mut().enumerate() {
-                        *p = k;
-                    }
-                    rng.shuffle(&mut self.perm);
-                    self.cursor = 0;
-                }
-                let rows = self.batch.min(self.len - self.cursor);
-                indices[..rows].copy_from_slice(&self.perm[self.cursor..self.cursor + rows]);
-                self.cursor += rows;
-                if self.cursor == self.len {
-                    self.epochs += 1;
-                }
-                rows
+                let next = self.advance_shuffled(rng);
+                indices[..next.len()].copy_from_slice(&self.perm[next.clone()]);
+                next.len()
             }
         }
+    }
+
+    /// [`Sampling::EpochShuffle`]: moves past the next batch, shuffling first when an epoch
+    /// begins, and returns where that batch lies in `perm`.
+    fn advance_shuffled(&mut self, rng: &mut Rng) -> core::ops::Range<usize> {
+        if self.cursor >= self.len {
+            for (k, p) in self.perm.iter_mut().enumerate() {
+                *p = k;
+            }
+            rng.shuffle(&mut self.perm);
+            self.cursor = 0;
+        }
+        let next = self.cursor..self.len.min(self.cursor + self.batch);
+        self.cursor = next.end;
+        if self.cursor == self.len {
+            self.epochs += 1;
+        }
+        next
     }
 
     /// The current position, for checkpoints (copies the permutation).

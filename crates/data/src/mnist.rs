@@ -231,13 +231,17 @@ impl Dataset {
     pub fn copy_rows<T: Real>(&self, first: usize, out: &mut [T]) -> usize {
         assert!(first <= self.len, "sample {first} of {}", self.len);
         let rows = (out.len() / self.features).min(self.len - first);
-        let (from, to) = (first * self.features, (first + rows) * self.features);
-        let out = &mut out[..rows * self.features];
+        self.convert(first * self.features, &mut out[..rows * self.features]);
+        rows
+    }
+
+    /// Writes the values stored from element `from` on into `out`, as `T`.
+    fn convert<T: Real>(&self, from: usize, out: &mut [T]) {
+        let to = from + out.len();
         match &self.samples {
             Samples::Bytes(b) => convert_bytes(&b[from..to], out),
             Samples::Values(v) => convert_values(&v[from..to], out),
         }
-        rows
     }
 
     /// Copies sample `i`'s values into `out` (`features` elements) as `T`.
@@ -251,11 +255,8 @@ impl Dataset {
             "one sample has {} values",
             self.features
         );
-        let (from, to) = (i * self.features, (i + 1) * self.features);
-        match &self.samples {
-            Samples::Bytes(b) => convert_bytes(&b[from..to], out),
-            Samples::Values(v) => convert_values(&v[from..to], out),
-        }
+        // Bounds: `convert` slices the storage, so `i >= len()` panics there.
+        self.convert(i * self.features, out);
     }
 
     /// Asks the CPU to start loading sample `i` into its caches, so that a copy a little
