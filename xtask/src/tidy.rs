@@ -1,8 +1,10 @@
-//! Tidy: house-style checks that need no compiler (`//!` headers, documented features).
+//! Tidy: house-style checks that need no compiler (`//!` headers, documented features, gradient checks).
 //!
 //! - Every `.rs` file under `crates/`, `benches/` and `xtask/` starts with a `//!` summary line.
 //! - Every feature in a crate's `[features]` table (except `default`) is named in backticks in
 //!   the `# Features` section of the crate root's `//!` docs (`src/lib.rs`, else `src/main.rs`).
+//! - Every file in `crates/layers/src` with a public backward pass has a test that checks it
+//!   against central differences (`numeric_grad`).
 //!
 //! The same check runs as `cargo xtask tidy`, as a step of `cargo xtask ci` and as the
 //! `workspace_is_tidy` test.
@@ -21,9 +23,15 @@ pub fn check(root: &Path) -> Vec<String> {
         collect_rs(&root.join(dir), &mut files);
     }
     files.sort();
+    let layers_src = root.join(LAYERS_SRC);
     for f in &files {
         let text = fs::read_to_string(f).unwrap_or_default();
         if let Err(p) = header(&text) {
+            problems.push(format!("{}: {p}", rel(root, f)));
+        }
+        if f.parent() == Some(layers_src.as_path())
+            && let Err(p) = gradient_checked(&text)
+        {
             problems.push(format!("{}: {p}", rel(root, f)));
         }
     }
@@ -35,6 +43,23 @@ pub fn check(root: &Path) -> Vec<String> {
         );
     }
     problems
+}
+
+/// Where the layers live: each file there with a backward pass needs a gradient check.
+const LAYERS_SRC: &str = "crates/layers/src";
+
+/// A layer file that defines a public backward pass (`pub fn backward…`) must test it against
+/// central differences: its tests (after `#[cfg(test)]`) call `numeric_grad(` (house style,
+/// section 9). The network's own gradient is checked in `crates/layers/tests`.
+pub fn gradient_checked(text: &str) -> Result<(), &'static str> {
+    if !text.contains("pub fn backward") {
+        return Ok(());
+    }
+    let tests = text.find("#[cfg(test)]").map(|at| &text[at..]);
+    match tests {
+        Some(t) if t.contains("numeric_grad(") => Ok(()),
+        _ => Err("defines a backward pass but no test checks it with numeric_grad"),
+    }
 }
 
 fn rel(root: &Path, p: &Path) -> String {
@@ -218,6 +243,22 @@ mod tests {
             problems.len(),
             problems.join("\n")
         );
+    }
+
+    #[test]
+    fn backward_passes_need_a_gradient_check() {
+        assert!(gradient_checked("//! Glue.\npub fn forward() {}").is_ok());
+        let layer = "//! A layer.\npub fn backward() {}\n";
+        assert!(gradient_checked("//! A net.\nfn backward_logits() {}").is_ok());
+        assert!(gradient_checked(layer).is_err());
+        let by_hand = format!("{layer}#[cfg(test)]\nmod tests {{ fn t() {{ by_hand(); }} }}");
+        assert!(gradient_checked(&by_hand).is_err());
+        // A call outside the tests does not count.
+        let outside = format!("{layer}fn numeric_grad() {{}}\n#[cfg(test)]\nmod tests {{}}");
+        assert!(gradient_checked(&outside).is_err());
+        let checked =
+            format!("{layer}#[cfg(test)]\nmod tests {{ fn t() {{ numeric_grad(f, &x, &r); }} }}");
+        assert!(gradient_checked(&checked).is_ok());
     }
 
     #[test]

@@ -412,7 +412,7 @@ impl<T: Elem> Snapshot<'_, T> {
     /// If the slices do not fit the plan, or serialisation fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CliError> {
         let param_len = self.plan.param_len();
-        if self.params.len() != param_len || self.opt_state.len() % param_len.max(1) != 0 {
+        if self.params.len() != param_len || !self.opt_state.len().is_multiple_of(param_len.max(1)) {
             return Err(CliError(format!(
                 "checkpoint: {} parameters and {} state values do not fit a network of {param_len} parameters",
                 self.params.len(),

@@ -21,7 +21,7 @@
 //! - `gemm`: the pure-Rust `gemm` crate (faer's kernels); the binary's default backend unless `blas`.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 //!
-//! MSRV: Rust 1.85 (edition 2024).
+//! MSRV: Rust 1.89 (see `Cargo.toml`).
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;

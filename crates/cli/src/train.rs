@@ -567,7 +567,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
         let own_final = match &inline {
-            None if iters.saturating_sub(1) % iter_per_epoch != 0 => Some(
+            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => Some(
                 Evaluator::<T>::new(sizes, config.activation, 1)?.accuracy(mm, net.params(), test),
             ),
             _ => None,

@@ -1,38 +1,10 @@
 //! The `manabi` binary end to end on the real MNIST files (`$MANABI_DATA`), kept short.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn data_dir() -> PathBuf {
-    match std::env::var_os("MANABI_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            panic!("MANABI_DATA must point at the MNIST files for the CLI tests (.ci/run sets it)")
-        }
-    }
-}
-
-fn manabi(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_manabi"))
-        .args(args)
-        .env("MANABI_DATA", data_dir())
-        .output()
-        .expect("the manabi binary runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("manabi-cli-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{run as manabi, scratch, text};
+use std::path::Path;
+use std::process::Output;
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     let out = out.to_str().expect("utf-8 path");

@@ -87,7 +87,7 @@ fn killed_runs_resume_to_byte_identical_weights() {
         "the run finished before the kill (checkpoint at {first}): nothing was interrupted"
     );
     let at = checkpoint::load(&killed).expect("the checkpoint survives SIGKILL");
-    assert!(at.progress.iteration % 200 == 0 && at.progress.iteration < 1200);
+    assert!(at.progress.iteration.is_multiple_of(200) && at.progress.iteration < 1200);
 
     // Second kill, of the resumed run, if it writes another checkpoint before it ends.
     let mut child = spawn(&["train", "--resume", s(&killed)]);

@@ -4,58 +4,16 @@ mod common;
 
 use common::{checkpoint_bytes, model_bytes, raw_safetensors};
 use manabi_cli::{checkpoint, model};
+use manabi_testkit::{TrackingAllocator, measure};
 use proptest::prelude::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-thread_local! {
-    /// The largest single allocation or reallocation requested on this thread since the last reset.
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Forwards to the system allocator, remembering the largest request per thread.
-struct Measuring;
-
-fn record(size: usize) {
-    // `try_with`: the thread-local may already be gone while a thread shuts down.
-    let _ = PEAK.try_with(|p| {
-        if size > p.get() {
-            p.set(size);
-        }
-    });
-}
-
-// SAFETY: each method passes its arguments to `System` untouched and returns its result.
-unsafe impl GlobalAlloc for Measuring {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which is System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
-        // SAFETY: `ptr` and `layout` come from this allocator, i.e. from System.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Measuring = Measuring;
+static ALLOC: TrackingAllocator = TrackingAllocator;
 
 /// `f`'s result and the largest allocation it made on this thread.
 fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    PEAK.with(|p| p.set(0));
-    let out = f();
-    (out, PEAK.with(Cell::get))
+    let (out, seen) = measure(f);
+    (out, seen.largest)
 }
 
 /// What parsing `len` input bytes may allocate at once: the f64 copy of F32 data (2× its

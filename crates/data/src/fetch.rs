@@ -119,11 +119,11 @@ pub fn fetch_with_agent(
         source,
     })?;
     for f in &MNIST_FILES {
-        if let Some(path) = locate(dir, f.name) {
-            if read_checked(&path, Some(f.sha256)).is_ok() {
-                progress(FetchEvent::Present { path: &path });
-                continue;
-            }
+        if let Some(path) = locate(dir, f.name)
+            && read_checked(&path, Some(f.sha256)).is_ok()
+        {
+            progress(FetchEvent::Present { path: &path });
+            continue;
         }
         fetch_one(dir, f, mirrors, agent, progress)?;
     }

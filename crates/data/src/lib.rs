@@ -45,7 +45,7 @@
 //! # Features
 //! None: this crate needs `std` (files, network).
 //!
-//! MSRV: Rust 1.85 (edition 2024).
+//! MSRV: Rust 1.89 (see `Cargo.toml`).
 #![forbid(unsafe_code)]
 
 pub mod batch;

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
 use std::io::Write;
 
@@ -11,49 +9,15 @@ use common::{TempDir, idx_bytes};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use manabi_data::{DataError, IdxError, read_idx};
-
-thread_local! {
-    /// The largest single allocation (or reallocation target) on this thread.
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-// SAFETY: every call forwards to `System` unchanged; we only record sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use manabi_testkit::{TrackingAllocator, measure};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: TrackingAllocator = TrackingAllocator;
 
 /// Runs `f` and returns its result with the largest allocation it made on this thread.
 fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
+    let (out, seen) = measure(f);
+    (out, seen.largest)
 }
 
 const MB: usize = 1 << 20;

@@ -7,61 +7,22 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
 
 use common::{TempDir, gzip, idx_bytes};
 use manabi_data::{Idx, parse_idx, read_idx};
+use manabi_testkit::{TrackingAllocator, measure};
 use proptest::prelude::*;
 
-thread_local! {
-    /// The largest allocation or reallocation requested on this thread since the last reset.
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The system allocator, remembering the largest request per thread.
-struct Measuring;
-
-fn record(size: usize) {
-    // `try_with`: the thread-local may already be gone while a thread shuts down.
-    let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
-}
-
-// SAFETY: every method hands its arguments to `System` unchanged and returns its result.
-unsafe impl GlobalAlloc for Measuring {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: the caller keeps `GlobalAlloc::alloc`'s contract, which is System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
-        // SAFETY: `ptr` and `layout` come from this allocator, that is from System.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Measuring = Measuring;
+static ALLOC: TrackingAllocator = TrackingAllocator;
 
 /// Reads `bytes` as an IDX file; returns the result and the largest allocation made.
 fn read(dir: &TempDir, bytes: &[u8]) -> (Option<Idx>, usize) {
     let path = dir.path().join("f");
     fs::write(&path, bytes).unwrap();
-    PEAK.with(|p| p.set(0));
-    let idx = read_idx(&path).ok();
-    let largest = PEAK.with(Cell::get);
-    (idx, largest)
+    let (idx, seen) = measure(|| read_idx(&path).ok());
+    (idx, seen.largest)
 }
 
 /// Fixed buffers the reader may allocate whatever the input: the 64 KiB read buffer (the

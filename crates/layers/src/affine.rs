@@ -158,8 +158,8 @@ fn bias_grad<T: Real>(dy: &[T], db: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, numeric_grad, probe};
     use manabi_matmul::Naive;
+    use manabi_testkit::{assert_close, numeric_grad, probe};
 
     #[test]
     fn forward_by_hand() {

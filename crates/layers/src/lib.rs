@@ -52,8 +52,6 @@ mod mlp;
 mod relu;
 mod sigmoid;
 mod softmax_loss;
-#[cfg(test)]
-mod testutil;
 
 pub use affine::Affine;
 pub use gradcheck::{GradCheck, REL_FLOOR, TensorDiff, default_step, gradcheck};

@@ -49,7 +49,7 @@ impl Relu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, numeric_grad, probe};
+    use manabi_testkit::{assert_close, numeric_grad, probe};
 
     #[test]
     fn forward_and_mask_by_hand() {

@@ -57,7 +57,7 @@ impl Sigmoid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, numeric_grad, probe};
+    use manabi_testkit::{assert_close, numeric_grad, probe};
 
     #[test]
     fn forward_by_hand_and_no_overflow() {

@@ -107,7 +107,7 @@ impl SoftmaxWithLoss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::assert_close;
+    use manabi_testkit::{assert_close, numeric_grad};
 
     #[test]
     fn forward_by_hand() {
@@ -133,22 +133,16 @@ mod tests {
         l.forward(&x, Target::Labels(&labels), &mut y);
         let mut dx = [f64::NAN; 12];
         l.backward(&y, Target::Labels(&labels), &mut dx);
-        let h = 1e-6;
-        let mut xh = x;
-        let mut scratch = [0.0; 12];
-        for i in 0..12 {
-            xh[i] = x[i] + h;
-            let up = l.forward(&xh, Target::Labels(&labels), &mut scratch);
-            xh[i] = x[i] - h;
-            let down = l.forward(&xh, Target::Labels(&labels), &mut scratch);
-            xh[i] = x[i];
-            let numeric = (up - down) / (2.0 * h);
-            assert!(
-                (dx[i] - numeric).abs() < 1e-9,
-                "element {i}: {} vs {numeric}",
-                dx[i]
-            );
-        }
+        // The loss is a scalar: the probe is r = [1], so the numerical gradient is dL/dx.
+        let numeric = numeric_grad(
+            |x, loss| {
+                let mut probs = [0.0; 12];
+                loss[0] = l.forward(x, Target::Labels(&labels), &mut probs);
+            },
+            &x,
+            &[1.0],
+        );
+        assert_close(&dx, &numeric, 1e-9, 0.0);
         // One-hot targets give the same gradient as the equivalent labels.
         let mut one_hot = [0.0; 12];
         for (row, &k) in labels.iter().enumerate() {

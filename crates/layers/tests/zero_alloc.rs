@@ -4,32 +4,10 @@ use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training}
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Optimizer, Sgd};
 use manabi_tensor::Rng;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use manabi_testkit::{TrackingAllocator, measure};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOC: TrackingAllocator = TrackingAllocator;
 
 fn steps_allocate<O: Optimizer<f32>>(opt: O, fused: bool) -> usize {
     let training = if fused {
@@ -53,19 +31,20 @@ fn steps_allocate<O: Optimizer<f32>>(opt: O, fused: bool) -> usize {
     net.init(Init::Book, &mut rng);
     let x: Vec<f32> = (0..100 * 784).map(|_| rng.uniform()).collect();
     let labels: Vec<usize> = (0..100).map(|_| rng.below(10)).collect();
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    for t in 1..=3 {
-        net.input_mut(100).copy_from_slice(&x);
-        let loss = if fused {
-            net.train_step_fused_sgd(&Naive, 0.1, 100, Target::Labels(&labels))
-        } else {
-            net.train_step(&Naive, &opt, t, 100, Target::Labels(&labels))
-        };
-        assert!(loss.is_finite());
-        let correct = net.correct(&Naive, &x, &labels);
-        assert!(correct <= 100);
-    }
-    ALLOCATIONS.load(Ordering::SeqCst) - before
+    let ((), seen) = measure(|| {
+        for t in 1..=3 {
+            net.input_mut(100).copy_from_slice(&x);
+            let loss = if fused {
+                net.train_step_fused_sgd(&Naive, 0.1, 100, Target::Labels(&labels))
+            } else {
+                net.train_step(&Naive, &opt, t, 100, Target::Labels(&labels))
+            };
+            assert!(loss.is_finite());
+            let correct = net.correct(&Naive, &x, &labels);
+            assert!(correct <= 100);
+        }
+    });
+    seen.count
 }
 
 #[test]

@@ -112,15 +112,7 @@ pub fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
     b
 }
 
-/// The real MNIST directory from `$MANABI_DATA` (the tests fail, never skip, without it).
-pub fn data_dir() -> PathBuf {
-    match std::env::var_os("MANABI_DATA") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            panic!("MANABI_DATA must point at the MNIST files for the CLI tests (.ci/run sets it)")
-        }
-    }
-}
+pub use manabi_testkit::mnist_dir as data_dir;
 
 /// The `manabi` binary with `$MANABI_DATA` set.
 pub fn manabi() -> Command {

@@ -2,48 +2,12 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-/// A scratch directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("manabi-data-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The real MNIST directory from `$MANABI_DATA`. Tests that need it fail (never skip)
-/// when it is unset.
-pub fn mnist_dir() -> PathBuf {
-    match std::env::var_os("MANABI_DATA") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => panic!(
-            "MANABI_DATA is not set: point it at a directory holding the four MNIST \
-             *-ubyte(.gz) files (e.g. MANABI_DATA=/path/to/mnist cargo test -p manabi-data)"
-        ),
-    }
-}
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use manabi_testkit::{TempDir, mnist_dir};
 
 /// IDX bytes with element type 0x08.
 pub fn idx_bytes(dims: &[u32], payload: &[u8]) -> Vec<u8> {
