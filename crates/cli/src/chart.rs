@@ -27,7 +27,7 @@ fn register() -> Result<(), CliError> {
     let mut result = Ok(());
     FONT.call_once(|| {
         if register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_err() {
-            result = Err(CliError(
+            result = Err(CliError::Output(
                 "the embedded chart font could not be loaded".into(),
             ));
         }

@@ -131,7 +131,7 @@ impl RunConfig {
     pub fn slots(&self) -> Result<usize, CliError> {
         AnyOptimizer::<f64>::from_name(&self.optimizer, self.lr)
             .map(|o| o.slots())
-            .map_err(|e| CliError(format!("optimizer {:?}: {e}", self.optimizer)))
+            .map_err(|e| CliError::BadFile(format!("optimizer {:?}: {e}", self.optimizer)))
     }
 
     /// Parameters of the network, or `None` if the count overflows.
@@ -164,7 +164,7 @@ impl RunConfig {
         } else {
             return Ok(());
         };
-        Err(CliError(format!(
+        Err(CliError::BadFile(format!(
             "the checkpoint was trained on different data: it has {what}"
         )))
     }
@@ -204,13 +204,13 @@ impl RunConfig {
     fn from_fields(f: &BTreeMap<String, String>, name: &str) -> Result<Self, CliError> {
         let get = |key: &str| {
             f.get(key).map(String::as_str).ok_or_else(|| {
-                CliError(format!(
+                CliError::BadFile(format!(
                     "{name}: the checkpoint's configuration has no {key:?}"
                 ))
             })
         };
         let bad = |key: &str, value: &str, why: &str| {
-            CliError(format!(
+            CliError::BadFile(format!(
                 "{name}: configuration {key}={value:?} is invalid: {why}"
             ))
         };
@@ -235,7 +235,7 @@ impl RunConfig {
         match get("format")? {
             FORMAT => {}
             other => {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: this is a {other:?} file, not a manabi checkpoint"
                 )));
             }
@@ -243,7 +243,7 @@ impl RunConfig {
         match get("version")? {
             VERSION => {}
             other => {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: checkpoint version {other:?} is not supported (this manabi reads {VERSION})"
                 )));
             }
@@ -412,8 +412,9 @@ impl<T: Elem> Snapshot<'_, T> {
     /// If the slices do not fit the plan, or serialisation fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CliError> {
         let param_len = self.plan.param_len();
-        if self.params.len() != param_len || !self.opt_state.len().is_multiple_of(param_len.max(1)) {
-            return Err(CliError(format!(
+        if self.params.len() != param_len || !self.opt_state.len().is_multiple_of(param_len.max(1))
+        {
+            return Err(CliError::BadFile(format!(
                 "checkpoint: {} parameters and {} state values do not fit a network of {param_len} parameters",
                 self.params.len(),
                 self.opt_state.len()
@@ -511,12 +512,12 @@ pub fn load(dir: &Path) -> Result<Checkpoint, CliError> {
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "no checkpoint to resume in {}: {shown} does not exist (train with --checkpoint-every N to write one)",
                 dir.display()
             )));
         }
-        Err(e) => return Err(CliError(format!("reading {shown}: {e}"))),
+        Err(e) => return Err(CliError::BadFile(format!("reading {shown}: {e}"))),
     };
     parse(&bytes, &shown)
 }
@@ -531,15 +532,15 @@ fn expect<'a>(
 ) -> Result<&'a [u8], CliError> {
     let t = st
         .tensor(tensor)
-        .map_err(|_| CliError(format!("{name}: tensor {tensor} is missing")))?;
+        .map_err(|_| CliError::BadFile(format!("{name}: tensor {tensor} is missing")))?;
     if t.dtype() != dtype {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor {tensor} has dtype {:?}, expected {dtype:?}",
             t.dtype()
         )));
     }
     if t.shape() != shape {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor {tensor} has shape {:?}, expected {shape:?}",
             t.shape()
         )));
@@ -569,7 +570,7 @@ fn words(data: &[u8]) -> Vec<u64> {
 pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     let (st, fields) = model::open(bytes, name)?;
     if fields.is_empty() {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: not a manabi checkpoint (no \"{}\" metadata)",
             model::META_KEY
         )));
@@ -583,7 +584,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
                 .and_then(|l| l.parse::<usize>().ok())
                 .is_some_and(|l| (1..=layers).contains(&l) && tensor[1..] == l.to_string());
         if !known {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "{name}: unexpected tensor {tensor:?} in a checkpoint of a {}-layer network",
                 layers
             )));
@@ -592,7 +593,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     let chain = model::read_chain(&st, name, layers, Some(&config.sizes))?;
     let dtype = if config.f64 { Dtype::F64 } else { Dtype::F32 };
     if chain.dtype != dtype {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor W1 has dtype {:?}, but the configuration says {}",
             chain.dtype,
             if config.f64 { "f64" } else { "f32" }
@@ -606,26 +607,26 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
         expect(&st, name, "opt_state", dtype, &[slots, param_len])?,
     );
     if let Some(i) = state.iter().position(|v| !v.is_finite()) {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor opt_state holds {} at index {i}",
             state[i]
         )));
     }
     let rng_words = words(expect(&st, name, "rng", Dtype::U64, &[4])?);
     let rng = [rng_words[0], rng_words[1], rng_words[2], rng_words[3]];
-    Rng::from_state(rng).map_err(|e| CliError(format!("{name}: tensor rng: {e}")))?;
+    Rng::from_state(rng).map_err(|e| CliError::BadFile(format!("{name}: tensor rng: {e}")))?;
     let batcher_len = st
         .tensor("batcher")
         .map(|t| t.shape().first().copied().unwrap_or(0))
         .unwrap_or(0);
     let batcher_words = words(expect(&st, name, "batcher", Dtype::U64, &[batcher_len])?);
     let batcher = BatcherState::from_words(&batcher_words)
-        .map_err(|e| CliError(format!("{name}: tensor batcher: {e}")))?;
+        .map_err(|e| CliError::BadFile(format!("{name}: tensor batcher: {e}")))?;
     if batcher.batch != config.batch
         || batcher.len != config.train_len
         || batcher.sampling != config.sampling
     {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor batcher draws {} rows from {} samples ({:?}), but the configuration says {} from {} ({:?})",
             batcher.batch,
             batcher.len,
@@ -636,10 +637,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
         )));
     }
     Batcher::from_state(batcher.clone())
-        .map_err(|e| CliError(format!("{name}: tensor batcher: {e}")))?;
+        .map_err(|e| CliError::BadFile(format!("{name}: tensor batcher: {e}")))?;
     let iteration = words(expect(&st, name, "iteration", Dtype::U64, &[1])?)[0];
     if iteration == 0 || iteration > config.iters {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor iteration is {iteration}, outside 1..={}",
             config.iters
         )));
@@ -650,13 +651,13 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     );
     let (loss_sum, count) = (window[0], window[1]);
     if !loss_sum.is_finite() || !(0.0..=iteration as f64).contains(&count) || count.fract() != 0.0 {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor loss_window holds [{loss_sum}, {count}], not a finite sum and a count up to {iteration}"
         )));
     }
     let elapsed = model::floats(Dtype::F64, expect(&st, name, "elapsed", Dtype::F64, &[1])?)[0];
     if !(elapsed.is_finite() && elapsed >= 0.0) {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: tensor elapsed holds {elapsed}, not a number of seconds"
         )));
     }
@@ -674,7 +675,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
         if !(it >= 1.0 && it <= iteration as f64 && it.fract() == 0.0)
             || row.iter().any(|v| !v.is_finite())
         {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "{name}: tensor metrics row {r} {row:?} is not an evaluation before iteration {iteration}"
             )));
         }

@@ -132,7 +132,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
         worst = worst.max(d.mean_abs);
     }
     if worst > args.tolerance {
-        return Err(CliError(format!(
+        return Err(CliError::GradCheck(format!(
             "gradient check failed: mean |diff| {worst:.3e} exceeds {:.1e}",
             args.tolerance
         )));

@@ -191,7 +191,7 @@ impl<T: Real + Send> Feeder<T> {
     pub fn evaluate(&self, row: MetricRow, params: &[T]) -> Result<(), CliError> {
         self.requests
             .send(Job::Evaluate(row, params.to_vec()))
-            .map_err(|_| CliError("the evaluation thread stopped".into()))
+            .map_err(|_| CliError::Worker("the evaluation thread stopped"))
     }
 
     /// Requests the batches of iterations before `until` that fit in the pipeline, drawing
@@ -209,7 +209,7 @@ impl<T: Real + Send> Feeder<T> {
             b.rows = batcher.next_indices(rng, &mut b.indices);
             self.requests
                 .send(Job::Gather(b))
-                .map_err(|_| CliError("the batch thread stopped".into()))?;
+                .map_err(|_| CliError::Worker("the batch thread stopped"))?;
             self.in_flight += 1;
             self.next += 1;
         }
@@ -223,12 +223,12 @@ impl<T: Real + Send> Feeder<T> {
     /// If nothing was requested, or the gathering thread stopped.
     pub fn take(&mut self) -> Result<Batch<T>, CliError> {
         if self.in_flight == 0 {
-            return Err(CliError("no batch was requested".into()));
+            return Err(CliError::Worker("no batch was requested"));
         }
         let b = self
             .ready
             .recv()
-            .map_err(|_| CliError("the batch thread stopped".into()))?;
+            .map_err(|_| CliError::Worker("the batch thread stopped"))?;
         self.in_flight -= 1;
         Ok(b)
     }

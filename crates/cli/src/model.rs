@@ -143,14 +143,14 @@ impl Model {
     pub fn check_data(&self, name: &str, features: usize, classes: usize) -> Result<(), CliError> {
         let (d_in, layers) = (self.sizes[0], self.sizes.len() - 1);
         if d_in != features {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "{name}: tensor W1 has shape [{d_in}, {}], but the data has {features} input features",
                 self.sizes[1]
             )));
         }
         let outputs = self.sizes[layers];
         if outputs < classes {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "{name}: tensor W{layers} has shape [{}, {outputs}] ({outputs} outputs), but the data has {classes} classes",
                 self.sizes[layers - 1]
             )));
@@ -182,25 +182,29 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
     if let Some(format) = fields.get("format")
         && format != FORMAT
     {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: this is a {format:?} file, not weights written by manabi train"
         )));
     }
     let activation = match fields.get("activation").map(String::as_str) {
         Some("relu") | None => Activation::Relu,
         Some("sigmoid") => Activation::Sigmoid,
-        Some(other) => return Err(CliError(format!("{name}: unknown activation {other:?}"))),
+        Some(other) => {
+            return Err(CliError::BadFile(format!(
+                "{name}: unknown activation {other:?}"
+            )));
+        }
     };
     let layers = (1..)
         .take_while(|l| st.tensor(&format!("W{l}")).is_ok())
         .count();
     if layers == 0 {
-        return Err(CliError(format!("{name}: no tensor named W1")));
+        return Err(CliError::BadFile(format!("{name}: no tensor named W1")));
     }
     if st.len() != 2 * layers {
         let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
         names.sort();
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: expected tensors W1..W{layers} and b1..b{layers}, found {names:?}"
         )));
     }
@@ -229,10 +233,10 @@ pub(crate) fn open<'a>(
     name: &str,
 ) -> Result<(SafeTensors<'a>, BTreeMap<String, String>), CliError> {
     check_header(bytes, name)?;
-    let (_, meta) =
-        SafeTensors::read_metadata(bytes).context(|| format!("{name}: not a safetensors file"))?;
-    let st =
-        SafeTensors::deserialize(bytes).context(|| format!("{name}: not a safetensors file"))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| CliError::BadFile(format!("{name}: not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| CliError::BadFile(format!("{name}: not a safetensors file: {e}")))?;
     let fields = meta
         .metadata()
         .as_ref()
@@ -262,15 +266,15 @@ pub(crate) fn read_chain(
         for tensor in [format!("W{l}"), format!("b{l}")] {
             let t = st
                 .tensor(&tensor)
-                .map_err(|_| CliError(format!("{name}: tensor {tensor} is missing")))?;
+                .map_err(|_| CliError::BadFile(format!("{name}: tensor {tensor} is missing")))?;
             let d = t.dtype();
             if !matches!(d, Dtype::F32 | Dtype::F64) {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: tensor {tensor} has dtype {d:?}, expected F32 or F64"
                 )));
             }
             if *dtype.get_or_insert(d) != d {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: tensor {tensor} has dtype {d:?}, the tensors before it {:?}",
                     dtype.unwrap_or(d)
                 )));
@@ -284,7 +288,7 @@ pub(crate) fn read_chain(
                     vec![widths[l]]
                 };
                 if shape != want.as_slice() {
-                    return Err(CliError(format!(
+                    return Err(CliError::BadFile(format!(
                         "{name}: tensor {tensor} has shape {shape:?}, but the network {} needs {want:?}",
                         widths
                             .iter()
@@ -308,13 +312,13 @@ pub(crate) fn read_chain(
                 shape.len() == 1 && sizes.last() == Some(&shape[0])
             };
             if !ok || shape.contains(&0) {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: tensor {tensor} has shape {shape:?}, which does not fit the layers before it {sizes:?}"
                 )));
             }
             let values = floats(d, t.data());
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                return Err(CliError(format!(
+                return Err(CliError::BadFile(format!(
                     "{name}: tensor {tensor} holds {} at index {i}",
                     values[i]
                 )));
@@ -371,7 +375,7 @@ pub fn check_header(bytes: &[u8], name: &str) -> Result<(), CliError> {
         .ok()
         .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
     else {
-        return Err(CliError(format!(
+        return Err(CliError::BadFile(format!(
             "{name}: not a safetensors file: its header length {header_len} exceeds the file's {} bytes",
             bytes.len()
         )));
@@ -400,7 +404,7 @@ pub fn check_header(bytes: &[u8], name: &str) -> Result<(), CliError> {
         if let Some(n) = number.take()
             && n > limit
         {
-            return Err(CliError(format!(
+            return Err(CliError::BadFile(format!(
                 "{name}: the header declares a size of {n}, more than the whole file ({} bytes)",
                 bytes.len()
             )));

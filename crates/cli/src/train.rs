@@ -69,7 +69,7 @@ fn prepare_out(out: &Path) -> Result<(), CliError> {
     remove_stale_temporaries(out);
     let probe = out.join(".manabi-write-test");
     model::write_atomic(&probe, &[0u8; 4096]).map_err(|e| {
-        CliError(format!(
+        CliError::Output(format!(
             "output directory {} is not writable: {e}",
             out.display()
         ))
@@ -128,7 +128,7 @@ fn check_space(out: &Path, bytes: u64) -> Result<(), CliError> {
     })();
     let _ = fs::remove_file(&probe);
     result.map_err(|e| {
-        CliError(format!(
+        CliError::Output(format!(
             "output directory {} has no room for the {:.1} MiB this run writes (weights, checkpoint, chart): {e}",
             out.display(),
             bytes as f64 / (1u64 << 20) as f64
@@ -193,7 +193,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<(), CliError> {
     let ckpt = checkpoint::load(dir)?;
     let mut config = ckpt.config.clone();
     let backend = BackendArg::from_str(&config.backend, false).map_err(|_| {
-        CliError(format!(
+        CliError::Usage(format!(
             "the checkpoint was trained with the {:?} backend, which this manabi was built without (see the blas, gemm and matrixmultiply features)",
             config.backend
         ))
@@ -296,7 +296,7 @@ fn drain(
     while *pending > 0 {
         let row = done
             .recv()
-            .map_err(|_| CliError("the evaluation thread stopped".into()))?;
+            .map_err(|_| CliError::Worker("the evaluation thread stopped"))?;
         *pending -= 1;
         record(bar, metrics, row, iter_per_epoch);
     }
@@ -418,7 +418,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             ),
             None => String::new(),
         };
-        CliError(format!(
+        CliError::Diverged(format!(
             "training diverged at iteration {iteration}: {what}; try a smaller --lr{kept}"
         ))
     };

@@ -3,20 +3,26 @@
 mod common;
 
 use common::{PARAMS, SIZES, checkpoint_bytes, config, model_bytes, params, raw_safetensors};
-use manabi_cli::{checkpoint, model};
+use manabi_cli::{CliError, checkpoint, model};
 use proptest::prelude::*;
 
 fn model_err(bytes: &[u8]) -> String {
     match model::parse(bytes, "w.safetensors") {
         Ok(m) => panic!("accepted: sizes {:?}", m.sizes),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            assert!(matches!(e, CliError::BadFile(_)), "{e:?}");
+            e.to_string()
+        }
     }
 }
 
 fn checkpoint_err(bytes: &[u8]) -> String {
     match checkpoint::parse(bytes, "c.safetensors") {
         Ok(c) => panic!("accepted at iteration {}", c.progress.iteration),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            assert!(matches!(e, CliError::BadFile(_)), "{e:?}");
+            e.to_string()
+        }
     }
 }
 
