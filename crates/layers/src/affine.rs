@@ -1,6 +1,6 @@
 //! Fully connected layer `y = x·W + b` and its backward pass.
 
-use manabi_matmul::{Gemm, Mat, MatMut};
+use manabi_matmul::{Csr, Gemm, Mat, MatMut, csr_gemm};
 use manabi_tensor::Real;
 
 /// Fully connected layer, `y = x·W + b`.
@@ -137,10 +137,74 @@ impl Affine {
             T::ONE,
             view_mut(w, self.d_in, self.d_out),
         );
-        for row in dy.chunks_exact(self.d_out) {
-            for (b_j, &g) in b.iter_mut().zip(row) {
-                *b_j -= lr * g;
-            }
+        sgd_bias(lr, dy, b);
+    }
+
+    /// [`Affine::forward`] for a sparse input (`x: [batch, d_in]` as compressed rows): the
+    /// bias pre-fills `y`, then [`csr_gemm`] adds `x·W` over `x`'s nonzeros only. The result
+    /// is bit for bit the dense forward with the `Naive` backend.
+    ///
+    /// # Panics
+    /// If the shapes disagree.
+    pub fn forward_sparse<T: Real>(&self, p: &[T], x: Csr<'_, T>, y: &mut [T]) {
+        let (w, b) = p.split_at(self.d_in * self.d_out);
+        let batch = x.rows();
+        for row in y.chunks_exact_mut(self.d_out) {
+            row.copy_from_slice(b);
+        }
+        csr_gemm(
+            T::ONE,
+            x,
+            view(w, self.d_in, self.d_out),
+            T::ONE,
+            view_mut(y, batch, self.d_out),
+        );
+    }
+
+    /// Backward for a sparse input, always a first layer (nothing consumes its input
+    /// gradient): `dW = xᵀ·dy` from `xt`, the input's transpose (`d_in × batch`, built by
+    /// `CsrBuf::transpose_from`), and `db = Σ_rows dy`. Writes `dp = [dW | db]`.
+    ///
+    /// # Panics
+    /// If the shapes disagree.
+    pub fn backward_sparse<T: Real>(&self, xt: Csr<'_, T>, dy: &[T], dp: &mut [T]) {
+        let batch = xt.cols();
+        let (dw, db) = dp.split_at_mut(self.d_in * self.d_out);
+        csr_gemm(
+            T::ONE,
+            xt,
+            view(dy, batch, self.d_out),
+            T::ZERO,
+            view_mut(dw, self.d_in, self.d_out),
+        );
+        bias_grad(dy, db);
+    }
+
+    /// [`Affine::backward_sparse`] fused with a plain SGD step, as [`Affine::backward_sgd`]:
+    /// `W ← W − lr·xᵀ·dy` (α = −lr, β = 1, rows of `W` whose input is zero in the whole batch
+    /// are not touched) and `b ← b − lr·Σ dy`.
+    ///
+    /// # Panics
+    /// If the shapes disagree.
+    pub fn backward_sgd_sparse<T: Real>(&self, lr: T, p: &mut [T], xt: Csr<'_, T>, dy: &[T]) {
+        let batch = xt.cols();
+        let (w, b) = p.split_at_mut(self.d_in * self.d_out);
+        csr_gemm(
+            -lr,
+            xt,
+            view(dy, batch, self.d_out),
+            T::ONE,
+            view_mut(w, self.d_in, self.d_out),
+        );
+        sgd_bias(lr, dy, b);
+    }
+}
+
+/// `b ← b − lr·Σ_rows dy`.
+fn sgd_bias<T: Real>(lr: T, dy: &[T], b: &mut [T]) {
+    for row in dy.chunks_exact(b.len()) {
+        for (b_j, &g) in b.iter_mut().zip(row) {
+            *b_j -= lr * g;
         }
     }
 }
@@ -159,6 +223,7 @@ fn bias_grad<T: Real>(dy: &[T], db: &mut [T]) {
 mod tests {
     use super::*;
     use manabi_matmul::Naive;
+    use manabi_tensor::CsrBuf;
     use manabi_testkit::{assert_close, numeric_grad, probe};
 
     #[test]
@@ -192,6 +257,46 @@ mod tests {
             1e-8,
             1e-6,
         );
+    }
+
+    /// `x` (4 rows of 3, with zeros) as compressed rows and its transpose.
+    fn sparse_x(x: &[f64]) -> (CsrBuf<f64>, CsrBuf<f64>) {
+        let mut rows = CsrBuf::new(4, 3).unwrap();
+        for r in x.chunks(3) {
+            rows.push_dense_row(r);
+        }
+        let mut cols = CsrBuf::new(3, 4).unwrap();
+        cols.transpose_from(rows.view());
+        (rows, cols)
+    }
+
+    #[test]
+    fn sparse_input_grads_match_finite_differences_and_the_dense_pass() {
+        let l = Affine { d_in: 3, d_out: 2 };
+        let x = [0.5, 0.0, 2.0, 0.0, 0.0, 0.0, 1.5, 0.25, 0.0, 0.0, -1.0, 0.0];
+        let p = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.05, -0.05];
+        let (rows, cols) = sparse_x(&x);
+        let r = probe(8, 5);
+        let mut dp = [f64::NAN; 8];
+        l.backward_sparse(cols.view(), &r, &mut dp);
+        assert_close(
+            &dp,
+            &numeric_grad(|p, y| l.forward_sparse(p, rows.view(), y), &p, &r),
+            1e-8,
+            1e-6,
+        );
+        // Bit for bit the dense pass with the Naive backend, forward and backward.
+        let (mut y_dense, mut y_sparse) = ([0.0; 8], [f64::NAN; 8]);
+        l.forward(&Naive, &p, &x, &mut y_dense);
+        l.forward_sparse(&p, rows.view(), &mut y_sparse);
+        assert_eq!(y_dense, y_sparse);
+        let mut dp_dense = [0.0; 8];
+        l.backward(&Naive, &p, &x, &r, None, &mut dp_dense);
+        assert_eq!(dp_dense, dp);
+        let (mut fused_dense, mut fused_sparse) = (p, p);
+        l.backward_sgd(&Naive, 0.25, &mut fused_dense, &x, &r, None);
+        l.backward_sgd_sparse(0.25, &mut fused_sparse, cols.view(), &r);
+        assert_eq!(fused_dense, fused_sparse);
     }
 
     #[test]

@@ -56,7 +56,8 @@ mod softmax_loss;
 pub use affine::Affine;
 pub use gradcheck::{GradCheck, REL_FLOOR, TensorDiff, default_step, gradcheck};
 pub use mlp::{
-    Activation, Init, MAX_LAYERS, Mlp, MlpConfig, MlpPlan, TensorInfo, Training, argmax,
+    Activation, Init, MAX_LAYERS, Mlp, MlpConfig, MlpPlan, SparseBatch, TensorInfo, Training,
+    argmax,
 };
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;

@@ -1,7 +1,7 @@
 //! A multi-layer perceptron planned into one arena: the book's `TwoLayerNet`, any depth.
 
 use crate::{Affine, Relu, Sigmoid, SoftmaxWithLoss, Target};
-use manabi_matmul::Gemm;
+use manabi_matmul::{Csr, Gemm};
 use manabi_optim::Optimizer;
 use manabi_tensor::{Error, Real, Result, Rng, Span, disjoint_mut};
 
@@ -387,6 +387,57 @@ impl TensorInfo {
     }
 }
 
+/// A minibatch as compressed sparse rows, with its transpose for the first layer's weight
+/// gradient: for inputs that are mostly zero, like MNIST's pixels (81 %), the first layer
+/// then reads only the nonzeros ([`Mlp::train_step_sparse`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SparseBatch<'a, T> {
+    x: Csr<'a, T>,
+    xt: Csr<'a, T>,
+}
+
+impl<'a, T: Copy> SparseBatch<'a, T> {
+    /// The batch `x` (`rows × d_in`) and its transpose `xt` (`d_in × rows`, built by
+    /// `CsrBuf::transpose_from`; a different matrix gives a wrong gradient, never undefined
+    /// behaviour).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `xt` does not have `x`'s transposed shape and nonzero count.
+    pub fn new(x: Csr<'a, T>, xt: Csr<'a, T>) -> Result<Self> {
+        for (expected, got) in [
+            (x.rows(), xt.cols()),
+            (x.cols(), xt.rows()),
+            (x.nnz(), xt.nnz()),
+        ] {
+            if expected != got {
+                return Err(Error::ShapeMismatch { expected, got });
+            }
+        }
+        Ok(Self { x, xt })
+    }
+
+    /// The rows.
+    pub fn x(&self) -> Csr<'a, T> {
+        self.x
+    }
+
+    /// Their transpose.
+    pub fn xt(&self) -> Csr<'a, T> {
+        self.xt
+    }
+}
+
+/// Where the first layer's input comes from.
+#[derive(Clone, Copy)]
+enum Input<'x, T> {
+    /// The arena's input rows.
+    Arena,
+    /// Caller-held dense rows.
+    Dense(&'x [T]),
+    /// Caller-held sparse rows, with their transpose when training.
+    Sparse(Csr<'x, T>, Option<Csr<'x, T>>),
+}
+
 /// A multi-layer perceptron living in one caller-owned buffer.
 ///
 /// The book's `TwoLayerNet` maps onto it: [`Mlp::predict`], [`Mlp::loss`],
@@ -485,7 +536,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             "{rows} rows exceed the planned {}",
             self.plan.rows
         );
-        self.forward_from(mm, None, rows)
+        self.forward_from(mm, Input::Arena, rows)
     }
 
     /// Forward pass over caller-held rows `x` (`rows × d_in`, e.g. a slice of a test set)
@@ -501,19 +552,41 @@ impl<'a, T: Real> Mlp<'a, T> {
             "predict: {} inputs for width {d_in}",
             x.len()
         );
-        self.forward_from(mm, Some(x), rows)
+        self.forward_from(mm, Input::Dense(x), rows)
     }
 
-    /// The forward pass; the first layer reads `external` if given, else the arena's input.
-    fn forward_from(&mut self, mm: &impl Gemm<T>, external: Option<&[T]>, rows: usize) -> &[T] {
+    /// [`Mlp::predict`] over sparse rows (`rows × d_in`): the first layer reads only the
+    /// nonzeros. Returns the logits.
+    ///
+    /// # Panics
+    /// If `x` holds more rows than planned or its width is not the input width.
+    pub fn predict_sparse(&mut self, mm: &impl Gemm<T>, x: Csr<'_, T>) -> &[T] {
+        assert!(
+            x.cols() == self.plan.sizes[0] && x.rows() <= self.plan.rows,
+            "predict_sparse: {}×{} rows for width {} and {} planned rows",
+            x.rows(),
+            x.cols(),
+            self.plan.sizes[0],
+            self.plan.rows
+        );
+        self.forward_from(mm, Input::Sparse(x, None), x.rows())
+    }
+
+    /// The forward pass; the first layer reads `input`.
+    fn forward_from(&mut self, mm: &impl Gemm<T>, input: Input<'_, T>, rows: usize) -> &[T] {
         let plan = self.plan;
         for l in 0..plan.layers {
             let (p, y) = (plan.layer_params[l], plan.layer_output(l, rows));
             let affine = plan.affine(l);
-            let y = match (l, external) {
-                (0, Some(x)) => {
+            let y = match (l, input) {
+                (0, Input::Dense(x)) => {
                     let [p, y] = disjoint_mut(self.buf, [p, y]);
                     affine.forward(mm, p, x, y);
+                    y
+                }
+                (0, Input::Sparse(x, _)) => {
+                    let [p, y] = disjoint_mut(self.buf, [p, y]);
+                    affine.forward_sparse(p, x, y);
                     y
                 }
                 _ => {
@@ -545,14 +618,14 @@ impl<'a, T: Real> Mlp<'a, T> {
     /// # Panics
     /// If `rows` exceeds the planned batch or the target has a different number of rows.
     pub fn loss(&mut self, mm: &impl Gemm<T>, rows: usize, target: Target<'_, T>) -> T {
-        self.loss_from(mm, None, rows, target)
+        self.loss_from(mm, Input::Arena, rows, target)
     }
 
-    /// [`Mlp::loss`] over the arena's input rows, or over `external`'s first `rows` rows.
+    /// [`Mlp::loss`] over the first `rows` rows of `input`.
     fn loss_from(
         &mut self,
         mm: &impl Gemm<T>,
-        external: Option<&[T]>,
+        input: Input<'_, T>,
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
@@ -561,8 +634,21 @@ impl<'a, T: Real> Mlp<'a, T> {
             "{rows} rows exceed the planned batch {}",
             self.plan.batch
         );
-        let external = external.map(|x| &x[..rows * self.plan.sizes[0]]);
-        self.forward_from(mm, external, rows);
+        let input = match input {
+            Input::Dense(x) => Input::Dense(&x[..rows * self.plan.sizes[0]]),
+            Input::Sparse(x, _) => {
+                assert!(
+                    x.rows() == rows && x.cols() == self.plan.sizes[0],
+                    "sparse batch of {}×{} for {rows} rows of width {}",
+                    x.rows(),
+                    x.cols(),
+                    self.plan.sizes[0]
+                );
+                input
+            }
+            Input::Arena => input,
+        };
+        self.forward_from(mm, input, rows);
         let c = self.plan.classes();
         let [logits, probs] = disjoint_mut(
             self.buf,
@@ -580,14 +666,14 @@ impl<'a, T: Real> Mlp<'a, T> {
     /// # Panics
     /// If the plan has no gradient buffer ([`Training::Backprop`]), or as [`Mlp::loss`].
     pub fn gradient(&mut self, mm: &impl Gemm<T>, rows: usize, target: Target<'_, T>) -> T {
-        self.gradient_from(mm, None, rows, target)
+        self.gradient_from(mm, Input::Arena, rows, target)
     }
 
-    /// [`Mlp::gradient`] over the arena's input rows, or over `external`'s first `rows` rows.
+    /// [`Mlp::gradient`] over the first `rows` rows of `input`.
     fn gradient_from(
         &mut self,
         mm: &impl Gemm<T>,
-        external: Option<&[T]>,
+        input: Input<'_, T>,
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
@@ -595,7 +681,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             matches!(self.plan.training, Training::Backprop { .. }),
             "gradient() needs a Backprop plan"
         );
-        let loss = self.loss_from(mm, external, rows, target);
+        let loss = self.loss_from(mm, input, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
         for l in (0..plan.layers).rev() {
@@ -607,8 +693,14 @@ impl<'a, T: Real> Mlp<'a, T> {
             );
             if l == 0 {
                 let [p, g, x, dy] = disjoint_mut(self.buf, [p, g, x, dy]);
-                let x = external.map_or(&*x, |e| &e[..rows * plan.sizes[0]]);
-                plan.affine(0).backward(mm, p, x, dy, None, g);
+                let affine = plan.affine(0);
+                match input {
+                    Input::Arena => affine.backward(mm, p, x, dy, None, g),
+                    Input::Dense(e) => {
+                        affine.backward(mm, p, &e[..rows * plan.sizes[0]], dy, None, g)
+                    }
+                    Input::Sparse(_, xt) => affine.backward_sparse(transposed(xt), dy, g),
+                }
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
                 let [p, g, x, dx, dy] = disjoint_mut(self.buf, [p, g, x, dx, dy]);
@@ -677,7 +769,28 @@ impl<'a, T: Real> Mlp<'a, T> {
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
-        let loss = self.gradient_from(mm, Some(x), rows, target);
+        let loss = self.gradient_from(mm, Input::Dense(x), rows, target);
+        self.update(opt, t);
+        loss
+    }
+
+    /// [`Mlp::train_step`] on a sparse batch: the first layer's forward (`x·W₁`) and weight
+    /// gradient (`xᵀ·dy`, from the batch's transpose) read only the nonzeros, a fifth of the
+    /// work for MNIST. Every other product uses `mm`. With the `Naive` backend the step is
+    /// bit for bit the dense one.
+    ///
+    /// # Panics
+    /// As [`Mlp::train_step`], or if the batch's width is not the input width.
+    pub fn train_step_sparse(
+        &mut self,
+        mm: &impl Gemm<T>,
+        opt: &impl Optimizer<T>,
+        t: u64,
+        batch: SparseBatch<'_, T>,
+        target: Target<'_, T>,
+    ) -> T {
+        let rows = batch.x.rows();
+        let loss = self.gradient_from(mm, Input::Sparse(batch.x, Some(batch.xt)), rows, target);
         self.update(opt, t);
         loss
     }
@@ -694,7 +807,7 @@ impl<'a, T: Real> Mlp<'a, T> {
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
-        self.fused_sgd_from(mm, lr, None, rows, target)
+        self.fused_sgd_from(mm, lr, Input::Arena, rows, target)
     }
 
     /// [`Mlp::train_step_fused_sgd`] on the first `rows` rows of `x` instead of the arena's
@@ -710,14 +823,30 @@ impl<'a, T: Real> Mlp<'a, T> {
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
-        self.fused_sgd_from(mm, lr, Some(x), rows, target)
+        self.fused_sgd_from(mm, lr, Input::Dense(x), rows, target)
+    }
+
+    /// [`Mlp::train_step_fused_sgd`] on a sparse batch: the first layer's forward and its
+    /// fused update read only the nonzeros (see [`Mlp::train_step_sparse`]).
+    ///
+    /// # Panics
+    /// As [`Mlp::train_step_fused_sgd`], or if the batch's width is not the input width.
+    pub fn train_step_fused_sgd_sparse(
+        &mut self,
+        mm: &impl Gemm<T>,
+        lr: T,
+        batch: SparseBatch<'_, T>,
+        target: Target<'_, T>,
+    ) -> T {
+        let rows = batch.x.rows();
+        self.fused_sgd_from(mm, lr, Input::Sparse(batch.x, Some(batch.xt)), rows, target)
     }
 
     fn fused_sgd_from(
         &mut self,
         mm: &impl Gemm<T>,
         lr: T,
-        external: Option<&[T]>,
+        input: Input<'_, T>,
         rows: usize,
         target: Target<'_, T>,
     ) -> T {
@@ -725,7 +854,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             !matches!(self.plan.training, Training::Inference),
             "an Inference plan cannot train"
         );
-        let loss = self.loss_from(mm, external, rows, target);
+        let loss = self.loss_from(mm, input, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
         for l in (0..plan.layers).rev() {
@@ -736,8 +865,14 @@ impl<'a, T: Real> Mlp<'a, T> {
             );
             if l == 0 {
                 let [p, x, dy] = disjoint_mut(self.buf, [p, x, dy]);
-                let x = external.map_or(&*x, |e| &e[..rows * plan.sizes[0]]);
-                plan.affine(0).backward_sgd(mm, lr, p, x, dy, None);
+                let affine = plan.affine(0);
+                match input {
+                    Input::Arena => affine.backward_sgd(mm, lr, p, x, dy, None),
+                    Input::Dense(e) => {
+                        affine.backward_sgd(mm, lr, p, &e[..rows * plan.sizes[0]], dy, None);
+                    }
+                    Input::Sparse(_, xt) => affine.backward_sgd_sparse(lr, p, transposed(xt), dy),
+                }
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
                 let [p, x, dx, dy] = disjoint_mut(self.buf, [p, x, dx, dy]);
@@ -807,6 +942,14 @@ impl<'a, T: Real> Mlp<'a, T> {
             self.buf[i] = saved;
             *o = (up - down) / (h + h);
         }
+    }
+}
+
+/// The transpose a sparse training input must carry (the public constructors always give one).
+fn transposed<T>(xt: Option<Csr<'_, T>>) -> Csr<'_, T> {
+    match xt {
+        Some(xt) => xt,
+        None => panic!("a sparse input trains only with its transpose (SparseBatch)"),
     }
 }
 

@@ -1,9 +1,9 @@
-//! A training step with the Naive backend makes no heap allocation (counting global allocator).
+//! A training step with the Naive backend makes no heap allocation, dense or sparse (counting global allocator).
 
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Optimizer, Sgd};
-use manabi_tensor::Rng;
+use manabi_tensor::{CsrBuf, Rng};
 use manabi_testkit::{TrackingAllocator, measure};
 
 #[global_allocator]
@@ -44,7 +44,27 @@ fn steps_allocate<O: Optimizer<f32>>(opt: O, fused: bool) -> usize {
             assert!(correct <= 100);
         }
     });
-    seen.count
+    // The same steps on the batch as compressed rows, refilled in buffers sized once.
+    let mut rows = CsrBuf::new(100, 784).unwrap();
+    let mut cols = CsrBuf::new(784, 100).unwrap();
+    let ((), sparse) = measure(|| {
+        for t in 4..=6 {
+            rows.clear();
+            for r in x.chunks(784) {
+                rows.push_dense_row(r);
+            }
+            cols.transpose_from(rows.view());
+            let batch = SparseBatch::new(rows.view(), cols.view()).unwrap();
+            let loss = if fused {
+                net.train_step_fused_sgd_sparse(&Naive, 0.1, batch, Target::Labels(&labels))
+            } else {
+                net.train_step_sparse(&Naive, &opt, t, batch, Target::Labels(&labels))
+            };
+            assert!(loss.is_finite());
+            assert!(net.predict_sparse(&Naive, rows.view()).len() == 1000);
+        }
+    });
+    seen.count + sparse.count
 }
 
 #[test]

@@ -43,15 +43,18 @@ mod faer;
 #[cfg(feature = "matrixmultiply")]
 mod mm;
 mod naive;
+mod sparse;
 
 #[cfg(feature = "blas")]
 pub use blas::Blas;
 #[cfg(feature = "gemm")]
 pub use faer::FaerGemm;
+pub use manabi_tensor::Csr;
 pub use manabi_tensor::{Mat, MatMut, Real};
 #[cfg(feature = "matrixmultiply")]
 pub use mm::MatrixMultiply;
 pub use naive::Naive;
+pub use sparse::csr_gemm;
 
 /// The preferred backend this build has: `Blas` if `blas`, else `FaerGemm` if `gemm`, else
 /// `MatrixMultiply` if `matrixmultiply`, else [`Naive`].

@@ -5,11 +5,13 @@
 //! - [`Real`]: a sealed trait for `f32` and `f64` whose maths comes from `libm`.
 //! - [`Mat`] / [`MatMut`]: row-major views over slices with a free transpose.
 //! - [`Rng`]: a seeded xoshiro256++ generator (no global state).
+//! - [`Csr`]: a sparse matrix's nonzeros by row (an MNIST image is 81 % zeros); `CsrBuf`
+//!   (with `alloc`) builds one without allocating per use.
 //! - [`Planner`], [`Span`], [`Arena`]: plan memory once, run with one caller-owned buffer.
 //! - [`Error`]: the crate's one error type.
 //!
 //! # Features
-//! - `alloc`: helpers that own a heap buffer ([`Arena::alloc_vec`]).
+//! - `alloc`: helpers that own a heap buffer ([`Arena::alloc_vec`], `CsrBuf`).
 //! - `std` (default): implies `alloc`.
 //!
 //! MSRV: Rust 1.85 (edition 2024).
@@ -24,12 +26,16 @@ mod mat;
 mod plan;
 mod real;
 mod rng;
+mod sparse;
 
 pub use error::Error;
 pub use mat::{Mat, MatMut};
 pub use plan::{Arena, Planner, Span, disjoint_mut, read_write, write_read};
 pub use real::Real;
 pub use rng::Rng;
+pub use sparse::Csr;
+#[cfg(feature = "alloc")]
+pub use sparse::CsrBuf;
 
 /// The crate's result type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -1,0 +1,119 @@
+//! Sparse × dense products `C = α·A·B + β·C`, `A` in compressed sparse rows: the first layer on mostly-zero inputs.
+#![allow(unsafe_code)]
+
+use crate::{Mat, MatMut, Real, scale};
+use manabi_tensor::Csr;
+
+/// `C = α·A·B + β·C` for a sparse `A` (`m × k`, [`Csr`]), a dense `B` (`k × n`, not a
+/// transposed view) and `C` (`m × n`).
+///
+/// Each row of `C` is built as [`Naive`](crate::Naive) builds it (`C[i,·] += (α·A[i,p])·B[p,·]`
+/// for `p` in increasing order) with the zero terms left out, so the result is bit for bit
+/// `Naive`'s on the dense `A`, whatever the instruction set, as long as `B` is finite (a zero
+/// times an infinite or NaN `B[p, j]` is NaN in the dense product and absent here) and up to
+/// the sign of a zero sum. Four nonzeros are taken per pass over the row, so `C` is loaded
+/// and stored once per four.
+///
+/// With `std` on x86-64 the same loop is compiled for AVX-512F and for AVX2 and picked at run
+/// time; otherwise it is the portable build.
+///
+/// # Contract
+/// As [`Gemm::gemm`](crate::Gemm::gemm): `β = 0` makes `C` write-only; `k = 0` or `α = 0`
+/// gives `C = β·C`.
+///
+/// # Panics
+/// If the shapes disagree or `B` is a transposed view (caller bugs).
+pub fn csr_gemm<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert!(
+        b.rows() == k && c.rows() == m && c.cols() == n && !b.is_transposed(),
+        "csr_gemm shapes disagree: ({m}×{k} sparse)·({}×{n}{}) into {}×{}",
+        b.rows(),
+        if b.is_transposed() {
+            ", transposed"
+        } else {
+            ""
+        },
+        c.rows(),
+        c.cols()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == T::ZERO {
+        scale(beta, &mut c);
+        return;
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, the only feature the function is compiled for.
+            unsafe { rows_avx512(alpha, a, b, beta, &mut c) };
+            return;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
+            unsafe { rows_avx2(alpha, a, b, beta, &mut c) };
+            return;
+        }
+    }
+    rows(alpha, a, b, beta, &mut c);
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512<T: Real>(
+    alpha: T,
+    a: Csr<'_, T>,
+    b: Mat<'_, T>,
+    beta: T,
+    c: &mut MatMut<'_, T>,
+) {
+    rows(alpha, a, b, beta, c);
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2<T: Real>(
+    alpha: T,
+    a: Csr<'_, T>,
+    b: Mat<'_, T>,
+    beta: T,
+    c: &mut MatMut<'_, T>,
+) {
+    rows(alpha, a, b, beta, c);
+}
+
+/// The loop itself; inlined into each instruction-set variant, which the compiler vectorises
+/// along the rows of `B` and `C`.
+#[inline(always)]
+fn rows<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, c: &mut MatMut<'_, T>) {
+    let n = b.cols();
+    let (b_data, ldb) = (b.data(), b.row_stride());
+    let b_row = |p: u32| &b_data[p as usize * ldb..][..n];
+    for i in 0..a.rows() {
+        let c_row = &mut c.row_mut(i)[..n];
+        if beta == T::ZERO {
+            c_row.fill(T::ZERO);
+        } else if beta != T::ONE {
+            c_row.iter_mut().for_each(|v| *v *= beta);
+        }
+        let (cols, vals) = a.row(i);
+        let mut quads = cols.chunks_exact(4).zip(vals.chunks_exact(4));
+        for (p, v) in quads.by_ref() {
+            let (v0, v1, v2, v3) = (alpha * v[0], alpha * v[1], alpha * v[2], alpha * v[3]);
+            let (b0, b1, b2, b3) = (b_row(p[0]), b_row(p[1]), b_row(p[2]), b_row(p[3]));
+            for j in 0..n {
+                // Naive's order: one term at a time, left to right.
+                c_row[j] = (((c_row[j] + v0 * b0[j]) + v1 * b1[j]) + v2 * b2[j]) + v3 * b3[j];
+            }
+        }
+        let done = cols.len() / 4 * 4;
+        for (&p, &v) in cols[done..].iter().zip(&vals[done..]) {
+            let v = alpha * v;
+            for (c_ij, &b_pj) in c_row.iter_mut().zip(b_row(p)) {
+                *c_ij += v * b_pj;
+            }
+        }
+    }
+}
