@@ -4,7 +4,7 @@
 //! largest batch) and the random generator, so one seeded [`Rng`] drives a whole run and
 //! its state can be saved with the [`BatcherState`].
 
-use manabi_tensor::{Real, Rng};
+use manabi_tensor::{CsrBuf, Real, Rng};
 
 use crate::{DataError, Dataset};
 
@@ -343,6 +343,33 @@ pub fn gather<T: Real>(data: &Dataset, indices: &[usize], x: &mut [T], labels: &
             data.prefetch_sample(next);
         }
         data.copy_sample(i, row);
+        *label = data.labels()[i];
+    }
+}
+
+/// [`gather`] into compressed rows: samples `indices` of `data` become the rows of `x` (only
+/// their nonzeros, with the values [`gather`] writes), their labels go to `labels`. `x` is
+/// cleared first; nothing is allocated once `x` was made for `indices.len()` rows.
+///
+/// # Panics
+/// If an index is `>= data.len()`, `x` is too small or not `features` wide, or `labels` is
+/// too short.
+pub fn gather_sparse<T: Real>(
+    data: &Dataset,
+    indices: &[usize],
+    x: &mut CsrBuf<T>,
+    labels: &mut [usize],
+) {
+    let table = data.value_table();
+    x.clear();
+    for &i in indices.iter().take(PREFETCH_AHEAD) {
+        data.prefetch_sample(i);
+    }
+    for (r, (label, &i)) in labels[..indices.len()].iter_mut().zip(indices).enumerate() {
+        if let Some(&next) = indices.get(r + PREFETCH_AHEAD) {
+            data.prefetch_sample(next);
+        }
+        data.push_sparse_sample(i, &table, x);
         *label = data.labels()[i];
     }
 }

@@ -4,7 +4,7 @@ use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use manabi_tensor::Real;
+use manabi_tensor::{CsrBuf, Real};
 
 use crate::DataError;
 use crate::idx::{Idx, read_idx_digest};
@@ -89,6 +89,35 @@ enum Samples {
 #[inline]
 fn byte_value(b: u8) -> f32 {
     f32::from(b) / 255.0
+}
+
+/// `byte_value` for every byte, as `T`: a table built once per batch or chunk, so that each
+/// nonzero pixel costs a load instead of a division.
+fn byte_values<T: Real>() -> [T; 256] {
+    core::array::from_fn(|b| T::from_f32(byte_value(b as u8)))
+}
+
+/// Appends `row`'s nonzero bytes to `out` as one row of values `table[b]`. Eight-byte words
+/// that are all zero (most of an MNIST image's border) are skipped whole.
+fn push_nonzero_bytes<T: Real>(row: &[u8], table: &[T; 256], out: &mut CsrBuf<T>) {
+    let mut words = row.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        if word.iter().fold(0, |acc, &b| acc | b) != 0 {
+            for (j, &b) in word.iter().enumerate() {
+                if b != 0 {
+                    out.push(at + j, table[usize::from(b)]);
+                }
+            }
+        }
+        at += 8;
+    }
+    for (j, &b) in words.remainder().iter().enumerate() {
+        if b != 0 {
+            out.push(at + j, table[usize::from(b)]);
+        }
+    }
+    out.end_row();
 }
 
 /// Issues a prefetch for every 64-byte cache line `data` touches (x86-64; elsewhere nothing).
@@ -257,6 +286,61 @@ impl Dataset {
         );
         // Bounds: `convert` slices the storage, so `i >= len()` panics there.
         self.convert(i * self.features, out);
+    }
+
+    /// Appends sample `i` to `out` as one compressed row: the positions and values (as `T`,
+    /// exactly those [`Dataset::copy_sample`] writes) of its nonzeros. `table` is
+    /// [`Dataset::value_table`]'s.
+    ///
+    /// # Panics
+    /// If `i >= len()`, `out` is not `features()` wide or is full.
+    pub fn push_sparse_sample<T: Real>(&self, i: usize, table: &[T; 256], out: &mut CsrBuf<T>) {
+        assert_eq!(out.cols(), self.features, "sparse rows of the wrong width");
+        let (from, to) = (i * self.features, (i + 1) * self.features);
+        match &self.samples {
+            Samples::Bytes(b) => push_nonzero_bytes(&b[from..to], table, out),
+            Samples::Values(v) => {
+                for (j, &x) in v[from..to].iter().enumerate() {
+                    if x != 0.0 {
+                        out.push(j, T::from_f32(x));
+                    }
+                }
+                out.end_row();
+            }
+        }
+    }
+
+    /// The value of each byte as `T` (`b / 255`), for [`Dataset::push_sparse_sample`]; any
+    /// table works for a data set built from values.
+    pub fn value_table<T: Real>(&self) -> [T; 256] {
+        byte_values()
+    }
+
+    /// Replaces `out`'s rows with samples `first ..` as compressed rows, as many as `out` has
+    /// room for (fewer at the end of the set); returns how many. The sparse twin of
+    /// [`Dataset::copy_rows`].
+    ///
+    /// # Panics
+    /// If `first > len()` or `out` is not `features()` wide.
+    pub fn sparse_rows<T: Real>(&self, first: usize, out: &mut CsrBuf<T>) -> usize {
+        assert!(first <= self.len, "sample {first} of {}", self.len);
+        let rows = out.max_rows().min(self.len - first);
+        let table = self.value_table();
+        out.clear();
+        for i in first..first + rows {
+            self.push_sparse_sample(i, &table, out);
+        }
+        rows
+    }
+
+    /// The fraction of the stored values that are zero (0.81 for MNIST's training images):
+    /// what decides whether the first layer should read the data as sparse rows.
+    pub fn zero_fraction(&self) -> f64 {
+        let (zeros, all) = match &self.samples {
+            Samples::Bytes(b) => (b.iter().filter(|&&x| x == 0).count(), b.len()),
+            Samples::Values(v) => (v.iter().filter(|&&x| x == 0.0).count(), v.len()),
+        };
+        zeros as f64 / all.max(1) as f64
     }
 
     /// Asks the CPU to start loading sample `i` into its caches, so that a copy a little

@@ -1,7 +1,7 @@
 //! Batching: seeded determinism, the book's sampling with replacement, and checkpoint/restore.
 
-use manabi_data::{Batcher, BatcherState, Dataset, Sampling, gather};
-use manabi_tensor::Rng;
+use manabi_data::{Batcher, BatcherState, Dataset, Sampling, gather, gather_sparse};
+use manabi_tensor::{CsrBuf, Rng};
 
 /// `n` samples of 3 features; sample `i` is `[i, i + 0.25, i + 0.5]`, label `i % 10`.
 fn ramp(n: usize) -> Dataset {
@@ -147,4 +147,43 @@ fn next_indices_walks_the_same_path_as_next_batch() {
         }
         assert_eq!(by_index, by_batch, "{sampling:?}: same position afterwards");
     }
+}
+
+#[test]
+fn sparse_gathers_hold_the_dense_values() {
+    // 29 features: three whole eight-byte words and a remainder of five; about 60 % zeros.
+    let (n, f) = (50, 29);
+    let mut rng = Rng::new(8);
+    let bytes: Vec<u8> = (0..n * f)
+        .map(|_| {
+            if rng.below(5) < 3 {
+                0
+            } else {
+                rng.below(256) as u8
+            }
+        })
+        .collect();
+    let labels: Vec<usize> = (0..n).map(|i| i % 7).collect();
+    let from_bytes = Dataset::from_bytes(bytes, vec![f], labels.clone()).unwrap();
+    let from_values = Dataset::new(from_bytes.to_values(), vec![f], labels).unwrap();
+    let indices = [3, 49, 0, 3, 17, 28, 8];
+    for data in [&from_bytes, &from_values] {
+        let (mut x, mut l) = (vec![f64::NAN; 7 * f], vec![usize::MAX; 7]);
+        gather(data, &indices, &mut x, &mut l);
+        let mut rows = CsrBuf::new(7, f).unwrap();
+        let mut ls = vec![usize::MAX; 7];
+        gather_sparse(data, &indices, &mut rows, &mut ls);
+        assert_eq!(ls, l);
+        assert_eq!(rows.view().rows(), 7);
+        let mut back = vec![f64::NAN; 7 * f];
+        rows.view().to_dense(&mut back);
+        assert_eq!(back, x);
+        assert!(rows.view().nnz() < 7 * f * 6 / 10);
+        // A refill replaces the rows.
+        gather_sparse(data, &indices[..2], &mut rows, &mut ls);
+        assert_eq!(rows.view().rows(), 2);
+    }
+    let zeros = from_bytes.zero_fraction();
+    assert!((0.5..0.7).contains(&zeros), "{zeros}");
+    assert_eq!(zeros, from_values.zero_fraction());
 }

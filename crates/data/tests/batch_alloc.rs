@@ -1,7 +1,7 @@
 //! `next_batch` allocates nothing: counted by a global allocator around many batches.
 
-use manabi_data::{Batcher, Dataset, Sampling};
-use manabi_tensor::Rng;
+use manabi_data::{Batcher, Dataset, Sampling, gather_sparse};
+use manabi_tensor::{CsrBuf, Rng};
 use manabi_testkit::{TrackingAllocator, measure};
 
 #[global_allocator]
@@ -27,4 +27,21 @@ fn next_batch_allocates_nothing() {
         assert_eq!(rows, 2500);
         assert_eq!(labels, vec![3; 100]);
     }
+}
+
+#[test]
+fn sparse_gathers_allocate_nothing() {
+    let (n, features) = (1000, 784);
+    let bytes: Vec<u8> = (0..n * features).map(|i| (i % 5 * 60) as u8).collect();
+    let data = Dataset::from_bytes(bytes, vec![28, 28], vec![1; n]).unwrap();
+    let mut rows = CsrBuf::<f32>::new(100, features).unwrap();
+    let mut labels = vec![0usize; 100];
+    let indices: Vec<usize> = (0..100).map(|i| i * 7).collect();
+    let ((), seen) = measure(|| {
+        for _ in 0..5 {
+            gather_sparse(&data, &indices, &mut rows, &mut labels);
+        }
+    });
+    assert_eq!(seen.count, 0);
+    assert_eq!(rows.view().nnz(), 100 * features * 4 / 5);
 }

@@ -188,6 +188,11 @@ impl<T: Real> CsrBuf<T> {
         self.cols
     }
 
+    /// The most rows it holds.
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
     /// Rows finished so far.
     pub fn rows(&self) -> usize {
         self.offsets.len() - 1
