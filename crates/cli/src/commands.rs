@@ -4,14 +4,14 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
 use crate::train::load_data;
-use crate::{CliError, EvalArgs, GradcheckArgs, with_backend};
+use crate::{CliError, EvalArgs, GradcheckArgs, InputArg, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_data::{DataError, FetchEvent, MIRRORS, TrainTest};
 use manabi_layers::{
     Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training, gradcheck as check,
 };
 use manabi_matmul::{DefaultGemm, Gemm};
-use manabi_tensor::Rng;
+use manabi_tensor::{CsrBuf, Rng};
 use safetensors::Dtype;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,10 +27,10 @@ pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
     )?;
     match model.dtype {
         Dtype::F64 => {
-            with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads)))
+            with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
         }
         _ => {
-            with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads)))
+            with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
         }
     }
 }
@@ -40,17 +40,25 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     sets: &TrainTest,
     mm: &G,
     threads: usize,
+    input: InputArg,
 ) -> Result<(), CliError> {
     let params: Vec<T> = model.params.iter().map(|&v| T::from_f64(v)).collect();
-    let mut evaluator = Evaluator::<T>::new(&model.sizes, model.activation, threads)?;
     let test = &sets.test;
+    let (sparse, _) = input.sparse(test);
+    let rows = if sparse {
+        Some(test.to_sparse::<T>()?)
+    } else {
+        None
+    };
+    let mut evaluator = Evaluator::<T>::new(&model.sizes, model.activation, threads)?;
     let classes = *model.sizes.last().unwrap_or(&0);
-    let confusion = evaluator.confusion(mm, &params, test);
+    let confusion = evaluator.confusion(mm, &params, test, rows.as_ref().map(CsrBuf::view));
     let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
     println!(
-        "backend: {} ({}); model {}",
+        "backend: {} ({}), {} input; model {}",
         mm.name(),
         T::NAME,
+        if sparse { "sparse" } else { "dense" },
         model
             .sizes
             .iter()

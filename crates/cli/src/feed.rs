@@ -15,9 +15,10 @@
 use crate::CliError;
 use crate::evaluate::Evaluator;
 use manabi_cli::checkpoint::MetricRow;
-use manabi_data::{Batcher, TrainTest, gather};
+use manabi_data::{Batcher, TrainTest, gather, gather_rows};
+use manabi_layers::SparseBatch;
 use manabi_matmul::Gemm;
-use manabi_tensor::{Real, Rng};
+use manabi_tensor::{Csr, CsrBuf, Real, Rng};
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::Scope;
@@ -47,18 +48,32 @@ struct Running {
     correct: [usize; 2],
 }
 
-/// One batch's indices and the buffers its samples and labels are copied into.
+/// One batch's indices and the buffers its samples and labels are copied into: dense rows,
+/// or compressed rows and their transpose.
 pub struct Batch<T> {
     indices: Vec<usize>,
     x: Vec<T>,
+    sparse: Option<(CsrBuf<T>, CsrBuf<T>)>,
     labels: Vec<usize>,
     rows: usize,
 }
 
-impl<T> Batch<T> {
-    /// The samples, `rows × features` values (and unused space after them).
+impl<T: Real> Batch<T> {
+    /// The samples, `rows × features` values (and unused space after them); empty when the
+    /// batch is sparse.
     pub fn x(&self) -> &[T] {
         &self.x
+    }
+
+    /// The samples as compressed rows with their transpose, when the batch is sparse.
+    ///
+    /// # Errors
+    /// Never for a batch the worker filled (the shapes always agree).
+    pub fn sparse(&self) -> Result<Option<SparseBatch<'_, T>>, CliError> {
+        match &self.sparse {
+            Some((x, xt)) => Ok(Some(SparseBatch::new(x.view(), xt.view())?)),
+            None => Ok(None),
+        }
     }
 
     /// The labels, one per row.
@@ -85,16 +100,43 @@ pub struct Feeder<T> {
 impl<T: Real + Send> Feeder<T> {
     /// Starts the worker in `scope` for batches of `batch` samples of `sets.train`, with
     /// `first` the iteration the first request will be for; evaluations use `evaluator` and
-    /// `mm` and send their rows to `finished`.
+    /// `mm` and send their rows to `finished`. Given `rows` (both sets as compressed rows),
+    /// batches are copied from there with their transpose, and evaluations read them.
+    ///
+    /// # Errors
+    /// If the sparse buffers cannot be sized (a batch too large for `u32` offsets).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn<'scope, 'env, G: Gemm<T> + Sync>(
         scope: &'scope Scope<'scope, 'env>,
         sets: &'env TrainTest,
+        rows: Option<(Csr<'env, T>, Csr<'env, T>)>,
         batch: usize,
         first: u64,
         mut evaluator: Evaluator<T>,
         mm: &'env G,
         finished: mpsc::Sender<MetricRow>,
-    ) -> Self {
+    ) -> Result<Self, CliError> {
+        let features = sets.train.features();
+        let free = (0..DEPTH)
+            .map(|_| {
+                let sparse = if rows.is_some() {
+                    Some((CsrBuf::new(batch, features)?, CsrBuf::new(features, batch)?))
+                } else {
+                    None
+                };
+                Ok(Batch {
+                    indices: vec![0; batch],
+                    x: if sparse.is_some() {
+                        Vec::new()
+                    } else {
+                        vec![T::ZERO; batch * features]
+                    },
+                    sparse,
+                    labels: vec![0; batch],
+                    rows: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, CliError>>()?;
         // Bounded channels hold their slots from the start (an unbounded one allocates a
         // block every few dozen messages); at most DEPTH batches exist, so sends never wait.
         let (requests, queue) = mpsc::sync_channel::<Job<T>>(DEPTH + EVAL_SLOTS);
@@ -118,7 +160,15 @@ impl<T: Real + Send> Feeder<T> {
                 };
                 match job {
                     Some(Job::Gather(mut b)) => {
-                        gather(&sets.train, &b.indices[..b.rows], &mut b.x, &mut b.labels);
+                        let indices = &b.indices[..b.rows];
+                        match (&mut b.sparse, rows) {
+                            (Some((x, xt)), Some((all, _))) => {
+                                let labels = sets.train.labels();
+                                gather_rows(all, labels, indices, x, &mut b.labels);
+                                xt.transpose_from(x.view());
+                            }
+                            _ => gather(&sets.train, indices, &mut b.x, &mut b.labels),
+                        }
                         if filled.send(b).is_err() {
                             break;
                         }
@@ -145,7 +195,8 @@ impl<T: Real + Send> Feeder<T> {
                     continue;
                 };
                 let data = if r.set == 0 { &sets.train } else { &sets.test };
-                let (n, right) = evaluator.correct_rows(mm, data, r.first);
+                let sparse = rows.map(|(train, test)| if r.set == 0 { train } else { test });
+                let (n, right) = evaluator.correct_rows(mm, data, sparse, r.first);
                 r.correct[r.set] += right;
                 r.first += n;
                 if r.first >= data.len() || n == 0 {
@@ -166,21 +217,13 @@ impl<T: Real + Send> Feeder<T> {
                 }
             }
         });
-        let free = (0..DEPTH)
-            .map(|_| Batch {
-                indices: vec![0; batch],
-                x: vec![T::ZERO; batch * sets.train.features()],
-                labels: vec![0; batch],
-                rows: 0,
-            })
-            .collect();
-        Self {
+        Ok(Self {
             requests,
             ready,
             free,
             in_flight: 0,
             next: first,
-        }
+        })
     }
 
     /// Hands a snapshot of the parameters to the worker, to evaluate for `row` on the whole

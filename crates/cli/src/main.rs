@@ -93,6 +93,32 @@ pub enum SamplingArg {
     Shuffle,
 }
 
+/// How the first layer reads its input.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputArg {
+    /// Sparse rows when at least 70 % of the training inputs are zero (MNIST: 81 %), else dense.
+    Auto,
+    /// Dense rows: every product through the backend.
+    Dense,
+    /// Compressed sparse rows: the first layer reads only the nonzero inputs.
+    Sparse,
+}
+
+impl InputArg {
+    /// Whether the first layer reads `data` as sparse rows, and the zero fraction measured
+    /// (`None` when the flag decided without looking).
+    pub fn sparse(self, data: &manabi_data::Dataset) -> (bool, Option<f64>) {
+        match self {
+            InputArg::Dense => (false, None),
+            InputArg::Sparse => (true, None),
+            InputArg::Auto => {
+                let zeros = data.zero_fraction();
+                (zeros >= evaluate::SPARSE_FROM, Some(zeros))
+            }
+        }
+    }
+}
+
 /// Optimizer choice.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerArg {
@@ -174,12 +200,16 @@ pub struct TrainArgs {
     /// Threads for evaluating whole sets (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// How the first layer reads its input: sparse rows skip the zeros (same results as dense
+    /// with the naive backend, within rounding with the others).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub input: InputArg,
     /// Every N iterations, write --out/checkpoint.safetensors (weights, optimizer and generator
     /// state, batch position, metrics, configuration) atomically, for --resume.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every: Option<u64>,
     /// Continue the run whose checkpoint is in DIR, with the configuration stored there, and
-    /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
+    /// write its outputs to DIR; only --data-dir, --no-verify, --threads, --input and
     /// --checkpoint-every may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "hidden", "activation", "batch", "lr", "weight_decay", "iters", "epochs", "optimizer",
@@ -203,6 +233,9 @@ pub struct EvalArgs {
     /// Threads for evaluating whole sets (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// How the first layer reads its input (see `manabi train --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub input: InputArg,
 }
 
 /// `manabi gradcheck` options.

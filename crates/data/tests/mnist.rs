@@ -69,7 +69,7 @@ fn real_mnist_loads_and_verifies() {
     let mut back = vec![f32::NAN; 3000 * 784];
     let mut first = 0;
     while first < data.test.len() {
-        let n = data.test.sparse_rows(first, &mut rows);
+        let n = data.test.sparse_rows(first, usize::MAX, &mut rows);
         assert_eq!(n, data.test.copy_rows(first, &mut dense));
         rows.view().to_dense(&mut back[..n * 784]);
         assert!(

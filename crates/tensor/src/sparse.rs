@@ -25,9 +25,9 @@ pub struct Csr<'a, T> {
 }
 
 impl<'a, T: Copy> Csr<'a, T> {
-    /// A view over caller-held arrays: `offsets` has `rows + 1` entries, starts at 0, never
-    /// decreases and ends at `indices.len() == values.len()`; every index is below `cols` and
-    /// the indices of a row increase.
+    /// A view over caller-held arrays: `offsets` has `rows + 1` entries, never decreases and
+    /// spans `indices.len() == values.len()` entries (`offsets[rows] − offsets[0]`); every
+    /// index is below `cols` and the indices of a row increase.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for wrong lengths, [`Error::InvalidValue`] naming the broken
@@ -55,18 +55,19 @@ impl<'a, T: Copy> Csr<'a, T> {
                 got: values.len(),
             });
         }
-        if offsets[0] != 0 || offsets[rows] as usize != indices.len() {
-            return Err(Error::InvalidValue {
-                what: "CSR offsets must start at 0 and end at the number of nonzeros",
-            });
-        }
         if offsets.windows(2).any(|w| w[1] < w[0]) {
             return Err(Error::InvalidValue {
                 what: "CSR offsets must never decrease",
             });
         }
+        let base = offsets[0];
+        if (offsets[rows] - base) as usize != indices.len() {
+            return Err(Error::InvalidValue {
+                what: "CSR offsets must span the number of nonzeros",
+            });
+        }
         for w in offsets.windows(2) {
-            let row = &indices[w[0] as usize..w[1] as usize];
+            let row = &indices[(w[0] - base) as usize..(w[1] - base) as usize];
             if row.windows(2).any(|p| p[1] <= p[0]) {
                 return Err(Error::InvalidValue {
                     what: "CSR column indices must increase within a row",
@@ -107,11 +108,33 @@ impl<'a, T: Copy> Csr<'a, T> {
     /// # Panics
     /// If `i >= rows`.
     pub fn row(&self, i: usize) -> (&'a [u32], &'a [T]) {
-        let (lo, hi) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        let base = self.offsets[0];
+        let (lo, hi) = (
+            (self.offsets[i] - base) as usize,
+            (self.offsets[i + 1] - base) as usize,
+        );
         (&self.indices[lo..hi], &self.values[lo..hi])
     }
 
-    /// The row offsets (`rows + 1` entries).
+    /// Rows `first .. first + n` as a view of their own, without copying.
+    ///
+    /// # Panics
+    /// If `first + n > rows()`.
+    pub fn row_range(&self, first: usize, n: usize) -> Csr<'a, T> {
+        let offsets = &self.offsets[first..=first + n];
+        let base = self.offsets[0];
+        let (lo, hi) = ((offsets[0] - base) as usize, (offsets[n] - base) as usize);
+        Csr {
+            rows: n,
+            cols: self.cols,
+            offsets,
+            indices: &self.indices[lo..hi],
+            values: &self.values[lo..hi],
+        }
+    }
+
+    /// The row offsets (`rows + 1` entries; row `i` is `offsets[i] − offsets[0]` entries into
+    /// [`Csr::indices`]).
     pub fn offsets(&self) -> &'a [u32] {
         self.offsets
     }
@@ -148,6 +171,10 @@ impl<T: Real> Csr<'_, T> {
 
 /// Owned buffers that build a [`Csr`] row by row, sized once so that refilling them never
 /// allocates (for a minibatch gathered every step).
+///
+/// The index and value arrays are allocated (and zeroed) at their full size up front, and
+/// the rows fill a prefix of them: a row can then be written without a capacity check per
+/// element, and with no branch per element ([`CsrBuf::push_bytes_row`]).
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct CsrBuf<T> {
@@ -156,31 +183,66 @@ pub struct CsrBuf<T> {
     offsets: Vec<u32>,
     indices: Vec<u32>,
     values: Vec<T>,
+    nnz: usize,
 }
 
 #[cfg(feature = "alloc")]
 impl<T: Real> CsrBuf<T> {
-    /// Room for up to `max_rows` rows of `cols` columns, even fully dense, so that no
-    /// [`CsrBuf::push`] ever reallocates.
+    /// Room for up to `max_rows` rows of `cols` columns, even fully dense, so that nothing
+    /// ever reallocates: for a minibatch or a chunk refilled again and again.
     ///
     /// # Errors
     /// [`Error::Overflow`] if `max_rows·cols` does not fit the `u32` offsets.
     pub fn new(max_rows: usize, cols: usize) -> Result<Self> {
-        let cap = max_rows
-            .checked_mul(cols)
-            .filter(|&n| u32::try_from(n).is_ok() && u32::try_from(cols).is_ok())
-            .ok_or(Error::Overflow {
+        let cap = max_rows.checked_mul(cols).ok_or(Error::Overflow {
+            what: "sparse buffer (u32 offsets)",
+        })?;
+        Self::build(max_rows, cols, cap)
+    }
+
+    /// Room for `max_rows` rows of `cols` columns holding `nnz` nonzeros in all: for a whole
+    /// data set whose nonzeros were counted first (MNIST's 70,000 images hold 10.5 million,
+    /// against 55 million pixels). One row's width of slack is added, which the branch-free
+    /// [`CsrBuf::push_bytes_row`] writes into.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] if the entries do not fit the `u32` offsets.
+    pub fn with_capacity(max_rows: usize, cols: usize, nnz: usize) -> Result<Self> {
+        let cap = nnz.checked_add(cols).ok_or(Error::Overflow {
+            what: "sparse buffer (u32 offsets)",
+        })?;
+        Self::build(max_rows, cols, cap)
+    }
+
+    fn build(max_rows: usize, cols: usize, cap: usize) -> Result<Self> {
+        if u32::try_from(cap).is_err() || u32::try_from(cols).is_err() {
+            return Err(Error::Overflow {
                 what: "sparse buffer (u32 offsets)",
-            })?;
+            });
+        }
         let mut offsets = Vec::with_capacity(max_rows + 1);
         offsets.push(0);
         Ok(Self {
             cols,
             max_rows,
             offsets,
-            indices: Vec::with_capacity(cap),
-            values: Vec::with_capacity(cap),
+            indices: alloc::vec![0; cap],
+            values: alloc::vec![T::ZERO; cap],
+            nnz: 0,
         })
+    }
+
+    /// Checks that one more row of up to `cols` entries fits (the writes of the row builders
+    /// are not bounds-checked one by one against the number of rows).
+    fn room_for_a_row(&self) {
+        assert!(
+            self.rows() < self.max_rows && self.nnz + self.cols <= self.indices.len(),
+            "CsrBuf: no room for another row ({} of {} rows, {} of {} entries)",
+            self.rows(),
+            self.max_rows,
+            self.nnz,
+            self.indices.len()
+        );
     }
 
     /// Columns of every row.
@@ -201,8 +263,12 @@ impl<T: Real> CsrBuf<T> {
     /// Forgets every row (keeps the memory).
     pub fn clear(&mut self) {
         self.offsets.truncate(1);
-        self.indices.clear();
-        self.values.clear();
+        self.nnz = 0;
+    }
+
+    /// The start of the row being built.
+    fn row_start(&self) -> usize {
+        self.offsets[self.offsets.len() - 1] as usize
     }
 
     /// Adds a nonzero to the current row. Columns must increase within a row.
@@ -212,16 +278,15 @@ impl<T: Real> CsrBuf<T> {
     /// holds `max_rows` rows (caller bugs).
     #[inline]
     pub fn push(&mut self, col: usize, value: T) {
-        let start = *self.offsets.last().unwrap_or(&0) as usize;
         assert!(
             col < self.cols
                 && self.rows() < self.max_rows
-                && (self.indices.len() == start
-                    || self.indices[self.indices.len() - 1] < col as u32),
+                && (self.nnz == self.row_start() || (self.indices[self.nnz - 1] as usize) < col),
             "CsrBuf::push: column {col} out of order or range, or too many rows"
         );
-        self.indices.push(col as u32);
-        self.values.push(value);
+        self.indices[self.nnz] = col as u32;
+        self.values[self.nnz] = value;
+        self.nnz += 1;
     }
 
     /// Ends the current row (an empty row is fine).
@@ -234,7 +299,7 @@ impl<T: Real> CsrBuf<T> {
             self.rows() < self.max_rows,
             "CsrBuf: more than max_rows rows"
         );
-        self.offsets.push(self.indices.len() as u32);
+        self.offsets.push(self.nnz as u32);
     }
 
     /// Appends a dense row, keeping its nonzeros.
@@ -243,12 +308,67 @@ impl<T: Real> CsrBuf<T> {
     /// If `row.len() != cols`, or as [`CsrBuf::end_row`].
     pub fn push_dense_row(&mut self, row: &[T]) {
         assert_eq!(row.len(), self.cols, "push_dense_row: row length");
+        self.room_for_a_row();
+        let mut n = self.nnz;
         for (c, &v) in row.iter().enumerate() {
             if v != T::ZERO {
-                self.indices.push(c as u32);
-                self.values.push(v);
+                self.indices[n] = c as u32;
+                self.values[n] = v;
+                n += 1;
             }
         }
+        self.nnz = n;
+        self.end_row();
+    }
+
+    /// Appends a row given as bytes (an image's pixels): each nonzero byte `b` at position
+    /// `j` becomes the entry `(j, table[b])`. Eight-byte words that are all zero (most of an
+    /// MNIST image's border) are skipped whole; within the others each byte is written without
+    /// a branch and kept only if nonzero.
+    ///
+    /// # Panics
+    /// If `row.len() != cols`, or as [`CsrBuf::end_row`].
+    pub fn push_bytes_row(&mut self, row: &[u8], table: &[T; 256]) {
+        assert_eq!(row.len(), self.cols, "push_bytes_row: row length");
+        // Every write below lands before `nnz + cols`, within the arrays.
+        self.room_for_a_row();
+        let (indices, values) = (&mut self.indices[..], &mut self.values[..]);
+        let mut n = self.nnz;
+        let mut words = row.chunks_exact(8);
+        let mut at = 0u32;
+        for word in words.by_ref() {
+            if word.iter().fold(0, |acc, &b| acc | b) != 0 {
+                for (j, &b) in (at..).zip(word) {
+                    indices[n] = j;
+                    values[n] = table[usize::from(b)];
+                    n += usize::from(b != 0);
+                }
+            }
+            at += 8;
+        }
+        for (j, &b) in (at..).zip(words.remainder()) {
+            if b != 0 {
+                indices[n] = j;
+                values[n] = table[usize::from(b)];
+                n += 1;
+            }
+        }
+        self.nnz = n;
+        self.end_row();
+    }
+
+    /// Appends row `i` of `src` (a copy of its entries).
+    ///
+    /// # Panics
+    /// If `src` is not as wide as this buffer, `i >= src.rows()`, or there is no room.
+    pub fn push_row_of(&mut self, src: Csr<'_, T>, i: usize) {
+        assert_eq!(src.cols(), self.cols, "push_row_of: widths differ");
+        self.room_for_a_row();
+        let (cols, vals) = src.row(i);
+        let end = self.nnz + cols.len();
+        self.indices[self.nnz..end].copy_from_slice(cols);
+        self.values[self.nnz..end].copy_from_slice(vals);
+        self.nnz = end;
         self.end_row();
     }
 
@@ -258,27 +378,31 @@ impl<T: Real> CsrBuf<T> {
             rows: self.rows(),
             cols: self.cols,
             offsets: &self.offsets,
-            indices: &self.indices,
-            values: &self.values,
+            indices: &self.indices[..self.nnz],
+            values: &self.values[..self.nnz],
         }
     }
 
     /// Replaces the contents with the transpose of `a` (`a.cols()` rows of `a.rows()`
-    /// columns), by a counting sort: each row of the result lists, in increasing order, the
-    /// rows of `a` that have a nonzero in that column. `O(nnz + rows + cols)`, no allocation.
+    /// columns: the width becomes `a.rows()`, so a buffer made for a full batch also takes a
+    /// short last one), by a counting sort: each row of the result lists, in increasing order,
+    /// the rows of `a` that have a nonzero in that column. `O(nnz + rows + cols)`, no
+    /// allocation.
     ///
     /// # Panics
-    /// If this buffer was made for other dimensions than `a`'s transpose.
+    /// If `a`'s transpose does not fit: more than `max_rows` rows, or more nonzeros than
+    /// the buffer holds.
     pub fn transpose_from(&mut self, a: Csr<'_, T>) {
         assert!(
-            self.cols == a.rows() && self.max_rows >= a.cols(),
-            "transpose_from: a {}×{} matrix does not fit a buffer of {} rows × {} columns",
+            self.max_rows >= a.cols() && self.indices.len() >= a.nnz(),
+            "transpose_from: a {}×{} matrix with {} nonzeros does not fit {} rows and {} entries",
             a.rows(),
             a.cols(),
+            a.nnz(),
             self.max_rows,
-            self.cols
+            self.indices.len()
         );
-        let nnz = a.nnz();
+        self.cols = a.rows();
         // Counts per column of `a`, shifted by one, then their prefix sums: offsets[c] is
         // where column c's entries start.
         self.offsets.clear();
@@ -289,10 +413,6 @@ impl<T: Real> CsrBuf<T> {
         for c in 0..a.cols() {
             self.offsets[c + 1] += self.offsets[c];
         }
-        self.indices.clear();
-        self.indices.resize(nnz, 0);
-        self.values.clear();
-        self.values.resize(nnz, T::ZERO);
         // Place each entry at its column's cursor, kept in offsets[c]; rows of `a` are visited
         // in order, so each result row comes out sorted. Afterwards offsets[c] holds column
         // c's end, which is column c + 1's start: shift them back by one.
@@ -309,6 +429,7 @@ impl<T: Real> CsrBuf<T> {
             self.offsets[c] = self.offsets[c - 1];
         }
         self.offsets[0] = 0;
+        self.nnz = a.nnz();
     }
 }
 
@@ -353,6 +474,18 @@ mod tests {
             let again = Csr::new(rows, cols, v.offsets(), v.indices(), v.values()).unwrap();
             assert_eq!(again.nnz(), v.nnz());
 
+            // Every block of rows is the matching block of the dense matrix.
+            for first in 0..=rows {
+                for n in 0..=rows - first {
+                    let block = v.row_range(first, n);
+                    let mut d = vec![f64::NAN; n * cols];
+                    block.to_dense(&mut d);
+                    assert_eq!(d, x[first * cols..(first + n) * cols]);
+                    let again = Csr::new(n, cols, block.offsets(), block.indices(), block.values());
+                    assert_eq!(again.unwrap().nnz(), block.nnz());
+                }
+            }
+
             let mut t = CsrBuf::new(cols, rows).unwrap();
             t.transpose_from(v);
             let tv = t.view();
@@ -369,17 +502,56 @@ mod tests {
     }
 
     #[test]
+    fn byte_rows_keep_the_nonzero_bytes_through_the_table() {
+        let table: [f64; 256] = core::array::from_fn(|b| b as f64 / 2.0);
+        // 21 bytes: two whole words (one all zero) and a remainder of five.
+        let row: [u8; 21] = [
+            0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 255, 0, 0, 0, 1, 0, 3, 0, 0, 9,
+        ];
+        let mut buf = CsrBuf::new(3, 21).unwrap();
+        buf.push_bytes_row(&row, &table);
+        buf.push_bytes_row(&[0; 21], &table);
+        buf.push_bytes_row(&[2; 21], &table);
+        let v = buf.view();
+        assert_eq!(v.row(0).0, &[8, 11, 15, 17, 20]);
+        assert_eq!(v.row(0).1, &[3.5, 127.5, 0.5, 1.5, 4.5]);
+        assert_eq!(v.row(1).0.len(), 0);
+        assert_eq!(v.row(2).1, &[1.0; 21]);
+        Csr::new(3, 21, v.offsets(), v.indices(), v.values()).unwrap();
+    }
+
+    #[test]
+    fn an_exact_capacity_holds_its_rows_and_rows_copy_across() {
+        let rows: [[u8; 10]; 3] = [[0, 0, 5, 0, 0, 0, 0, 0, 0, 1], [0; 10], [3; 10]];
+        let nnz = rows.iter().flatten().filter(|&&b| b != 0).count();
+        let table: [f32; 256] = core::array::from_fn(|b| b as f32);
+        let mut all = CsrBuf::with_capacity(3, 10, nnz).unwrap();
+        for r in &rows {
+            all.push_bytes_row(r, &table);
+        }
+        assert_eq!(all.view().nnz(), 12);
+        let mut picked = CsrBuf::new(4, 10).unwrap();
+        for i in [2, 0, 0, 1] {
+            picked.push_row_of(all.view(), i);
+        }
+        let v = picked.view();
+        assert_eq!(v.row(0).1, &[3.0; 10]);
+        assert_eq!((v.row(1).0, v.row(2).0), (&[2, 9][..], &[2, 9][..]));
+        assert_eq!(v.row(3).0.len(), 0);
+    }
+
+    #[test]
     fn refilling_reuses_the_memory() {
         let mut buf = CsrBuf::new(4, 6).unwrap();
         let x = [1.0f32; 24];
         for _ in 0..3 {
             buf.clear();
-            let caps = (buf.indices.capacity(), buf.values.capacity());
+            let caps = (buf.indices.as_ptr(), buf.values.as_ptr());
             for r in x.chunks(6) {
                 buf.push_dense_row(r);
             }
             assert_eq!(buf.view().nnz(), 24);
-            assert_eq!(caps, (buf.indices.capacity(), buf.values.capacity()));
+            assert_eq!(caps, (buf.indices.as_ptr(), buf.values.as_ptr()));
         }
     }
 
@@ -409,9 +581,11 @@ mod tests {
             Error::InvalidValue { what } if what.contains("increase")
         ));
         assert!(matches!(
-            err(Csr::new(1, 3, &[1, 1], &[], &[])),
+            err(Csr::new(1, 3, &[1, 3], &[0], &[1.0])),
             Error::InvalidValue { .. }
         ));
+        // Offsets may start past 0: a block of a larger matrix's rows.
+        assert!(Csr::new(1, 3, &[1, 2], &[2], &[1.0f32]).is_ok());
         assert!(CsrBuf::<f32>::new(1 << 20, 1 << 13).is_err());
     }
 }
