@@ -10,6 +10,11 @@
 //! configuration must count (nearly) all 70,000 rows correct, which catches a thread that
 //! skips or repeats a share. Naive is left out: it would take seconds per call (its speed at
 //! this shape is in the `gemm` table).
+//!
+//! `eval-sparse` is the same on one thread (the worker of `manabi train` evaluates on one)
+//! with 81 % of the pixels zero, as MNIST's, read as compressed rows of the whole set
+//! (`Dataset::to_sparse`, built once, as `manabi train` does). Its `flop` count is the
+//! arithmetic done (the first layer over the nonzeros only).
 
 // Built without a fast backend, the bench has nothing to run.
 #![cfg_attr(
@@ -22,7 +27,7 @@ use manabi_benches::{EVAL_IMAGES, EVAL_ROWS, SIZES, forward_flops, uniform};
 use manabi_data::Dataset;
 use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Training, argmax};
 use manabi_matmul::Gemm;
-use manabi_tensor::Rng;
+use manabi_tensor::{Csr, Rng};
 use std::time::Duration;
 
 /// The inference plan each thread's arena follows.
@@ -136,6 +141,76 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
     group.finish();
 }
 
+/// Correct predictions over `data` read from `rows` (its compressed rows), one thread.
+fn correct_sparse<G: Gemm<f32>>(
+    g: &G,
+    plan: MlpPlan,
+    params: &[f32],
+    arena: &mut [f32],
+    rows: Csr<'_, f32>,
+    labels: &[usize],
+) -> usize {
+    let mut net = Mlp::new(plan, arena).expect("arena sized by the plan");
+    net.params_mut().copy_from_slice(params);
+    let mut right = 0;
+    let mut first = 0;
+    while first < labels.len() {
+        let n = EVAL_ROWS.min(labels.len() - first);
+        let logits = net.predict_sparse(g, rows.row_range(first, n));
+        right += logits
+            .chunks_exact(SIZES[2])
+            .zip(&labels[first..first + n])
+            .filter(|(row, l)| argmax(row) == **l)
+            .count();
+        first += n;
+    }
+    right
+}
+
+fn bench_eval_sparse<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
+    let plan = plan();
+    let mut arena = vec![0.0f32; plan.total()];
+    let mut net = Mlp::new(plan, &mut arena).expect("arena sized by the plan");
+    net.init(Init::He, &mut Rng::new(11));
+    let params = net.params().to_vec();
+    let mut rng = Rng::new(13);
+    let bytes: Vec<u8> = (0..EVAL_IMAGES * SIZES[0])
+        .map(|_| {
+            if rng.uniform_f64() < 0.19 {
+                1 + rng.below(255) as u8
+            } else {
+                0
+            }
+        })
+        .collect();
+    let unlabelled =
+        Dataset::from_bytes(bytes, vec![SIZES[0]], vec![0; EVAL_IMAGES]).expect("lengths agree");
+    let all = unlabelled.to_sparse::<f32>().expect("fits u32 offsets");
+    // The labels are what the dense forward pass predicts: the sparse one must agree.
+    let mut labels = Vec::with_capacity(EVAL_IMAGES);
+    let mut first = 0;
+    while first < EVAL_IMAGES {
+        let n = unlabelled.copy_rows(first, net.input_mut(EVAL_ROWS));
+        labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
+        first += n;
+    }
+    let got = correct_sparse(g, plan, &params, &mut arena, all.view(), &labels);
+    assert!(
+        got >= EVAL_IMAGES - EVAL_IMAGES / 1000,
+        "{} sparse: {got} of {EVAL_IMAGES} agree with the dense labels",
+        g.name()
+    );
+    let flops =
+        2 * all.view().nnz() as u64 * SIZES[1] as u64 + forward_flops(&SIZES[1..], EVAL_IMAGES);
+    let mut group = c.benchmark_group("eval-sparse");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let id = format!("{EVAL_IMAGES} images t1 flop{flops}");
+    group.bench_function(BenchmarkId::new(g.name(), id), |b| {
+        b.iter(|| correct_sparse(g, plan, &params, &mut arena, all.view(), &labels));
+    });
+    group.finish();
+}
+
 fn eval(c: &mut Criterion) {
     // The labels come from the first fast backend built; every other one must agree with them.
     let mut data: Option<Data> = None;
@@ -153,6 +228,7 @@ fn eval(c: &mut Criterion) {
 fn labelled_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &mut Option<Data>) {
     let data = data.get_or_insert_with(|| Data::new(g));
     bench_eval(c, g, data);
+    bench_eval_sparse(c, g);
 }
 
 criterion_group! {

@@ -8,13 +8,18 @@
 //! and gemm always run on one thread; OpenBLAS runs on the threads it read from
 //! `OPENBLAS_NUM_THREADS` when it loaded, so `cargo xtask bench` runs this binary once with 1
 //! and once with 2. Before timing, each backend's step is checked against `Naive`'s.
+//!
+//! A third group, `step-sparse`, is the fused step on a batch held as compressed rows, as
+//! `manabi train` runs MNIST: 19 % of the pixels nonzero (MNIST's share) at random places.
+//! Its `flop` count is the arithmetic actually done (the first layer's two products over the
+//! nonzeros only), so its GFLOP/s are not comparable with the dense rows' — its time is.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use manabi_benches::{BATCH, SIZES, labels, step_flops, uniform};
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
 use manabi_matmul::{Gemm, Naive};
 use manabi_optim::Sgd;
-use manabi_tensor::Rng;
+use manabi_tensor::{CsrBuf, Rng};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -110,21 +115,112 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     assert!(last.is_finite(), "{} fused: loss {last}", g.name());
 }
 
+/// MNIST's share of nonzero pixels (0.1912 over the training set).
+const DENSITY: f64 = 0.19;
+
+/// A batch of `BATCH` rows with [`DENSITY`] of the pixels nonzero at random places, dense and
+/// as compressed rows with their transpose.
+fn sparse_batch() -> (Vec<f32>, CsrBuf<f32>, CsrBuf<f32>) {
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..BATCH * SIZES[0])
+        .map(|_| {
+            if rng.uniform_f64() < DENSITY {
+                rng.range(0.01, 1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut rows = CsrBuf::new(BATCH, SIZES[0]).expect("a batch fits u32 offsets");
+    for r in x.chunks(SIZES[0]) {
+        rows.push_dense_row(r);
+    }
+    let mut cols = CsrBuf::new(SIZES[0], BATCH).expect("a batch fits u32 offsets");
+    cols.transpose_from(rows.view());
+    (x, rows, cols)
+}
+
+/// The fused step on [`sparse_batch`], checked first: with `Naive` it must be the dense
+/// step bit for bit, with the others within rounding of it.
+fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
+    let labels = labels(BATCH, SIZES[2], 3);
+    let (x, rows, cols) = sparse_batch();
+    let batch = SparseBatch::new(rows.view(), cols.view()).expect("a transpose of the batch");
+    let three = |sparse: bool, g: &G| {
+        let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
+        let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+        for _ in 0..3 {
+            if sparse {
+                net.train_step_fused_sgd_sparse(g, LR, batch, Target::Labels(&labels));
+            } else {
+                net.train_step_fused_sgd_on(g, LR, &x, BATCH, Target::Labels(&labels));
+            }
+        }
+        net.params().to_vec()
+    };
+    let (dense, sparse) = (three(false, g), three(true, g));
+    if g.name() == "naive" {
+        assert!(
+            dense == sparse,
+            "naive: the sparse step is not the dense one bit for bit"
+        );
+    }
+    let worst = dense
+        .iter()
+        .zip(&sparse)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-5,
+        "{}: sparse and dense steps differ by {worst}",
+        g.name()
+    );
+
+    let nnz = rows.view().nnz() as u64;
+    let (d_hidden, classes) = (SIZES[1] as u64, SIZES[2] as u64);
+    // x·W₁ and xᵀ·dy over the nonzeros; the second layer's forward, dW₂ and dx₂ dense.
+    let flops = 2 * 2 * nnz * d_hidden + 3 * 2 * BATCH as u64 * d_hidden * classes;
+    let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
+    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let id = format!(
+        "{}-{}-{} f32 b{BATCH} t1 flop{flops}",
+        SIZES[0], SIZES[1], SIZES[2]
+    );
+    let mut group = c.benchmark_group("step-sparse");
+    group.bench_function(BenchmarkId::new(g.name(), id), |b| {
+        b.iter(|| {
+            net.train_step_fused_sgd_sparse(g, LR, black_box(batch), Target::Labels(&labels))
+        });
+    });
+    group.finish();
+    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    assert!(last.is_finite(), "{} sparse: loss {last}", g.name());
+}
+
 fn step(c: &mut Criterion) {
     let labels = labels(BATCH, SIZES[2], 3);
     let want = run(&Naive, &labels, 3);
     bench_step(c, &Naive, 1, &want);
+    bench_sparse_step(c, &Naive);
     #[cfg(feature = "matrixmultiply")]
-    bench_step(c, &manabi_matmul::MatrixMultiply, 1, &want);
+    {
+        bench_step(c, &manabi_matmul::MatrixMultiply, 1, &want);
+        bench_sparse_step(c, &manabi_matmul::MatrixMultiply);
+    }
     #[cfg(feature = "gemm")]
-    bench_step(c, &manabi_matmul::FaerGemm, 1, &want);
+    {
+        bench_step(c, &manabi_matmul::FaerGemm, 1, &want);
+        bench_sparse_step(c, &manabi_matmul::FaerGemm);
+    }
     #[cfg(feature = "blas")]
-    bench_step(
-        c,
-        &manabi_matmul::Blas,
-        manabi_benches::blas_threads(),
-        &want,
-    );
+    {
+        let threads = manabi_benches::blas_threads();
+        bench_step(c, &manabi_matmul::Blas, threads, &want);
+        // The sparse step's products other than the first layer's are small: one thread only.
+        if threads == 1 {
+            bench_sparse_step(c, &manabi_matmul::Blas);
+        }
+    }
 }
 
 criterion_group! {
