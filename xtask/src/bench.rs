@@ -1293,8 +1293,14 @@ mod tests {
             line("dense rows), openblas").contains("missed by 50.0 µs"),
             "{t}"
         );
-        assert!(line("(sparse rows), matrixmultiply").contains("| met"), "{t}");
-        assert!(line("(sparse rows), openblas").contains("not measured"), "{t}");
+        assert!(
+            line("(sparse rows), matrixmultiply").contains("| met"),
+            "{t}"
+        );
+        assert!(
+            line("(sparse rows), openblas").contains("not measured"),
+            "{t}"
+        );
         assert!(
             line("eval of 70,000 images, openblas").contains("55.6 GFLOP/s"),
             "{t}"
