@@ -5,8 +5,10 @@
 //! order and the checkpointed position are exactly those of gathering in place: it draws each
 //! batch's indices ([`Batcher::next_indices`]) and sends them with a reused buffer; the
 //! gathering thread copies the samples (random rows of the training set, converted from bytes,
-//! about 60 µs a batch) while the step before runs, and sends the buffer back in order; the
-//! step then reads the batch where it is (`Mlp::train_step_on`), without a copy.
+//! about 12 µs a batch; or, for sparse input, rows copied from the set's compressed rows, 3 µs,
+//! and transposed for the weight gradient, 23 µs) while the step before runs, and sends the
+//! buffer back in order; the step then reads the batch where it is (`Mlp::train_step_on`,
+//! `Mlp::train_step_fused_sgd_sparse`), without a copy.
 //!
 //! The same thread evaluates parameter snapshots over the training and test sets, one chunk of
 //! rows at a time, and gathers every waiting batch between chunks: one thread on the second

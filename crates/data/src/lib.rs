@@ -7,11 +7,13 @@
 //!   [`load`] the four MNIST files with SHA-256 checks ([`Verify`]) or any IDX data set,
 //!   [`load_dataset`] for one image/label pair. Samples stay one contiguous buffer of
 //!   bytes (a quarter of the memory traffic of `f32`); they become values `byte / 255` in
-//!   `[0, 1]` as `f32` or `f64` when copied out ([`Dataset::copy_rows`], minibatches).
+//!   `[0, 1]` as `f32` or `f64` when copied out ([`Dataset::copy_rows`], minibatches), or
+//!   become compressed sparse rows of their nonzeros ([`Dataset::to_sparse`],
+//!   [`Dataset::sparse_rows`]).
 //! - [`batch`]: [`Batcher`] draws minibatches ([`Sampling::Random`] as in the book, or
 //!   [`Sampling::EpochShuffle`]) into caller-owned buffers with the caller's
 //!   [`manabi_tensor::Rng`], and saves/restores its position for checkpoints; [`gather`]
-//!   copies chosen samples.
+//!   copies chosen samples, [`gather_sparse`] and [`gather_rows`] as sparse rows.
 //! - [`fetch`](mod@fetch): [`fetch()`] downloads the files from [`MIRRORS`], verifies them and
 //!   writes them atomically.
 //!

@@ -13,6 +13,11 @@
 //! write their outputs, never add to them. [`gradcheck`] compares backprop with central
 //! differences per parameter tensor, for any network a user builds.
 //!
+//! Inputs that are mostly zero (MNIST's pixels: 81 %) can come as compressed sparse rows
+//! ([`SparseBatch`], [`Mlp::train_step_sparse`], [`Mlp::predict_sparse`]): the first layer's
+//! forward product and weight gradient then read only the nonzeros, in the `Naive` backend's
+//! order of sums, so that with `Naive` a sparse step is the dense step bit for bit.
+//!
 //! ```
 //! use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
 //! use manabi_matmul::Naive;
