@@ -57,6 +57,7 @@ fn checkpoint(optimizer: &str, slots: usize, sampling: Sampling, f64: bool) -> V
         seed: 5,
         f64,
         backend: "naive".into(),
+        sparse: false,
         train_len: 6,
         checkpoint_every: Some(10),
     };

@@ -86,6 +86,11 @@ pub struct RunConfig {
     pub f64: bool,
     /// GEMM backend name (`Gemm::name`): backends round differently, so it is part of the result.
     pub backend: String,
+    /// Whether the first layer read compressed sparse rows (`--input`): except with the naive
+    /// backend, that rounds differently from the backend's dense product, so it is part of the
+    /// result. Stored as `input` = `sparse` or `dense`; checkpoints written before sparse input
+    /// existed have no such field and were dense.
+    pub sparse: bool,
     /// Samples in the training set (checked against the data on resume).
     pub train_len: usize,
     /// Write a checkpoint every this many iterations (does not affect the result).
@@ -193,6 +198,10 @@ impl RunConfig {
         f.insert("seed", self.seed.to_string());
         f.insert("dtype", if self.f64 { "f64" } else { "f32" }.to_string());
         f.insert("backend", self.backend.clone());
+        f.insert(
+            "input",
+            if self.sparse { "sparse" } else { "dense" }.to_string(),
+        );
         f.insert("train_len", self.train_len.to_string());
         f.insert(
             "checkpoint_every",
@@ -291,6 +300,11 @@ impl RunConfig {
             usize::try_from(n).map_err(|_| bad(key, &n.to_string(), "too large for this machine"))
         };
         let every = int("checkpoint_every", 0, u64::MAX)?;
+        let sparse = match f.get("input").map(String::as_str) {
+            None | Some("dense") => false,
+            Some("sparse") => true,
+            Some(other) => return Err(bad("input", other, "expected dense or sparse")),
+        };
         let config = RunConfig {
             sizes,
             activation,
@@ -304,6 +318,7 @@ impl RunConfig {
             seed: int("seed", 0, u64::MAX)?,
             f64,
             backend: get("backend")?.to_string(),
+            sparse,
             train_len: to_usize("train_len", int("train_len", 1, u64::MAX)?)?,
             checkpoint_every: (every > 0).then_some(every),
         };

@@ -40,11 +40,11 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     sets: &TrainTest,
     mm: &G,
     threads: usize,
-    input: InputArg,
+    input: Option<InputArg>,
 ) -> Result<(), CliError> {
     let params: Vec<T> = model.params.iter().map(|&v| T::from_f64(v)).collect();
     let test = &sets.test;
-    let (sparse, _) = input.sparse(test);
+    let (sparse, _) = InputArg::sparse(input, test);
     let rows = if sparse {
         Some(test.to_sparse::<T>()?)
     } else {

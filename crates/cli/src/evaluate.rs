@@ -19,9 +19,10 @@ pub const MAX_ACTIVATIONS: usize = 16 << 20;
 /// The zero fraction from which the first layer reads its input as sparse rows (`--input
 /// auto`). Measured on the AVX-512 machine of issue 5, one fused SGD step at batch 100 on
 /// inputs with zeros at random places: sparse overtook matrixmultiply's dense step below about
-/// 30 % nonzeros and the `gemm` crate's below about 20 %. On an MNIST batch (19 % nonzero) it
-/// took 101 µs against 141 µs (matrixmultiply) and 100 µs (gemm), and evaluating 70,000
-/// images on one thread took 35 ms against 64 ms and 42 ms.
+/// 30 % nonzeros and the `gemm` crate's below about 20 %. At MNIST's 19 % (`cargo xtask bench`,
+/// 19:12 UTC on 2026-12-01) the sparse step took 103 µs against 147 µs dense with
+/// matrixmultiply (109 µs against 108 µs with gemm), and evaluating 70,000 images on one
+/// thread 35 ms against 64 ms (42 ms).
 pub const SPARSE_FROM: f64 = 0.7;
 
 /// Runs the forward pass over up to `rows` samples of `data` from `first` on: converted into
@@ -37,7 +38,7 @@ fn predict_rows<'n, T: Real, G: Gemm<T>>(
 ) -> (usize, &'n [T]) {
     match sparse {
         Some(all) => {
-            let n = rows.min(data.len() - first);
+            let n = rows.min(data.len().saturating_sub(first));
             (n, net.predict_sparse(mm, all.row_range(first, n)))
         }
         None => {

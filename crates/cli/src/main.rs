@@ -96,7 +96,8 @@ pub enum SamplingArg {
 /// How the first layer reads its input.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputArg {
-    /// Sparse rows when at least 70 % of the training inputs are zero (MNIST: 81 %), else dense.
+    /// Sparse rows when at least 70 % of the inputs are zero (MNIST: 81 %), else dense. `train`
+    /// looks at the training set, `eval` at the test set; the backend does not enter into it.
     Auto,
     /// Dense rows: every product through the backend.
     Dense,
@@ -106,9 +107,9 @@ pub enum InputArg {
 
 impl InputArg {
     /// Whether the first layer reads `data` as sparse rows, and the zero fraction measured
-    /// (`None` when the flag decided without looking).
-    pub fn sparse(self, data: &manabi_data::Dataset) -> (bool, Option<f64>) {
-        match self {
+    /// (`None` when the flag decided without looking). No flag means [`InputArg::Auto`].
+    pub fn sparse(flag: Option<Self>, data: &manabi_data::Dataset) -> (bool, Option<f64>) {
+        match flag.unwrap_or(InputArg::Auto) {
             InputArg::Dense => (false, None),
             InputArg::Sparse => (true, None),
             InputArg::Auto => {
@@ -201,19 +202,19 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
     /// How the first layer reads its input: sparse rows skip the zeros (same results as dense
-    /// with the naive backend, within rounding with the others).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub input: InputArg,
+    /// with the naive backend, within rounding with the others) [default: auto].
+    #[arg(long, value_enum)]
+    pub input: Option<InputArg>,
     /// Every N iterations, write --out/checkpoint.safetensors (weights, optimizer and generator
     /// state, batch position, metrics, configuration) atomically, for --resume.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every: Option<u64>,
     /// Continue the run whose checkpoint is in DIR, with the configuration stored there, and
-    /// write its outputs to DIR; only --data-dir, --no-verify, --threads, --input and
+    /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
     /// --checkpoint-every may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "hidden", "activation", "batch", "lr", "weight_decay", "iters", "epochs", "optimizer",
-        "init", "sampling", "seed", "out", "f64", "backend",
+        "init", "sampling", "seed", "out", "f64", "backend", "input",
     ])]
     pub resume: Option<PathBuf>,
 }
@@ -233,9 +234,10 @@ pub struct EvalArgs {
     /// Threads for evaluating whole sets (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
-    /// How the first layer reads its input (see `manabi train --help`).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub input: InputArg,
+    /// How the first layer reads its input (see `manabi train --help`; `auto` looks at the
+    /// test set) [default: auto].
+    #[arg(long, value_enum)]
+    pub input: Option<InputArg>,
 }
 
 /// `manabi gradcheck` options.

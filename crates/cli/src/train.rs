@@ -149,6 +149,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
     sizes.extend(args.hidden.iter().map(|&h| h as usize));
     sizes.push(sets.classes);
     let backend = args.backend.unwrap_or_else(default_backend);
+    let (sparse, zeros) = InputArg::sparse(args.input, &sets.train);
     let config = RunConfig {
         sizes,
         activation: match args.activation {
@@ -175,6 +176,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         seed: args.seed,
         f64: args.f64,
         backend: backend_name(backend),
+        sparse,
         train_len: sets.train.len(),
         checkpoint_every: args.checkpoint_every,
     };
@@ -184,7 +186,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         &args.out,
         &sets,
         args.threads,
-        args.input,
+        zeros,
         None,
     )
 }
@@ -217,15 +219,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<(), CliError> {
         ckpt.progress.iteration,
         config.iters
     );
-    dispatch(
-        &config,
-        backend,
-        dir,
-        &sets,
-        args.threads,
-        args.input,
-        Some(ckpt),
-    )
+    dispatch(&config, backend, dir, &sets, args.threads, None, Some(ckpt))
 }
 
 fn dispatch(
@@ -234,11 +228,11 @@ fn dispatch(
     out: &Path,
     sets: &TrainTest,
     threads: Option<u32>,
-    input: InputArg,
+    zeros: Option<f64>,
     ckpt: Option<Checkpoint>,
 ) -> Result<(), CliError> {
     let threads = crate::threads(threads);
-    let input = input.sparse(&sets.train);
+    let input = (config.sparse, zeros);
     if config.f64 {
         with_backend!(Some(backend), g => train::<f64, _>(config, out, sets, &g, threads, input, ckpt))
     } else {
@@ -375,7 +369,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // between batches, or this thread inline.
     let evaluator = Evaluator::<T>::new(sizes, config.activation, 1)?;
     // Sparse input: both sets become compressed rows once (MNIST: 10.5 million nonzeros, about
-    // 30 ms); batches copy rows from there and evaluations read them in place.
+    // 50 ms); batches copy rows from there and evaluations read them in place.
     let sparse_sets = if sparse {
         Some((train.to_sparse::<T>()?, test.to_sparse::<T>()?))
     } else {
@@ -670,6 +664,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
 
     let extra = [
         ("backend", mm.name().to_string()),
+        ("input", if sparse { "sparse" } else { "dense" }.to_string()),
         ("seed", config.seed.to_string()),
         ("iterations", iters.to_string()),
         ("test_accuracy", final_test.to_string()),

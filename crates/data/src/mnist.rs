@@ -303,11 +303,12 @@ impl Dataset {
     }
 
     /// Replaces `out`'s rows with samples `first ..` as compressed rows, at most `max` of
-    /// them and as many as `out` has room for (fewer at the end of the set); returns how
-    /// many. The sparse twin of [`Dataset::copy_rows`].
+    /// them and at most `out.max_rows()` (fewer at the end of the set); returns how many. The
+    /// sparse twin of [`Dataset::copy_rows`].
     ///
     /// # Panics
-    /// If `first > len()` or `out` is not `features()` wide.
+    /// If `first > len()`, `out` is not `features()` wide, or its entries run out (a buffer
+    /// from `CsrBuf::new` never does; one from `CsrBuf::with_capacity` may).
     pub fn sparse_rows<T: Real>(&self, first: usize, max: usize, out: &mut CsrBuf<T>) -> usize {
         assert!(first <= self.len, "sample {first} of {}", self.len);
         let rows = max.min(out.max_rows()).min(self.len - first);

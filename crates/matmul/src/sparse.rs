@@ -155,3 +155,84 @@ fn rows<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, c: &mut MatMut
         }
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{Gemm, Naive};
+    use manabi_tensor::{CsrBuf, Rng};
+    use std::vec::Vec;
+
+    /// Each compiled variant of the loop (portable, and AVX2 / AVX-512 where the CPU has
+    /// them) against Naive, bit for bit, with β = 0.5 and a row count that is odd.
+    #[test]
+    fn every_instruction_set_variant_matches_naive() {
+        let (m, k, n) = (13, 57, 50);
+        let mut rng = Rng::new(21);
+        let a: Vec<f32> = (0..m * k)
+            .map(|_| {
+                if rng.below(4) == 0 {
+                    rng.range(-1.0, 1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.range(-1.0, 1.0)).collect();
+        let c0: Vec<f32> = (0..m * n).map(|_| rng.range(-1.0, 1.0)).collect();
+        let mut csr = CsrBuf::new(m, k).unwrap();
+        for r in a.chunks(k) {
+            csr.push_dense_row(r);
+        }
+        let bm = Mat::new(&b, k, n).unwrap();
+        let mut want = c0.clone();
+        Naive.gemm(
+            0.7,
+            Mat::new(&a, m, k).unwrap(),
+            bm,
+            0.5,
+            MatMut::new(&mut want, m, n).unwrap(),
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut got = c0.clone();
+        rows(
+            0.7,
+            csr.view(),
+            bm,
+            0.5,
+            &mut MatMut::new(&mut got, m, n).unwrap(),
+        );
+        assert_eq!(bits(&got), bits(&want), "portable");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                let mut got = c0.clone();
+                // SAFETY: the CPU has AVX2.
+                unsafe {
+                    rows_avx2(
+                        0.7,
+                        csr.view(),
+                        bm,
+                        0.5,
+                        &mut MatMut::new(&mut got, m, n).unwrap(),
+                    )
+                };
+                assert_eq!(bits(&got), bits(&want), "avx2");
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                let mut got = c0.clone();
+                // SAFETY: the CPU has AVX-512F.
+                unsafe {
+                    rows_avx512(
+                        0.7,
+                        csr.view(),
+                        bm,
+                        0.5,
+                        &mut MatMut::new(&mut got, m, n).unwrap(),
+                    )
+                };
+                assert_eq!(bits(&got), bits(&want), "avx512");
+            }
+        }
+    }
+}

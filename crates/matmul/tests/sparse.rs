@@ -77,7 +77,7 @@ fn compare<T: Real>(m: usize, k: usize, n: usize, density: f64, ldc: usize, seed
                 );
             } else {
                 assert!(
-                    w.to_f64() == g.to_f64(),
+                    w.to_f64().to_bits() == g.to_f64().to_bits(),
                     "{} m={m} k={k} n={n} density={density} α={alpha} β={beta} at {idx}: naive {w}, sparse {g}",
                     T::NAME
                 );

@@ -176,7 +176,7 @@ impl<T: Real> Csr<'_, T> {
 /// the rows fill a prefix of them: a row can then be written without a capacity check per
 /// element, and with no branch per element ([`CsrBuf::push_bytes_row`]).
 #[cfg(feature = "alloc")]
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CsrBuf<T> {
     cols: usize,
     max_rows: usize,
@@ -215,12 +215,16 @@ impl<T: Real> CsrBuf<T> {
     }
 
     fn build(max_rows: usize, cols: usize, cap: usize) -> Result<Self> {
-        if u32::try_from(cap).is_err() || u32::try_from(cols).is_err() {
-            return Err(Error::Overflow {
-                what: "sparse buffer (u32 offsets)",
-            });
+        let overflow = Error::Overflow {
+            what: "sparse buffer (u32 offsets)",
+        };
+        if [cap, cols, max_rows]
+            .iter()
+            .any(|&n| u32::try_from(n).is_err())
+        {
+            return Err(overflow);
         }
-        let mut offsets = Vec::with_capacity(max_rows + 1);
+        let mut offsets = Vec::with_capacity(max_rows.checked_add(1).ok_or(overflow)?);
         offsets.push(0);
         Ok(Self {
             cols,
@@ -274,8 +278,9 @@ impl<T: Real> CsrBuf<T> {
     /// Adds a nonzero to the current row. Columns must increase within a row.
     ///
     /// # Panics
-    /// If `col >= cols` or does not follow the row's previous column, or the buffer already
-    /// holds `max_rows` rows (caller bugs).
+    /// If `col >= cols` or does not follow the row's previous column, the buffer already holds
+    /// `max_rows` rows, or its entries are used up (caller bugs; `CsrBuf::new` sizes for
+    /// fully dense rows).
     #[inline]
     pub fn push(&mut self, col: usize, value: T) {
         assert!(
@@ -541,6 +546,30 @@ mod tests {
     }
 
     #[test]
+    fn a_short_batch_transposes_into_a_full_batch_buffer_and_back() {
+        let mut rows = CsrBuf::new(4, 3).unwrap();
+        let mut cols = CsrBuf::new(3, 4).unwrap();
+        for n in [4, 2, 4] {
+            rows.clear();
+            for i in 0..n {
+                rows.push_dense_row(&[1.0 + i as f64, 0.0, -(i as f64)]);
+            }
+            cols.transpose_from(rows.view());
+            let t = cols.view();
+            assert_eq!((t.rows(), t.cols()), (3, n));
+            Csr::new(3, n, t.offsets(), t.indices(), t.values()).unwrap();
+            let mut dense = vec![f64::NAN; 3 * n];
+            t.to_dense(&mut dense);
+            for i in 0..n {
+                assert_eq!(
+                    [dense[i], dense[n + i], dense[2 * n + i]],
+                    [1.0 + i as f64, 0.0, -(i as f64)]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn refilling_reuses_the_memory() {
         let mut buf = CsrBuf::new(4, 6).unwrap();
         let x = [1.0f32; 24];
@@ -587,5 +616,6 @@ mod tests {
         // Offsets may start past 0: a block of a larger matrix's rows.
         assert!(Csr::new(1, 3, &[1, 2], &[2], &[1.0f32]).is_ok());
         assert!(CsrBuf::<f32>::new(1 << 20, 1 << 13).is_err());
+        assert!(CsrBuf::<f32>::new(usize::MAX, 0).is_err());
     }
 }

@@ -53,6 +53,7 @@ pub fn config() -> RunConfig {
         seed: 9,
         f64: false,
         backend: "naive".into(),
+        sparse: false,
         train_len: 10,
         checkpoint_every: Some(5),
     }
