@@ -42,6 +42,15 @@ fn plan() -> MlpPlan {
     .expect("the book's network plans")
 }
 
+/// Rows of `logits` whose arg-max is their label.
+fn count_right(logits: &[f32], labels: &[usize]) -> usize {
+    logits
+        .chunks_exact(SIZES[2])
+        .zip(labels)
+        .filter(|(row, l)| argmax(row) == **l)
+        .count()
+}
+
 /// Correct predictions over `data`, split into one contiguous share per arena.
 fn correct<G: Gemm<f32> + Sync>(
     g: &G,
@@ -65,12 +74,7 @@ fn correct<G: Gemm<f32> + Sync>(
                     let mut first = lo;
                     while first < hi {
                         let n = data.copy_rows(first, net.input_mut(EVAL_ROWS.min(hi - first)));
-                        let logits = net.forward(g, n);
-                        right += logits
-                            .chunks_exact(SIZES[2])
-                            .zip(&labels[first..first + n])
-                            .filter(|(row, l)| argmax(row) == **l)
-                            .count();
+                        right += count_right(net.forward(g, n), &labels[first..first + n]);
                         first += n;
                     }
                     right
@@ -157,11 +161,7 @@ fn correct_sparse<G: Gemm<f32>>(
     while first < labels.len() {
         let n = EVAL_ROWS.min(labels.len() - first);
         let logits = net.predict_sparse(g, rows.row_range(first, n));
-        right += logits
-            .chunks_exact(SIZES[2])
-            .zip(&labels[first..first + n])
-            .filter(|(row, l)| argmax(row) == **l)
-            .count();
+        right += count_right(logits, &labels[first..first + n]);
         first += n;
     }
     right

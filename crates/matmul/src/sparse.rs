@@ -161,6 +161,7 @@ mod tests {
     use super::*;
     use crate::{Gemm, Naive};
     use manabi_tensor::{CsrBuf, Rng};
+    use std::vec;
     use std::vec::Vec;
 
     /// Each compiled variant of the loop (portable, and AVX2 / AVX-512 where the CPU has
@@ -194,45 +195,23 @@ mod tests {
             MatMut::new(&mut want, m, n).unwrap(),
         );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let mut got = c0.clone();
-        rows(
-            0.7,
-            csr.view(),
-            bm,
-            0.5,
-            &mut MatMut::new(&mut got, m, n).unwrap(),
-        );
-        assert_eq!(bits(&got), bits(&want), "portable");
+        type Variant = unsafe fn(f32, Csr<'_, f32>, Mat<'_, f32>, f32, &mut MatMut<'_, f32>);
+        let mut variants: Vec<(&str, Variant)> = vec![("portable", rows::<f32>)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
-                let mut got = c0.clone();
-                // SAFETY: the CPU has AVX2.
-                unsafe {
-                    rows_avx2(
-                        0.7,
-                        csr.view(),
-                        bm,
-                        0.5,
-                        &mut MatMut::new(&mut got, m, n).unwrap(),
-                    )
-                };
-                assert_eq!(bits(&got), bits(&want), "avx2");
+                variants.push(("avx2", rows_avx2::<f32>));
             }
             if std::is_x86_feature_detected!("avx512f") {
-                let mut got = c0.clone();
-                // SAFETY: the CPU has AVX-512F.
-                unsafe {
-                    rows_avx512(
-                        0.7,
-                        csr.view(),
-                        bm,
-                        0.5,
-                        &mut MatMut::new(&mut got, m, n).unwrap(),
-                    )
-                };
-                assert_eq!(bits(&got), bits(&want), "avx512");
+                variants.push(("avx512", rows_avx512::<f32>));
             }
+        }
+        for (name, variant) in variants {
+            let mut got = c0.clone();
+            let mut c = MatMut::new(&mut got, m, n).unwrap();
+            // SAFETY: only the variants whose instruction set the CPU has were listed.
+            unsafe { variant(0.7, csr.view(), bm, 0.5, &mut c) };
+            assert_eq!(bits(&got), bits(&want), "{name}");
         }
     }
 }
