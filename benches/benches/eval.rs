@@ -42,6 +42,18 @@ fn plan() -> MlpPlan {
     .expect("the book's network plans")
 }
 
+/// What `net` predicts for every sample of `data` (dense forward passes of `EVAL_ROWS` rows).
+fn predicted<G: Gemm<f32>>(net: &mut Mlp<'_, f32>, g: &G, data: &Dataset) -> Vec<usize> {
+    let mut labels = Vec::with_capacity(data.len());
+    let mut first = 0;
+    while first < data.len() {
+        let n = data.copy_rows(first, net.input_mut(EVAL_ROWS));
+        labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
+        first += n;
+    }
+    labels
+}
+
 /// Rows of `logits` whose arg-max is their label.
 fn count_right(logits: &[f32], labels: &[usize]) -> usize {
     logits
@@ -108,13 +120,7 @@ impl Data {
         // Labels are filled in below; any valid ones make the set.
         let unlabelled = Dataset::from_bytes(bytes.clone(), vec![SIZES[0]], vec![0; EVAL_IMAGES])
             .expect("lengths agree");
-        let mut labels = Vec::with_capacity(EVAL_IMAGES);
-        let mut first = 0;
-        while first < EVAL_IMAGES {
-            let n = unlabelled.copy_rows(first, net.input_mut(EVAL_ROWS));
-            labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
-            first += n;
-        }
+        let labels = predicted(&mut net, g, &unlabelled);
         Data {
             set: Dataset::from_bytes(bytes, vec![SIZES[0]], labels).expect("lengths agree"),
             params: net.params().to_vec(),
@@ -187,13 +193,7 @@ fn bench_eval_sparse<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
         Dataset::from_bytes(bytes, vec![SIZES[0]], vec![0; EVAL_IMAGES]).expect("lengths agree");
     let all = unlabelled.to_sparse::<f32>().expect("fits u32 offsets");
     // The labels are what the dense forward pass predicts: the sparse one must agree.
-    let mut labels = Vec::with_capacity(EVAL_IMAGES);
-    let mut first = 0;
-    while first < EVAL_IMAGES {
-        let n = unlabelled.copy_rows(first, net.input_mut(EVAL_ROWS));
-        labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
-        first += n;
-    }
+    let labels = predicted(&mut net, g, &unlabelled);
     let got = correct_sparse(g, plan, &params, &mut arena, all.view(), &labels);
     assert!(
         got >= EVAL_IMAGES - EVAL_IMAGES / 1000,
