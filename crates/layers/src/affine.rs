@@ -1,6 +1,6 @@
 //! Fully connected layer `y = x·W + b` and its backward pass.
 
-use manabi_matmul::{Csr, Gemm, Mat, MatMut, csr_gemm};
+use manabi_matmul::{Csr, Gemm, Mat, MatMut, csr_gemm, csr_gemm_tn};
 use manabi_tensor::Real;
 
 /// Fully connected layer, `y = x·W + b`.
@@ -162,40 +162,60 @@ impl Affine {
     }
 
     /// Backward for a sparse input, always a first layer (nothing consumes its input
-    /// gradient): `dW = xᵀ·dy` from `xt`, the input's transpose (`d_in × batch`, built by
-    /// `CsrBuf::transpose_from`), and `db = Σ_rows dy`. Writes `dp = [dW | db]`.
+    /// gradient): `dW = xᵀ·dy` and `db = Σ_rows dy`; writes `dp = [dW | db]`. Given `xt`, the
+    /// input's transpose (`d_in × batch`, built by `CsrBuf::transpose_from`), `dW` is
+    /// [`csr_gemm`] on it; without it the rows of `x` are scattered ([`csr_gemm_tn`], slower,
+    /// but no memory for the transpose). Both give the same bits.
     ///
     /// # Panics
     /// If the shapes disagree.
-    pub fn backward_sparse<T: Real>(&self, xt: Csr<'_, T>, dy: &[T], dp: &mut [T]) {
-        let batch = xt.cols();
+    pub fn backward_sparse<T: Real>(
+        &self,
+        x: Csr<'_, T>,
+        xt: Option<Csr<'_, T>>,
+        dy: &[T],
+        dp: &mut [T],
+    ) {
         let (dw, db) = dp.split_at_mut(self.d_in * self.d_out);
-        csr_gemm(
-            T::ONE,
-            xt,
-            view(dy, batch, self.d_out),
-            T::ZERO,
-            view_mut(dw, self.d_in, self.d_out),
-        );
+        self.weight_product(T::ONE, x, xt, dy, T::ZERO, dw);
         bias_grad(dy, db);
     }
 
+    /// `W = α·xᵀ·dy + β·W` through `xt` if given, else by scattering `x`'s rows.
+    fn weight_product<T: Real>(
+        &self,
+        alpha: T,
+        x: Csr<'_, T>,
+        xt: Option<Csr<'_, T>>,
+        dy: &[T],
+        beta: T,
+        w: &mut [T],
+    ) {
+        let batch = x.rows();
+        let dy = view(dy, batch, self.d_out);
+        let w = view_mut(w, self.d_in, self.d_out);
+        match xt {
+            Some(xt) => csr_gemm(alpha, xt, dy, beta, w),
+            None => csr_gemm_tn(alpha, x, dy, beta, w),
+        }
+    }
+
     /// [`Affine::backward_sparse`] fused with a plain SGD step, as [`Affine::backward_sgd`]:
-    /// `W ← W − lr·xᵀ·dy` (α = −lr, β = 1, rows of `W` whose input is zero in the whole batch
+    /// `W ← W − lr·xᵀ·dy` (α = −lr, β = 1; rows of `W` whose input is zero in the whole batch
     /// are not touched) and `b ← b − lr·Σ dy`.
     ///
     /// # Panics
     /// If the shapes disagree.
-    pub fn backward_sgd_sparse<T: Real>(&self, lr: T, p: &mut [T], xt: Csr<'_, T>, dy: &[T]) {
-        let batch = xt.cols();
+    pub fn backward_sgd_sparse<T: Real>(
+        &self,
+        lr: T,
+        p: &mut [T],
+        x: Csr<'_, T>,
+        xt: Option<Csr<'_, T>>,
+        dy: &[T],
+    ) {
         let (w, b) = p.split_at_mut(self.d_in * self.d_out);
-        csr_gemm(
-            -lr,
-            xt,
-            view(dy, batch, self.d_out),
-            T::ONE,
-            view_mut(w, self.d_in, self.d_out),
-        );
+        self.weight_product(-lr, x, xt, dy, T::ONE, w);
         sgd_bias(lr, dy, b);
     }
 }
@@ -278,7 +298,10 @@ mod tests {
         let (rows, cols) = sparse_x(&x);
         let r = probe(8, 5);
         let mut dp = [f64::NAN; 8];
-        l.backward_sparse(cols.view(), &r, &mut dp);
+        l.backward_sparse(rows.view(), Some(cols.view()), &r, &mut dp);
+        let mut dp_scattered = [f64::NAN; 8];
+        l.backward_sparse(rows.view(), None, &r, &mut dp_scattered);
+        assert_eq!(dp, dp_scattered);
         assert_close(
             &dp,
             &numeric_grad(|p, y| l.forward_sparse(p, rows.view(), y), &p, &r),
@@ -293,10 +316,12 @@ mod tests {
         let mut dp_dense = [0.0; 8];
         l.backward(&Naive, &p, &x, &r, None, &mut dp_dense);
         assert_eq!(dp_dense, dp);
-        let (mut fused_dense, mut fused_sparse) = (p, p);
+        let (mut fused_dense, mut fused_sparse, mut fused_scattered) = (p, p, p);
         l.backward_sgd(&Naive, 0.25, &mut fused_dense, &x, &r, None);
-        l.backward_sgd_sparse(0.25, &mut fused_sparse, cols.view(), &r);
+        l.backward_sgd_sparse(0.25, &mut fused_sparse, rows.view(), Some(cols.view()), &r);
+        l.backward_sgd_sparse(0.25, &mut fused_scattered, rows.view(), None, &r);
         assert_eq!(fused_dense, fused_sparse);
+        assert_eq!(fused_dense, fused_scattered);
     }
 
     #[test]

@@ -387,13 +387,15 @@ impl TensorInfo {
     }
 }
 
-/// A minibatch as compressed sparse rows, with its transpose for the first layer's weight
-/// gradient: for inputs that are mostly zero, like MNIST's pixels (81 %), the first layer
-/// then reads only the nonzeros ([`Mlp::train_step_sparse`]).
+/// A minibatch as compressed sparse rows, and optionally their transpose for the first layer's
+/// weight gradient: for inputs that are mostly zero, like MNIST's pixels (81 %), the first
+/// layer then reads only the nonzeros ([`Mlp::train_step_sparse`]). Without the transpose the
+/// gradient scatters the rows instead (slower, no memory for it: for a microcontroller); the
+/// result is the same to the bit.
 #[derive(Clone, Copy, Debug)]
 pub struct SparseBatch<'a, T> {
     x: Csr<'a, T>,
-    xt: Csr<'a, T>,
+    xt: Option<Csr<'a, T>>,
 }
 
 impl<'a, T: Copy> SparseBatch<'a, T> {
@@ -413,7 +415,12 @@ impl<'a, T: Copy> SparseBatch<'a, T> {
                 return Err(Error::ShapeMismatch { expected, got });
             }
         }
-        Ok(Self { x, xt })
+        Ok(Self { x, xt: Some(xt) })
+    }
+
+    /// The batch `x` alone: the weight gradient scatters its rows.
+    pub fn rows_only(x: Csr<'a, T>) -> Self {
+        Self { x, xt: None }
     }
 
     /// The rows.
@@ -421,8 +428,8 @@ impl<'a, T: Copy> SparseBatch<'a, T> {
         self.x
     }
 
-    /// Their transpose.
-    pub fn xt(&self) -> Csr<'a, T> {
+    /// Their transpose, if the batch carries it.
+    pub fn xt(&self) -> Option<Csr<'a, T>> {
         self.xt
     }
 }
@@ -434,7 +441,7 @@ enum Input<'x, T> {
     Arena,
     /// Caller-held dense rows.
     Dense(&'x [T]),
-    /// Caller-held sparse rows, with their transpose when training.
+    /// Caller-held sparse rows, with their transpose if built.
     Sparse(Csr<'x, T>, Option<Csr<'x, T>>),
 }
 
@@ -699,7 +706,7 @@ impl<'a, T: Real> Mlp<'a, T> {
                     Input::Dense(e) => {
                         affine.backward(mm, p, &e[..rows * plan.sizes[0]], dy, None, g)
                     }
-                    Input::Sparse(_, xt) => affine.backward_sparse(transposed(xt), dy, g),
+                    Input::Sparse(x, xt) => affine.backward_sparse(x, xt, dy, g),
                 }
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
@@ -790,7 +797,7 @@ impl<'a, T: Real> Mlp<'a, T> {
         target: Target<'_, T>,
     ) -> T {
         let rows = batch.x.rows();
-        let loss = self.gradient_from(mm, Input::Sparse(batch.x, Some(batch.xt)), rows, target);
+        let loss = self.gradient_from(mm, Input::Sparse(batch.x, batch.xt), rows, target);
         self.update(opt, t);
         loss
     }
@@ -839,7 +846,7 @@ impl<'a, T: Real> Mlp<'a, T> {
         target: Target<'_, T>,
     ) -> T {
         let rows = batch.x.rows();
-        self.fused_sgd_from(mm, lr, Input::Sparse(batch.x, Some(batch.xt)), rows, target)
+        self.fused_sgd_from(mm, lr, Input::Sparse(batch.x, batch.xt), rows, target)
     }
 
     fn fused_sgd_from(
@@ -871,7 +878,7 @@ impl<'a, T: Real> Mlp<'a, T> {
                     Input::Dense(e) => {
                         affine.backward_sgd(mm, lr, p, &e[..rows * plan.sizes[0]], dy, None);
                     }
-                    Input::Sparse(_, xt) => affine.backward_sgd_sparse(lr, p, transposed(xt), dy),
+                    Input::Sparse(x, xt) => affine.backward_sgd_sparse(lr, p, x, xt, dy),
                 }
             } else {
                 let dx = plan.layer_d_output(l - 1, rows);
@@ -942,14 +949,6 @@ impl<'a, T: Real> Mlp<'a, T> {
             self.buf[i] = saved;
             *o = (up - down) / (h + h);
         }
-    }
-}
-
-/// The transpose a sparse training input must carry (the public constructors always give one).
-fn transposed<T>(xt: Option<Csr<'_, T>>) -> Csr<'_, T> {
-    match xt {
-        Some(xt) => xt,
-        None => panic!("a sparse input trains only with its transpose (SparseBatch)"),
     }
 }
 

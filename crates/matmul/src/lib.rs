@@ -54,7 +54,7 @@ pub use manabi_tensor::{Mat, MatMut, Real};
 #[cfg(feature = "matrixmultiply")]
 pub use mm::MatrixMultiply;
 pub use naive::Naive;
-pub use sparse::csr_gemm;
+pub use sparse::{csr_gemm, csr_gemm_tn};
 
 /// The preferred backend this build has: `Blas` if `blas`, else `FaerGemm` if `gemm`, else
 /// `MatrixMultiply` if `matrixmultiply`, else [`Naive`].

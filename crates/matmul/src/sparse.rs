@@ -60,6 +60,56 @@ pub fn csr_gemm<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c:
     rows(alpha, a, b, beta, &mut c);
 }
 
+/// `C = α·Aᵀ·B + β·C` for a sparse `A` (`m × k`, [`Csr`]), a dense `B` (`m × n`, not a
+/// transposed view) and `C` (`k × n`): a weight gradient `xᵀ·dy` straight from the batch's
+/// rows, without building their transpose.
+///
+/// Row `i` of `A` scatters `(α·A[i,p])·B[i,·]` into row `p` of `C`, rows in increasing
+/// order, so every element of `C` receives its terms in increasing `i`: [`Naive`](crate::Naive)'s
+/// order for `Aᵀ·B`, and its result bit for bit (with the caveats of [`csr_gemm`]). Rows of
+/// `C` that no nonzero reaches are only scaled by `β`. It reads and writes a row of `C` per
+/// nonzero, where [`csr_gemm`] on the transpose keeps a row of `C` for four: the form for
+/// when memory for the transpose is short (a microcontroller), not the fastest one.
+///
+/// # Contract
+/// As [`csr_gemm`].
+///
+/// # Panics
+/// If the shapes disagree or `B` is a transposed view (caller bugs).
+pub fn csr_gemm_tn<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert!(
+        b.rows() == m && c.rows() == k && c.cols() == n && !b.is_transposed(),
+        "csr_gemm_tn shapes disagree: ({m}×{k} sparse)ᵀ·({}×{n}{}) into {}×{}",
+        b.rows(),
+        if b.is_transposed() {
+            ", transposed"
+        } else {
+            ""
+        },
+        c.rows(),
+        c.cols()
+    );
+    if k == 0 || n == 0 {
+        return;
+    }
+    scale(beta, &mut c);
+    if m == 0 || alpha == T::ZERO {
+        return;
+    }
+    let (b_data, ldb) = (b.data(), b.row_stride());
+    for i in 0..m {
+        let b_row = &b_data[i * ldb..][..n];
+        let (cols, vals) = a.row(i);
+        for (&p, &v) in cols.iter().zip(vals) {
+            let v = alpha * v;
+            for (c_pj, &b_ij) in c.row_mut(p as usize).iter_mut().zip(b_row) {
+                *c_pj += v * b_ij;
+            }
+        }
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_avx512<T: Real>(

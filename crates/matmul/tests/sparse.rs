@@ -1,6 +1,6 @@
 //! `csr_gemm` against `Naive` on the dense matrix: bit for bit, with float values, every shape 0..=8 and odd ones.
 
-use manabi_matmul::{Csr, Gemm, Mat, MatMut, Naive, Real, csr_gemm};
+use manabi_matmul::{Csr, Gemm, Mat, MatMut, Naive, Real, csr_gemm, csr_gemm_tn};
 use manabi_tensor::{CsrBuf, Rng};
 
 /// A dense `rows × cols` matrix with about `density` of its entries nonzero, drawn in ±2
@@ -33,6 +33,61 @@ const SCALARS: [(f64, f64); 6] = [
     (0.0, -0.5),
     (-0.1, 1.0),
 ];
+
+/// `csr_gemm_tn` (Aᵀ·B by scattering A's rows) against Naive on the transposed dense view,
+/// by bits, for every α, β.
+fn compare_tn<T: Real>(m: usize, k: usize, n: usize, density: f64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let a = sparse_dense::<T>(m, k, density, &mut rng);
+    let b: Vec<T> = (0..m * n)
+        .map(|_| T::from_f64(rng.range(-1.0f64, 1.0)))
+        .collect();
+    let a_csr = csr(&a, m, k);
+    let (at, bm) = (Mat::new(&a, m, k).unwrap().t(), Mat::new(&b, m, n).unwrap());
+    for (alpha, beta) in SCALARS {
+        let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
+        let c0: Vec<T> = if beta == T::ZERO {
+            vec![T::NAN; k * n]
+        } else {
+            (0..k * n)
+                .map(|_| T::from_f64(rng.range(-1.0f64, 1.0)))
+                .collect()
+        };
+        let (mut want, mut got) = (c0.clone(), c0);
+        Naive.gemm(alpha, at, bm, beta, MatMut::new(&mut want, k, n).unwrap());
+        csr_gemm_tn(
+            alpha,
+            a_csr.view(),
+            bm,
+            beta,
+            MatMut::new(&mut got, k, n).unwrap(),
+        );
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&want) == bits(&got),
+            "{} m={m} k={k} n={n} density={density} α={alpha} β={beta}",
+            T::NAME
+        );
+    }
+}
+
+#[test]
+fn the_scattered_transpose_product_matches_naive_bit_for_bit() {
+    for m in 0..=6 {
+        for k in 0..=6 {
+            for n in 0..=6 {
+                for density in [0.0, 0.4, 1.0] {
+                    let seed = (m * 49 + k * 7 + n) as u64;
+                    compare_tn::<f32>(m, k, n, density, seed);
+                    compare_tn::<f64>(m, k, n, density, seed);
+                }
+            }
+        }
+    }
+    // The first layer's weight gradient at the firmware's batch and MNIST's density.
+    compare_tn::<f32>(10, 784, 50, 0.19, 3);
+    compare_tn::<f64>(100, 784, 50, 0.19, 4);
+}
 
 /// Compares for every α, β; `ldc` ≥ `n` pads C's rows (the padding must survive).
 fn compare<T: Real>(m: usize, k: usize, n: usize, density: f64, ldc: usize, seed: u64) {
