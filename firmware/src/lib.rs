@@ -4,7 +4,8 @@
 //! - `smoke`: XOR and three Gaussian blobs trained with the library's layers and optimizers
 //!   (Cortex-M4F on `mps2-an386`, and Cortex-M0 on `microbit` with 16 KiB of RAM);
 //! - `mnist-train`: the book's 784-50-10 network initialised and trained on the device with
-//!   fused SGD, streaming MNIST from the host's files, then evaluated on the test set;
+//!   fused SGD on sparse rows of the pixels, streaming MNIST from the host's files, then
+//!   evaluated on the test set;
 //! - `mnist-infer`: weights trained on the host by `manabi train`, embedded in flash,
 //!   evaluated on the test set; its confusion matrix must equal `manabi eval --backend naive`.
 //!

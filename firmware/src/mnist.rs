@@ -103,6 +103,42 @@ pub fn to_input(pixels: &[u8], input: &mut [f32]) {
     }
 }
 
+/// The value of each pixel byte, as [`to_input`] computes it (`b / 255` in `f32`).
+pub fn pixel_values() -> [f32; 256] {
+    core::array::from_fn(|b| f32::from(b as u8) / 255.0)
+}
+
+/// Room for one batch as compressed sparse rows (`manabi_tensor::csr_from_bytes`): the
+/// first layer then reads only the nonzero pixels, bit for bit the dense result with the
+/// Naive backend. `offsets` holds `batch + 1` entries; `indices` and `values` as many
+/// nonzeros as the batch may have (a batch with more takes the dense path).
+pub struct SparseRows<'a> {
+    /// Row starts.
+    pub offsets: &'a mut [u32],
+    /// Column of each nonzero.
+    pub indices: &'a mut [u32],
+    /// Value of each nonzero.
+    pub values: &'a mut [f32],
+    /// [`pixel_values`].
+    pub table: [f32; 256],
+}
+
+impl SparseRows<'_> {
+    /// The first `n` images of `pixels` as compressed rows, or `None` if their nonzeros do
+    /// not fit (or `n` is not the batch the offsets were made for).
+    pub fn rows(&mut self, pixels: &[u8], n: usize) -> Option<manabi_tensor::Csr<'_, f32>> {
+        let offsets = self.offsets.get_mut(..n + 1)?;
+        manabi_tensor::csr_from_bytes(
+            &pixels[..n * PIXELS],
+            PIXELS,
+            &self.table,
+            offsets,
+            self.indices,
+            self.values,
+        )
+    }
+}
+
 /// FNV-1a (64-bit) offset basis and prime.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -160,21 +196,28 @@ impl Confusion {
 }
 
 /// Predicts every test image in `dir` (as many at a time as `labels` holds and the network's
-/// forward rows allow) and counts the outcomes.
+/// forward rows allow) and counts the outcomes; with `sparse`, each batch whose nonzeros fit
+/// is read as compressed rows (the same predictions, fewer instructions).
 pub fn evaluate(
     net: &mut Mlp<'_, f32>,
     mm: &impl Gemm<f32>,
     dir: &str,
     pixels: &mut [u8],
     labels: &mut [usize],
+    mut sparse: Option<&mut SparseRows<'_>>,
 ) -> Result<Confusion, Error> {
     let rows = labels.len().min(net.plan().eval_rows());
     let mut test = Stream::open(dir, TEST_IMAGES, TEST_LABELS, usize::MAX)?;
     let mut confusion = Confusion::default();
     while test.left() > 0 {
         let n = test.next(pixels, &mut labels[..rows])?;
-        to_input(&pixels[..n * PIXELS], net.input_mut(n));
-        let logits = net.forward(mm, n);
+        let logits = match sparse.as_deref_mut().and_then(|s| s.rows(pixels, n)) {
+            Some(x) => net.predict_sparse(mm, x),
+            None => {
+                to_input(&pixels[..n * PIXELS], net.input_mut(n));
+                net.forward(mm, n)
+            }
+        };
         for (row, &label) in logits.chunks_exact(CLASSES).zip(&labels[..n]) {
             confusion.add(label, argmax(row));
         }

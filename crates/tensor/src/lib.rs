@@ -33,9 +33,9 @@ pub use mat::{Mat, MatMut};
 pub use plan::{Arena, Planner, Span, disjoint_mut, read_write, write_read};
 pub use real::Real;
 pub use rng::Rng;
-pub use sparse::Csr;
 #[cfg(feature = "alloc")]
 pub use sparse::CsrBuf;
+pub use sparse::{Csr, csr_from_bytes};
 
 /// The crate's result type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -169,6 +169,54 @@ impl<T: Real> Csr<'_, T> {
     }
 }
 
+/// Compressed rows of `bytes` (`rows × cols` values, each nonzero byte `b` becoming
+/// `table[b]`) written into caller-held arrays, without a heap: for a microcontroller, whose
+/// batch buffers are `static`s. Returns `None`, writing nothing useful, when `offsets` is not
+/// `rows + 1` long or the nonzeros do not fit `indices` and `values` (the caller then takes
+/// its dense path).
+///
+/// # Panics
+/// If `bytes.len()` is not a multiple of `cols`.
+pub fn csr_from_bytes<'a, T: Real>(
+    bytes: &[u8],
+    cols: usize,
+    table: &[T; 256],
+    offsets: &'a mut [u32],
+    indices: &'a mut [u32],
+    values: &'a mut [T],
+) -> Option<Csr<'a, T>> {
+    assert!(
+        cols > 0 && bytes.len() % cols == 0,
+        "csr_from_bytes: {} bytes are not rows of {cols}",
+        bytes.len()
+    );
+    let rows = bytes.len() / cols;
+    let nnz = bytes.iter().filter(|&&b| b != 0).count();
+    let room = indices.len().min(values.len());
+    if offsets.len() != rows + 1 || nnz > room || u32::try_from(cols.max(nnz)).is_err() {
+        return None;
+    }
+    let mut n = 0;
+    offsets[0] = 0;
+    for (row, end) in bytes.chunks_exact(cols).zip(&mut offsets[1..]) {
+        for (j, &b) in row.iter().enumerate() {
+            if b != 0 {
+                indices[n] = j as u32;
+                values[n] = table[usize::from(b)];
+                n += 1;
+            }
+        }
+        *end = n as u32;
+    }
+    Some(Csr {
+        rows,
+        cols,
+        offsets,
+        indices: &indices[..nnz],
+        values: &values[..nnz],
+    })
+}
+
 /// Owned buffers that build a [`Csr`] row by row, sized once so that refilling them never
 /// allocates (for a minibatch gathered every step).
 ///
@@ -523,6 +571,28 @@ mod tests {
         assert_eq!(v.row(1).0.len(), 0);
         assert_eq!(v.row(2).1, &[1.0; 21]);
         Csr::new(3, 21, v.offsets(), v.indices(), v.values()).unwrap();
+    }
+
+    #[test]
+    fn bytes_into_caller_arrays_match_the_builder_or_do_not_fit() {
+        let table: [f32; 256] = core::array::from_fn(|b| b as f32 / 4.0);
+        let bytes: [u8; 12] = [0, 3, 0, 0, 9, 0, 0, 0, 0, 1, 1, 255];
+        let (mut offsets, mut indices, mut values) = ([9u32; 4], [9u32; 6], [9.0f32; 6]);
+        let v = csr_from_bytes(&bytes, 4, &table, &mut offsets, &mut indices, &mut values).unwrap();
+        let mut built = CsrBuf::new(3, 4).unwrap();
+        for r in bytes.chunks(4) {
+            built.push_bytes_row(r, &table);
+        }
+        let b = built.view();
+        assert_eq!(
+            (v.offsets(), v.indices(), v.values()),
+            (b.offsets(), b.indices(), b.values())
+        );
+        // Five nonzeros do not fit four entries; a wrong offsets length is refused.
+        let (mut o, mut i, mut x) = ([0u32; 4], [0u32; 4], [0.0f32; 4]);
+        assert!(csr_from_bytes(&bytes, 4, &table, &mut o, &mut i, &mut x).is_none());
+        let (mut o, mut i, mut x) = ([0u32; 3], [0u32; 8], [0.0f32; 8]);
+        assert!(csr_from_bytes(&bytes, 4, &table, &mut o, &mut i, &mut x).is_none());
     }
 
     #[test]

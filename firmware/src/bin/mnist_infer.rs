@@ -78,7 +78,7 @@ fn run() -> Result<(), Error> {
     );
     let mut labels = [0usize; ROWS];
     let start = clock.instructions();
-    let confusion = mnist::evaluate(&mut net, &Naive, dir, pixels, &mut labels)?;
+    let confusion = mnist::evaluate(&mut net, &Naive, dir, pixels, &mut labels, None)?;
     let instructions = clock.instructions() - start;
     let (correct, tested) = (confusion.correct(), confusion.total());
     confusion.print();
