@@ -6,7 +6,8 @@
 //! - [`Mat`] / [`MatMut`]: row-major views over slices with a free transpose.
 //! - [`Rng`]: a seeded xoshiro256++ generator (no global state).
 //! - [`Csr`]: a sparse matrix's nonzeros by row (an MNIST image is 81 % zeros); `CsrBuf`
-//!   (with `alloc`) builds one without allocating per use.
+//!   (with `alloc`) builds one without allocating per use, [`csr_from_bytes`] into caller
+//!   arrays without a heap.
 //! - [`Planner`], [`Span`], [`Arena`]: plan memory once, run with one caller-owned buffer.
 //! - [`Error`]: the crate's one error type.
 //!
