@@ -25,18 +25,7 @@ use manabi_tensor::Csr;
 /// If the shapes disagree or `B` is a transposed view (caller bugs).
 pub fn csr_gemm<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    assert!(
-        b.rows() == k && c.rows() == m && c.cols() == n && !b.is_transposed(),
-        "csr_gemm shapes disagree: ({m}×{k} sparse)·({}×{n}{}) into {}×{}",
-        b.rows(),
-        if b.is_transposed() {
-            ", transposed"
-        } else {
-            ""
-        },
-        c.rows(),
-        c.cols()
-    );
+    check_shapes("csr_gemm", (m, k, n), &b, &c);
     if m == 0 || n == 0 {
         return;
     }
@@ -78,18 +67,7 @@ pub fn csr_gemm<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c:
 /// If the shapes disagree or `B` is a transposed view (caller bugs).
 pub fn csr_gemm_tn<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut c: MatMut<'_, T>) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    assert!(
-        b.rows() == m && c.rows() == k && c.cols() == n && !b.is_transposed(),
-        "csr_gemm_tn shapes disagree: ({m}×{k} sparse)ᵀ·({}×{n}{}) into {}×{}",
-        b.rows(),
-        if b.is_transposed() {
-            ", transposed"
-        } else {
-            ""
-        },
-        c.rows(),
-        c.cols()
-    );
+    check_shapes("csr_gemm_tn", (k, m, n), &b, &c);
     if k == 0 || n == 0 {
         return;
     }
@@ -108,6 +86,31 @@ pub fn csr_gemm_tn<T: Real>(alpha: T, a: Csr<'_, T>, b: Mat<'_, T>, beta: T, mut
             }
         }
     }
+}
+
+/// Checks that `op(A)` (`rows × inner`) times `B` (`inner × n`, not a transposed view) fits
+/// `C` (`rows × n`).
+///
+/// # Panics
+/// If not, naming the product and the shapes.
+fn check_shapes<T: Copy>(
+    what: &str,
+    (rows, inner, n): (usize, usize, usize),
+    b: &Mat<'_, T>,
+    c: &MatMut<'_, T>,
+) {
+    assert!(
+        b.rows() == inner && c.rows() == rows && c.cols() == n && !b.is_transposed(),
+        "{what} shapes disagree: ({rows}×{inner} sparse)·({}×{n}{}) into {}×{}",
+        b.rows(),
+        if b.is_transposed() {
+            ", transposed"
+        } else {
+            ""
+        },
+        c.rows(),
+        c.cols()
+    );
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
