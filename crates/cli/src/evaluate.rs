@@ -16,15 +16,6 @@ pub const EVAL_ROWS: usize = 1000;
 /// 2000× that in activations) cannot make evaluation allocate far more than the weights.
 pub const MAX_ACTIVATIONS: usize = 16 << 20;
 
-/// The zero fraction from which the first layer reads its input as sparse rows (`--input
-/// auto`). Measured on the AVX-512 machine of issue 5, one fused SGD step at batch 100 on
-/// inputs with zeros at random places: sparse overtook matrixmultiply's dense step below about
-/// 30 % nonzeros and the `gemm` crate's below about 20 %. At MNIST's 19 % (`cargo xtask bench`,
-/// 19:12 UTC on 2026-12-01) the sparse step took 103 µs against 147 µs dense with
-/// matrixmultiply (109 µs against 108 µs with gemm), and evaluating 70,000 images on one
-/// thread 35 ms against 64 ms (42 ms).
-pub const SPARSE_FROM: f64 = 0.7;
-
 /// Runs the forward pass over up to `rows` samples of `data` from `first` on: converted into
 /// the network's input, or read from `sparse`, the whole set as compressed rows
 /// (`Dataset::to_sparse`). Returns (samples done, their logits).

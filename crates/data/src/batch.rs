@@ -347,35 +347,8 @@ pub fn gather<T: Real>(data: &Dataset, indices: &[usize], x: &mut [T], labels: &
     }
 }
 
-/// [`gather`] into compressed rows: samples `indices` of `data` become the rows of `x` (only
-/// their nonzeros, with the values [`gather`] writes), their labels go to `labels`. `x` is
-/// cleared first; nothing is allocated once `x` was made for `indices.len()` rows.
-///
-/// # Panics
-/// If an index is `>= data.len()`, `x` is too small or not `features` wide, or `labels` is
-/// too short.
-pub fn gather_sparse<T: Real>(
-    data: &Dataset,
-    indices: &[usize],
-    x: &mut CsrBuf<T>,
-    labels: &mut [usize],
-) {
-    let table = data.value_table();
-    x.clear();
-    for &i in indices.iter().take(PREFETCH_AHEAD) {
-        data.prefetch_sample(i);
-    }
-    for (r, (label, &i)) in labels[..indices.len()].iter_mut().zip(indices).enumerate() {
-        if let Some(&next) = indices.get(r + PREFETCH_AHEAD) {
-            data.prefetch_sample(next);
-        }
-        data.push_sparse_sample(i, &table, x);
-        *label = data.labels()[i];
-    }
-}
-
-/// [`gather_sparse`] from a whole set already in compressed rows ([`Dataset::to_sparse`]):
-/// rows `indices` of `rows` are copied into `x` (cleared first), their labels (`all_labels`,
+/// [`gather`] for compressed rows: rows `indices` of `rows` (a whole set, from
+/// [`Dataset::to_sparse`]) are copied into `x` (cleared first), their labels (`all_labels`,
 /// one per row of `rows`) into `labels`. Nothing is allocated.
 ///
 /// # Panics

@@ -8,12 +8,11 @@
 //!   [`load_dataset`] for one image/label pair. Samples stay one contiguous buffer of
 //!   bytes (a quarter of the memory traffic of `f32`); they become values `byte / 255` in
 //!   `[0, 1]` as `f32` or `f64` when copied out ([`Dataset::copy_rows`], minibatches), or
-//!   become compressed sparse rows of their nonzeros ([`Dataset::to_sparse`],
-//!   [`Dataset::sparse_rows`]).
+//!   become compressed sparse rows of their nonzeros ([`Dataset::to_sparse`]).
 //! - [`batch`]: [`Batcher`] draws minibatches ([`Sampling::Random`] as in the book, or
 //!   [`Sampling::EpochShuffle`]) into caller-owned buffers with the caller's
 //!   [`manabi_tensor::Rng`], and saves/restores its position for checkpoints; [`gather`]
-//!   copies chosen samples, [`gather_sparse`] and [`gather_rows`] as sparse rows.
+//!   copies chosen samples, [`gather_rows`] chosen compressed rows.
 //! - [`fetch`](mod@fetch): [`fetch()`] downloads the files from [`MIRRORS`], verifies them and
 //!   writes them atomically.
 //!
@@ -56,7 +55,7 @@ pub mod fetch;
 pub mod idx;
 pub mod mnist;
 
-pub use batch::{Batcher, BatcherState, Sampling, gather, gather_rows, gather_sparse};
+pub use batch::{Batcher, BatcherState, Sampling, gather, gather_rows};
 pub use error::DataError;
 pub use fetch::{FetchEvent, MIRRORS, fetch, fetch_with_agent};
 pub use idx::{Idx, IdxError, parse_idx, read_idx};

@@ -100,8 +100,8 @@ fn count_nonzero(b: &[u8]) -> usize {
         .sum()
 }
 
-/// `byte_value` for every byte, as `T`: a table built once per batch or chunk, so that each
-/// nonzero pixel costs a load instead of a division.
+/// `byte_value` for every byte, as `T`: a table built once, so that each nonzero pixel costs a
+/// load instead of a division.
 fn byte_values<T: Real>() -> [T; 256] {
     core::array::from_fn(|b| T::from_f32(byte_value(b as u8)))
 }
@@ -274,52 +274,6 @@ impl Dataset {
         self.convert(i * self.features, out);
     }
 
-    /// Appends sample `i` to `out` as one compressed row: the positions and values (as `T`,
-    /// exactly those [`Dataset::copy_sample`] writes) of its nonzeros. `table` is
-    /// [`Dataset::value_table`]'s.
-    ///
-    /// # Panics
-    /// If `i >= len()`, `out` is not `features()` wide or is full.
-    pub fn push_sparse_sample<T: Real>(&self, i: usize, table: &[T; 256], out: &mut CsrBuf<T>) {
-        assert_eq!(out.cols(), self.features, "sparse rows of the wrong width");
-        let (from, to) = (i * self.features, (i + 1) * self.features);
-        match &self.samples {
-            Samples::Bytes(b) => out.push_bytes_row(&b[from..to], table),
-            Samples::Values(v) => {
-                for (j, &x) in v[from..to].iter().enumerate() {
-                    if x != 0.0 {
-                        out.push(j, T::from_f32(x));
-                    }
-                }
-                out.end_row();
-            }
-        }
-    }
-
-    /// The value of each byte as `T` (`b / 255`), for [`Dataset::push_sparse_sample`]; any
-    /// table works for a data set built from values.
-    pub fn value_table<T: Real>(&self) -> [T; 256] {
-        byte_values()
-    }
-
-    /// Replaces `out`'s rows with samples `first ..` as compressed rows, at most `max` of
-    /// them and at most `out.max_rows()` (fewer at the end of the set); returns how many. The
-    /// sparse twin of [`Dataset::copy_rows`].
-    ///
-    /// # Panics
-    /// If `first > len()`, `out` is not `features()` wide, or its entries run out (a buffer
-    /// from `CsrBuf::new` never does; one from `CsrBuf::with_capacity` may).
-    pub fn sparse_rows<T: Real>(&self, first: usize, max: usize, out: &mut CsrBuf<T>) -> usize {
-        assert!(first <= self.len, "sample {first} of {}", self.len);
-        let rows = max.min(out.max_rows()).min(self.len - first);
-        let table = self.value_table();
-        out.clear();
-        for i in first..first + rows {
-            self.push_sparse_sample(i, &table, out);
-        }
-        rows
-    }
-
     /// The whole set as compressed rows, sized exactly (the nonzeros are counted first): for a
     /// first layer that reads sparse rows, so that each batch and each evaluation copies or
     /// reads rows instead of scanning every pixel again. MNIST's 70,000 images hold 10.5
@@ -333,9 +287,23 @@ impl Dataset {
             Samples::Values(v) => v.iter().filter(|&&x| x != 0.0).count(),
         };
         let mut out = CsrBuf::with_capacity(self.len, self.features, nnz)?;
-        let table = self.value_table();
-        for i in 0..self.len {
-            self.push_sparse_sample(i, &table, &mut out);
+        match &self.samples {
+            Samples::Bytes(b) => {
+                let table = byte_values();
+                for row in b.chunks_exact(self.features) {
+                    out.push_bytes_row(row, &table);
+                }
+            }
+            Samples::Values(v) => {
+                for row in v.chunks_exact(self.features) {
+                    for (j, &x) in row.iter().enumerate() {
+                        if x != 0.0 {
+                            out.push(j, T::from_f32(x));
+                        }
+                    }
+                    out.end_row();
+                }
+            }
         }
         Ok(out)
     }

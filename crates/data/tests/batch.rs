@@ -1,6 +1,6 @@
 //! Batching: seeded determinism, the book's sampling with replacement, and checkpoint/restore.
 
-use manabi_data::{Batcher, BatcherState, Dataset, Sampling, gather, gather_rows, gather_sparse};
+use manabi_data::{Batcher, BatcherState, Dataset, Sampling, gather, gather_rows};
 use manabi_tensor::{CsrBuf, Rng};
 
 /// `n` samples of 3 features; sample `i` is `[i, i + 0.25, i + 0.5]`, label `i % 10`.
@@ -170,27 +170,29 @@ fn sparse_gathers_hold_the_dense_values() {
     for data in [&from_bytes, &from_values] {
         let (mut x, mut l) = (vec![f64::NAN; 7 * f], vec![usize::MAX; 7]);
         gather(data, &indices, &mut x, &mut l);
+        // The whole set in compressed form holds the dense values, row for row.
+        let all = data.to_sparse::<f64>().unwrap();
+        assert_eq!(all.view().rows(), n);
+        assert!(all.view().nnz() < n * f * 6 / 10);
+        let mut whole = vec![f64::NAN; n * f];
+        all.view().to_dense(&mut whole);
+        assert_eq!(
+            whole,
+            data.to_values()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect::<Vec<_>>()
+        );
+        // Gathered rows are the gathered samples.
         let mut rows = CsrBuf::new(7, f).unwrap();
         let mut ls = vec![usize::MAX; 7];
-        gather_sparse(data, &indices, &mut rows, &mut ls);
+        gather_rows(all.view(), data.labels(), &indices, &mut rows, &mut ls);
         assert_eq!(ls, l);
-        assert_eq!(rows.view().rows(), 7);
         let mut back = vec![f64::NAN; 7 * f];
         rows.view().to_dense(&mut back);
         assert_eq!(back, x);
-        assert!(rows.view().nnz() < 7 * f * 6 / 10);
-        // The same rows copied from the whole set in compressed form.
-        let all = data.to_sparse::<f64>().unwrap();
-        assert_eq!(all.view().rows(), n);
-        let mut copied = CsrBuf::new(7, f).unwrap();
-        let mut lc = vec![usize::MAX; 7];
-        gather_rows(all.view(), data.labels(), &indices, &mut copied, &mut lc);
-        assert_eq!(lc, l);
-        let mut back2 = vec![f64::NAN; 7 * f];
-        copied.view().to_dense(&mut back2);
-        assert_eq!(back2, x);
         // A refill replaces the rows.
-        gather_sparse(data, &indices[..2], &mut rows, &mut ls);
+        gather_rows(all.view(), data.labels(), &indices[..2], &mut rows, &mut ls);
         assert_eq!(rows.view().rows(), 2);
     }
     let zeros = from_bytes.zero_fraction();

@@ -1,6 +1,6 @@
 //! `next_batch` allocates nothing: counted by a global allocator around many batches.
 
-use manabi_data::{Batcher, Dataset, Sampling, gather_sparse};
+use manabi_data::{Batcher, Dataset, Sampling, gather_rows};
 use manabi_tensor::{CsrBuf, Rng};
 use manabi_testkit::{TrackingAllocator, measure};
 
@@ -30,16 +30,19 @@ fn next_batch_allocates_nothing() {
 }
 
 #[test]
-fn sparse_gathers_allocate_nothing() {
+fn sparse_gathers_and_transposes_allocate_nothing() {
     let (n, features) = (1000, 784);
     let bytes: Vec<u8> = (0..n * features).map(|i| (i % 5 * 60) as u8).collect();
     let data = Dataset::from_bytes(bytes, vec![28, 28], vec![1; n]).unwrap();
+    let all = data.to_sparse::<f32>().unwrap();
     let mut rows = CsrBuf::<f32>::new(100, features).unwrap();
+    let mut cols = CsrBuf::<f32>::new(features, 100).unwrap();
     let mut labels = vec![0usize; 100];
     let indices: Vec<usize> = (0..100).map(|i| i * 7).collect();
     let ((), seen) = measure(|| {
         for _ in 0..5 {
-            gather_sparse(&data, &indices, &mut rows, &mut labels);
+            gather_rows(all.view(), data.labels(), &indices, &mut rows, &mut labels);
+            cols.transpose_from(rows.view());
         }
     });
     assert_eq!(seen.count, 0);

@@ -9,7 +9,6 @@ use std::path::Path;
 use common::{TempDir, gzip, idx_bytes, mnist_dir};
 use flate2::read::GzDecoder;
 use manabi_data::{DataError, MNIST_FILES, Verify, load, load_dataset, locate};
-use manabi_tensor::CsrBuf;
 
 /// Class counts of the MNIST training and test labels, as published and as counted
 /// independently with a few lines of Python (`gzip.open(...).read()[8:]` through
@@ -63,15 +62,17 @@ fn real_mnist_loads_and_verifies() {
     // sparse rows pay for the first layer.
     let zeros = data.train.zero_fraction();
     assert!((zeros - 0.8088).abs() < 1e-3, "zero fraction {zeros}");
-    // Sparse rows hold exactly the dense values, for whole chunks and the short last one.
-    let mut rows = CsrBuf::<f32>::new(3000, 784).unwrap();
+    // The compressed rows of the test set hold exactly the dense values, block by block.
+    let all = data.test.to_sparse::<f32>().unwrap();
+    assert_eq!(all.view().rows(), 10_000);
     let mut dense = vec![0.0f32; 3000 * 784];
     let mut back = vec![f32::NAN; 3000 * 784];
     let mut first = 0;
     while first < data.test.len() {
-        let n = data.test.sparse_rows(first, usize::MAX, &mut rows);
-        assert_eq!(n, data.test.copy_rows(first, &mut dense));
-        rows.view().to_dense(&mut back[..n * 784]);
+        let n = data.test.copy_rows(first, &mut dense);
+        all.view()
+            .row_range(first, n)
+            .to_dense(&mut back[..n * 784]);
         assert!(
             back[..n * 784] == dense[..n * 784],
             "rows {first}..{}",

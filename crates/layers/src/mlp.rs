@@ -445,6 +445,28 @@ enum Input<'x, T> {
     Sparse(Csr<'x, T>, Option<Csr<'x, T>>),
 }
 
+impl<'x, T: Copy> Input<'x, T> {
+    /// The input cut to the first `rows` rows of width `d_in`, once per pass.
+    ///
+    /// # Panics
+    /// If dense rows are fewer, or a sparse batch has another shape.
+    fn rows(self, rows: usize, d_in: usize) -> Self {
+        match self {
+            Input::Dense(x) => Input::Dense(&x[..rows * d_in]),
+            Input::Sparse(x, _) => {
+                assert!(
+                    x.rows() == rows && x.cols() == d_in,
+                    "sparse batch of {}×{} for {rows} rows of width {d_in}",
+                    x.rows(),
+                    x.cols()
+                );
+                self
+            }
+            Input::Arena => self,
+        }
+    }
+}
+
 /// A multi-layer perceptron living in one caller-owned buffer.
 ///
 /// The book's `TwoLayerNet` maps onto it: [`Mlp::predict`], [`Mlp::loss`],
@@ -628,7 +650,7 @@ impl<'a, T: Real> Mlp<'a, T> {
         self.loss_from(mm, Input::Arena, rows, target)
     }
 
-    /// [`Mlp::loss`] over the first `rows` rows of `input`.
+    /// [`Mlp::loss`] over `input`, already cut to `rows` rows ([`Input::rows`]).
     fn loss_from(
         &mut self,
         mm: &impl Gemm<T>,
@@ -641,20 +663,6 @@ impl<'a, T: Real> Mlp<'a, T> {
             "{rows} rows exceed the planned batch {}",
             self.plan.batch
         );
-        let input = match input {
-            Input::Dense(x) => Input::Dense(&x[..rows * self.plan.sizes[0]]),
-            Input::Sparse(x, _) => {
-                assert!(
-                    x.rows() == rows && x.cols() == self.plan.sizes[0],
-                    "sparse batch of {}×{} for {rows} rows of width {}",
-                    x.rows(),
-                    x.cols(),
-                    self.plan.sizes[0]
-                );
-                input
-            }
-            Input::Arena => input,
-        };
         self.forward_from(mm, input, rows);
         let c = self.plan.classes();
         let [logits, probs] = disjoint_mut(
@@ -688,6 +696,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             matches!(self.plan.training, Training::Backprop { .. }),
             "gradient() needs a Backprop plan"
         );
+        let input = input.rows(rows, self.plan.sizes[0]);
         let loss = self.loss_from(mm, input, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
@@ -703,9 +712,7 @@ impl<'a, T: Real> Mlp<'a, T> {
                 let affine = plan.affine(0);
                 match input {
                     Input::Arena => affine.backward(mm, p, x, dy, None, g),
-                    Input::Dense(e) => {
-                        affine.backward(mm, p, &e[..rows * plan.sizes[0]], dy, None, g)
-                    }
+                    Input::Dense(e) => affine.backward(mm, p, e, dy, None, g),
                     Input::Sparse(x, xt) => affine.backward_sparse(x, xt, dy, g),
                 }
             } else {
@@ -861,6 +868,7 @@ impl<'a, T: Real> Mlp<'a, T> {
             !matches!(self.plan.training, Training::Inference),
             "an Inference plan cannot train"
         );
+        let input = input.rows(rows, self.plan.sizes[0]);
         let loss = self.loss_from(mm, input, rows, target);
         self.backward_logits(rows, target);
         let plan = self.plan;
@@ -875,9 +883,7 @@ impl<'a, T: Real> Mlp<'a, T> {
                 let affine = plan.affine(0);
                 match input {
                     Input::Arena => affine.backward_sgd(mm, lr, p, x, dy, None),
-                    Input::Dense(e) => {
-                        affine.backward_sgd(mm, lr, p, &e[..rows * plan.sizes[0]], dy, None);
-                    }
+                    Input::Dense(e) => affine.backward_sgd(mm, lr, p, e, dy, None),
                     Input::Sparse(x, xt) => affine.backward_sgd_sparse(lr, p, x, xt, dy),
                 }
             } else {

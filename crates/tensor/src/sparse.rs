@@ -2,9 +2,11 @@
 //!
 //! An MNIST image is about 81 % zero pixels. A first layer that skips them does a fifth of
 //! the arithmetic of the dense product, with the same result up to the order of the sums.
-//! [`Csr`] holds row `i`'s nonzeros as `indices[offsets[i]..offsets[i + 1]]` (their columns,
-//! increasing) and the same range of `values`. Indices are `u32`: half the memory traffic of
-//! `usize` on a 64-bit host, and no width is wider than 2³² here.
+//! [`Csr`] holds row `i`'s nonzeros as `indices[offsets[i] − offsets[0]..offsets[i + 1] −
+//! offsets[0]]` (their columns, increasing) and the same range of `values`; the offsets need
+//! not start at 0, so a block of rows of a larger matrix is a view too ([`Csr::row_range`]).
+//! Indices are `u32`: half the memory traffic of `usize` on a 64-bit host, and no width is
+//! wider than 2³² here.
 
 use crate::{Error, Real, Result};
 #[cfg(feature = "alloc")]
@@ -169,6 +171,27 @@ impl<T: Real> Csr<'_, T> {
     }
 }
 
+/// Writes the nonzero bytes of `bytes` as entries `(first + j, table[b])` from position `n`
+/// of `indices` and `values` on, and returns the position after the last one.
+#[inline]
+fn write_nonzero_bytes<T: Copy>(
+    bytes: &[u8],
+    first: u32,
+    table: &[T; 256],
+    indices: &mut [u32],
+    values: &mut [T],
+    mut n: usize,
+) -> usize {
+    for (j, &b) in (first..).zip(bytes) {
+        if b != 0 {
+            indices[n] = j;
+            values[n] = table[usize::from(b)];
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Compressed rows of `bytes` (`rows × cols` values, each nonzero byte `b` becoming
 /// `table[b]`) written into caller-held arrays, without a heap: for a microcontroller, whose
 /// batch buffers are `static`s. Returns `None`, writing nothing useful, when `offsets` is not
@@ -199,13 +222,7 @@ pub fn csr_from_bytes<'a, T: Real>(
     let mut n = 0;
     offsets[0] = 0;
     for (row, end) in bytes.chunks_exact(cols).zip(&mut offsets[1..]) {
-        for (j, &b) in row.iter().enumerate() {
-            if b != 0 {
-                indices[n] = j as u32;
-                values[n] = table[usize::from(b)];
-                n += 1;
-            }
-        }
+        n = write_nonzero_bytes(row, 0, table, indices, values, n);
         *end = n as u32;
     }
     Some(Csr {
@@ -399,14 +416,7 @@ impl<T: Real> CsrBuf<T> {
             }
             at += 8;
         }
-        for (j, &b) in (at..).zip(words.remainder()) {
-            if b != 0 {
-                indices[n] = j;
-                values[n] = table[usize::from(b)];
-                n += 1;
-            }
-        }
-        self.nnz = n;
+        self.nnz = write_nonzero_bytes(words.remainder(), at, table, indices, values, n);
         self.end_row();
     }
 
