@@ -1,13 +1,16 @@
 //! Fully connected layer `y = x·W + b` and its backward pass.
 
+use crate::{Init, Shape};
 use manabi_matmul::{Csr, Gemm, Mat, MatMut, csr_gemm, csr_gemm_tn};
-use manabi_tensor::Real;
+use manabi_tensor::{Error, Real, Result, Rng};
 
 /// Fully connected layer, `y = x·W + b`.
 ///
 /// # Shapes
 /// `x: [batch, d_in]`, `w: [d_in, d_out]`, `b: [d_out]`, `y: [batch, d_out]`; parameters and
-/// their gradients are one slice laid out `[w | b]` (`param_len()` elements).
+/// their gradients are one slice laid out `[w | b]` (`param_len()` elements). An input of
+/// any shape is read as a flat row of `d_in = c·h·w` values (the book's `Affine` reshapes
+/// images the same way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Affine {
     /// Input features.
@@ -35,6 +38,49 @@ fn view_mut<T: Real>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> 
 }
 
 impl Affine {
+    /// The layer on inputs of shape `input`, with `d_out` outputs.
+    ///
+    /// # Errors
+    /// [`Error::Zero`] for no outputs, [`Error::Overflow`] if the weights do not fit in `usize`.
+    pub const fn new(input: Shape, d_out: usize) -> Result<Self> {
+        if d_out == 0 {
+            return Err(Error::Zero {
+                what: "layer width",
+            });
+        }
+        let d_in = input.len();
+        match d_in.checked_mul(d_out) {
+            Some(w) if w.checked_add(d_out).is_some() => Ok(Self { d_in, d_out }),
+            _ => Err(Error::Overflow { what: "plan" }),
+        }
+    }
+
+    /// Draws `W` by `init` and zeroes `b`.
+    pub fn init<T: Real>(&self, init: Init, rng: &mut Rng, p: &mut [T]) {
+        let (w, b) = p.split_at_mut(self.d_in * self.d_out);
+        rng.fill_normal(w, init.std(self.d_in));
+        b.fill(T::ZERO);
+    }
+
+    /// `dW += decay·W` (the book's weight decay: weights only, not biases).
+    pub fn add_decay<T: Real>(&self, decay: T, p: &[T], dp: &mut [T]) {
+        if decay == T::ZERO {
+            return;
+        }
+        let n = self.d_in * self.d_out;
+        for (g, &w) in dp[..n].iter_mut().zip(&p[..n]) {
+            *g += decay * w;
+        }
+    }
+
+    /// `½·Σ W²`, the weight-decay penalty before its `λ`.
+    pub fn weight_penalty<T: Real>(&self, p: &[T]) -> T {
+        let sum = p[..self.d_in * self.d_out]
+            .iter()
+            .fold(T::ZERO, |acc, &w| acc + w * w);
+        sum / T::TWO
+    }
+
     /// Parameters: `d_in·d_out` weights then `d_out` biases.
     pub const fn param_len(&self) -> usize {
         self.d_in * self.d_out + self.d_out
@@ -101,18 +147,20 @@ impl Affine {
     }
 
     /// Backward fused with a plain SGD step, for memory-tight training: `dx = dy·Wᵀ` with the
-    /// old weights, then `W ← W − lr·xᵀ·dy` (one product with α = −lr, β = 1, so no gradient
-    /// buffer exists) and `b ← b − lr·Σ dy`.
+    /// old weights, then `W ← (1 − lr·decay)·W − lr·xᵀ·dy` (one product with α = −lr,
+    /// β = 1 − lr·decay, so no gradient buffer exists) and `b ← b − lr·Σ dy`.
     ///
     /// This is the Tiny Training Engine's trick: with 784×50 weights in 256 KiB of RAM, a
     /// second weight-sized gradient buffer does not fit.
     ///
     /// # Panics
     /// If the slice lengths disagree with the shapes.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_sgd<T: Real>(
         &self,
         mm: &impl Gemm<T>,
         lr: T,
+        decay: T,
         p: &mut [T],
         x: &[T],
         dy: &[T],
@@ -134,7 +182,7 @@ impl Affine {
             -lr,
             view(x, batch, self.d_in).t(),
             dy_m,
-            T::ONE,
+            T::ONE - lr * decay,
             view_mut(w, self.d_in, self.d_out),
         );
         sgd_bias(lr, dy, b);
@@ -201,21 +249,22 @@ impl Affine {
     }
 
     /// [`Affine::backward_sparse`] fused with a plain SGD step, as [`Affine::backward_sgd`]:
-    /// `W ← W − lr·xᵀ·dy` (α = −lr, β = 1; rows of `W` whose input is zero in the whole batch
-    /// are not touched) and `b ← b − lr·Σ dy`.
+    /// `W ← (1 − lr·decay)·W − lr·xᵀ·dy` (α = −lr, β = 1 − lr·decay; without decay, rows of
+    /// `W` whose input is zero in the whole batch are not touched) and `b ← b − lr·Σ dy`.
     ///
     /// # Panics
     /// If the shapes disagree.
     pub fn backward_sgd_sparse<T: Real>(
         &self,
         lr: T,
+        decay: T,
         p: &mut [T],
         x: Csr<'_, T>,
         xt: Option<Csr<'_, T>>,
         dy: &[T],
     ) {
         let (w, b) = p.split_at_mut(self.d_in * self.d_out);
-        self.weight_product(-lr, x, xt, dy, T::ONE, w);
+        self.weight_product(-lr, x, xt, dy, T::ONE - lr * decay, w);
         sgd_bias(lr, dy, b);
     }
 }
@@ -317,9 +366,16 @@ mod tests {
         l.backward(&Naive, &p, &x, &r, None, &mut dp_dense);
         assert_eq!(dp_dense, dp);
         let (mut fused_dense, mut fused_sparse, mut fused_scattered) = (p, p, p);
-        l.backward_sgd(&Naive, 0.25, &mut fused_dense, &x, &r, None);
-        l.backward_sgd_sparse(0.25, &mut fused_sparse, rows.view(), Some(cols.view()), &r);
-        l.backward_sgd_sparse(0.25, &mut fused_scattered, rows.view(), None, &r);
+        l.backward_sgd(&Naive, 0.25, 0.0, &mut fused_dense, &x, &r, None);
+        l.backward_sgd_sparse(
+            0.25,
+            0.0,
+            &mut fused_sparse,
+            rows.view(),
+            Some(cols.view()),
+            &r,
+        );
+        l.backward_sgd_sparse(0.25, 0.0, &mut fused_scattered, rows.view(), None, &r);
         assert_eq!(fused_dense, fused_sparse);
         assert_eq!(fused_dense, fused_scattered);
     }
@@ -334,9 +390,41 @@ mod tests {
         l.backward(&Naive, &p, &x, &dy, Some(&mut dx), &mut dp);
         let mut fused = p;
         let mut dx_fused = [0.0; 6];
-        l.backward_sgd(&Naive, 0.25, &mut fused, &x, &dy, Some(&mut dx_fused));
+        l.backward_sgd(&Naive, 0.25, 0.0, &mut fused, &x, &dy, Some(&mut dx_fused));
         assert_close(&dx_fused, &dx, 1e-15, 1e-15);
         let stepped: [f64; 8] = core::array::from_fn(|i| p[i] - 0.25 * dp[i]);
         assert_close(&fused, &stepped, 1e-15, 1e-15);
+        // With weight decay: the weights (not the biases) also shrink by lr·decay·W, dense
+        // and sparse alike.
+        let bias_grads = [dp[6], dp[7]];
+        l.add_decay(0.5, &p, &mut dp);
+        assert_eq!(&dp[6..], &bias_grads);
+        let decayed: [f64; 8] = core::array::from_fn(|i| p[i] - 0.25 * dp[i]);
+        let mut fused = p;
+        l.backward_sgd(&Naive, 0.25, 0.5, &mut fused, &x, &dy, None);
+        assert_close(&fused, &decayed, 1e-15, 1e-15);
+        let (rows, cols) = sparse_x(&[
+            0.5, -1.0, 2.0, 1.5, 0.25, -0.75, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ]);
+        let mut dy8 = [0.0; 8];
+        dy8[..4].copy_from_slice(&dy);
+        for xt in [Some(cols.view()), None] {
+            let mut sparse = p;
+            l.backward_sgd_sparse(0.25, 0.5, &mut sparse, rows.view(), xt, &dy8);
+            assert_close(&sparse, &decayed, 1e-15, 1e-15);
+        }
+    }
+
+    #[test]
+    fn weight_decay_penalty_and_gradient_agree() {
+        // ½·Σ W² over the weights only: its gradient is W, which add_decay adds.
+        let l = Affine { d_in: 2, d_out: 2 };
+        let p = [0.5, -1.0, 2.0, 0.25, 9.0, 9.0];
+        assert_eq!(l.weight_penalty(&p), 0.5 * (0.25 + 1.0 + 4.0 + 0.0625));
+        let r = [1.0];
+        let numeric = numeric_grad(|p, y| y[0] = l.weight_penalty(p), &p, &r);
+        let mut dp = [0.0; 6];
+        l.add_decay(1.0, &p, &mut dp);
+        assert_close(&dp, &numeric, 1e-9, 1e-7);
     }
 }

@@ -1,6 +1,7 @@
 //! Gradient check: backprop against central differences, reported per parameter tensor.
 
-use crate::{Mlp, Target, mlp::MAX_LAYERS};
+use crate::plan::{MAX_LAYERS, Region, TensorName};
+use crate::{Input, Network, Target, Update};
 use manabi_matmul::Gemm;
 use manabi_tensor::{Error, Real, Result};
 
@@ -9,10 +10,10 @@ use manabi_tensor::{Error, Real, Result};
 pub const REL_FLOOR: f64 = 1e-8;
 
 /// How backprop and the numerical gradient differ on one parameter tensor.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TensorDiff {
-    /// Tensor name (`W1`, `b1`, …).
-    pub name: &'static str,
+    /// Tensor name (`W1`, `b1`, `gamma1`, …).
+    pub name: TensorName,
     /// Elements compared.
     pub len: usize,
     /// Mean of `|backprop − numerical|`: the figure the book's `gradient_check.py` prints.
@@ -51,9 +52,11 @@ pub fn default_step<T: Real>() -> T {
     T::EPSILON.powf(T::ONE / T::from_f64(3.0))
 }
 
-/// Runs backprop ([`Mlp::gradient`]) and the numerical gradient ([`Mlp::numerical_gradient`])
-/// on the same batch (the first `rows` input rows, already filled) and compares them per
-/// parameter tensor. Use an `f64` network: in `f32` the numerical gradient itself is only
+/// Runs backprop (one step with [`Update::gradients`]) and the numerical gradient
+/// ([`Network::numerical_gradient`]) on the same batch, with the same Dropout masks, and
+/// compares them per parameter tensor. `input` may be any kind the plan accepts (the
+/// arena's rows, filled already; dense rows; sparse rows); `weight_decay` adds the book's
+/// penalty to both. Use an `f64` network: in `f32` the numerical gradient itself is only
 /// good to about 1e-3.
 ///
 /// `numeric` is scratch for the numerical gradient, `param_len` elements; afterwards it holds
@@ -61,42 +64,73 @@ pub fn default_step<T: Real>() -> T {
 ///
 /// # Errors
 /// [`Error::LengthMismatch`] if `numeric` has the wrong length; [`Error::InvalidValue`] if the
-/// network was not planned with gradients.
+/// network was not planned with gradients, or the input does not fit the plan.
 pub fn gradcheck<T: Real>(
-    net: &mut Mlp<'_, T>,
+    net: &mut Network<'_, T>,
     mm: &impl Gemm<T>,
-    rows: usize,
+    input: Input<'_, T>,
     target: Target<'_, T>,
+    weight_decay: T,
     numeric: &mut [T],
 ) -> Result<GradCheck> {
-    let plan = *net.plan();
+    let plan = net.plan();
     if numeric.len() != plan.param_len() {
         return Err(Error::LengthMismatch {
             expected: plan.param_len(),
             got: numeric.len(),
         });
     }
-    if !matches!(plan.training(), crate::Training::Backprop { .. }) {
+    let mut update = Update::gradients(plan)?.with_weight_decay(weight_decay)?;
+    let d_in = plan.d_in();
+    let rows = input.rows(d_in);
+    if rows == 0 || rows > plan.batch() || target.rows(plan.classes()) != rows {
         return Err(Error::InvalidValue {
-            what: "gradcheck needs a network planned with Training::Backprop",
+            what: "gradcheck rows must be between 1 and the planned batch, one target each",
         });
     }
-    if rows == 0 || rows > plan.batch() {
-        return Err(Error::InvalidValue {
-            what: "gradcheck rows must be between 1 and the planned batch",
-        });
+    match input {
+        Input::Dense(x) if x.len() != rows * d_in => {
+            return Err(Error::LengthMismatch {
+                expected: rows * d_in,
+                got: x.len(),
+            });
+        }
+        Input::Sparse(b) if !plan.accepts_sparse() || b.x().cols() != d_in => {
+            return Err(Error::InvalidValue {
+                what: "sparse rows need a first Affine layer of their width",
+            });
+        }
+        _ => {}
     }
-    net.numerical_gradient(mm, rows, target, default_step::<T>(), numeric);
-    let loss = net.gradient(mm, rows, target).to_f64();
+    let masks = net.rng().clone();
+    net.numerical_gradient(
+        mm,
+        input,
+        target,
+        weight_decay,
+        default_step::<T>(),
+        numeric,
+    );
+    net.set_rng(masks);
+    let loss = net.train_step(mm, input, target, &mut update).to_f64();
     let backprop = net.grads();
-    let mut diffs = [TensorDiff::default(); 2 * MAX_LAYERS];
+    let mut diffs = [TensorDiff {
+        name: TensorName {
+            prefix: "",
+            number: 0,
+        },
+        len: 0,
+        mean_abs: 0.0,
+        max_abs: 0.0,
+        max_rel: 0.0,
+    }; 2 * MAX_LAYERS];
     let mut count = 0;
-    for info in plan.tensors() {
+    for info in plan.tensors().filter(|t| t.region == Region::Params) {
         let range = info.span.start..info.span.end();
         let mut d = TensorDiff {
             name: info.name,
             len: info.span.len,
-            ..TensorDiff::default()
+            ..diffs[count]
         };
         let mut sum = 0.0;
         for (&a, &b) in backprop[range.clone()].iter().zip(&numeric[range]) {

@@ -1,50 +1,65 @@
-//! manabi-layers: chapter 5 of *Deep Learning from Scratch* as a `no_std` library.
+//! manabi-layers: the layers of *Deep Learning from Scratch* as a `no_std` library, stacked into networks.
 //!
-//! Each layer is a `forward`/`backward` pair written side by side, generic over
-//! [`Real`](manabi_tensor::Real) and taking a [`Gemm`](manabi_matmul::Gemm) backend:
+//! Each layer is a `forward`/`backward` pair written side by side in its own file, generic
+//! over [`Real`](manabi_tensor::Real) and taking a [`Gemm`](manabi_matmul::Gemm) backend,
+//! with its own gradient check against central differences:
 //!
 //! - [`Affine`]: `y = x·W + b`; backward `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ dy`.
 //! - [`Relu`]: `max(0, x)`; backward masks.
 //! - [`Sigmoid`]: backward `dy·y·(1 − y)`.
+//! - [`BatchNorm`]: the book's `BatchNormalization`, per activation, with running statistics.
+//! - [`Dropout`]: the book's `Dropout` (not inverted: evaluation scales by `1 − ratio`).
 //! - [`SoftmaxWithLoss`]: fused softmax and cross-entropy; backward `(y − t)/batch`.
 //!
-//! [`Mlp`] stacks them from a size list into one arena planned by [`MlpPlan`]: parameters,
-//! gradients, optimizer state and activations, sized exactly and reported. Backward passes
-//! write their outputs, never add to them. [`gradcheck`] compares backprop with central
-//! differences per parameter tensor, for any network a user builds.
+//! A [`Network`] is a list of layers ([`Spec`]s, resolved into [`Layer`]s) over one arena
+//! planned by [`Plan`]: parameters, gradients, optimizer state, running statistics,
+//! activations and caches, sized exactly and reported; `Plan::new` is `const`, so firmware
+//! sizes a `static` arena at compile time. [`Network::forward`] takes a [`Mode`] (train or
+//! eval); [`Network::train_step`] is the one training entry point, taking an [`Input`] (the
+//! arena's rows, a caller's dense rows, or sparse rows), the target, and an [`Update`]
+//! (gradients only, fused SGD, or an optimizer with its step count) that was checked against
+//! the plan when it was made. Backward passes write their outputs, never add to them.
+//! [`gradcheck`] compares backprop with central differences per parameter tensor, for any
+//! network and any input kind.
 //!
 //! Inputs that are mostly zero (MNIST's pixels: 81 %) can come as compressed sparse rows
-//! ([`SparseBatch`], [`Mlp::train_step_sparse`], [`Mlp::predict_sparse`]): the first layer's
-//! forward product and weight gradient then read only the nonzeros, in the `Naive` backend's
-//! order of sums, so that with `Naive` a sparse step is the dense step bit for bit.
+//! ([`SparseBatch`], [`Input::Sparse`]) when the first layer is Affine: its forward product
+//! and weight gradient then read only the nonzeros, in the `Naive` backend's order of sums,
+//! so that with `Naive` a sparse step is the dense step bit for bit.
 //!
 //! ```
-//! use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+//! use manabi_layers::{Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update};
 //! use manabi_matmul::Naive;
-//! use manabi_optim::Sgd;
 //! use manabi_tensor::Rng;
 //!
-//! // Plan: a 4-8-3 network, batch 2, plain SGD (no optimizer state).
-//! let plan = MlpPlan::new(&MlpConfig {
-//!     sizes: &[4, 8, 3],
-//!     activation: Activation::Relu,
+//! // Plan: 4 inputs, affine 8, batch norm, ReLU, dropout 0.2, affine 3; batch 2, plain SGD.
+//! const LAYERS: [Spec; 5] =
+//!     [Spec::Affine(8), Spec::BatchNorm, Spec::Relu, Spec::Dropout(0.2), Spec::Affine(3)];
+//! let plan = Plan::new(&PlanConfig {
+//!     input: Shape::flat(4),
+//!     layers: &LAYERS,
 //!     batch: 2,
 //!     eval_batch: 2,
-//!     training: Training::Backprop { optimizer_slots: 0 },
+//!     training: Training::FusedSgd,
 //! })?;
 //! // Arena: one buffer of exactly plan.total() elements (a `static` on a microcontroller).
 //! let mut arena = vec![0.0f32; plan.total()];
-//! let mut net = Mlp::new(plan, &mut arena)?;
+//! let mut net = Network::new(&plan, &mut arena)?;
 //! net.init(Init::He, &mut Rng::new(1));
-//! // Step: fill the input rows, then forward, backward and update.
+//! // Setup checks the update against the plan; the step itself cannot fail.
+//! let mut sgd = Update::fused_sgd(&plan, 0.1)?;
 //! net.input_mut(2).copy_from_slice(&[0.5, -1.0, 0.25, 2.0, 1.0, 0.0, -0.5, 0.75]);
-//! let loss = net.train_step(&Naive, &Sgd::new(0.1), 1, 2, Target::Labels(&[2, 0]));
+//! let loss = net.train_step(&Naive, Input::Arena(2), Target::Labels(&[2, 0]), &mut sgd);
 //! assert!(loss.is_finite());
+//! // A plan without a gradient buffer cannot take an optimizer: an error at setup.
+//! let adam = manabi_optim::Adam::new(0.001);
+//! assert!(Update::optimizer(&plan, &adam, 1).is_err());
 //! # Ok::<(), manabi_tensor::Error>(())
 //! ```
 //!
 //! # Features
-//! - `alloc`: passes `alloc` on to the tensor, matmul and optim crates.
+//! - `alloc`: passes `alloc` on to the tensor, matmul and optim crates (this crate itself
+//!   never allocates).
 //! - `std` (default): implies `alloc`; enables matmul's runtime CPU detection.
 //!
 //! MSRV: Rust 1.85.
@@ -52,18 +67,23 @@
 #![forbid(unsafe_code)]
 
 mod affine;
+mod batch_norm;
+mod dropout;
 mod gradcheck;
-mod mlp;
+mod layer;
+mod network;
+mod plan;
 mod relu;
 mod sigmoid;
 mod softmax_loss;
 
 pub use affine::Affine;
+pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
+pub use dropout::Dropout;
 pub use gradcheck::{GradCheck, REL_FLOOR, TensorDiff, default_step, gradcheck};
-pub use mlp::{
-    Activation, Init, MAX_LAYERS, Mlp, MlpConfig, MlpPlan, SparseBatch, TensorInfo, Training,
-    argmax,
-};
+pub use layer::{Layer, Mode, Spec};
+pub use network::{Init, Input, Network, NoOptimizer, SparseBatch, Update, argmax};
+pub use plan::{MAX_LAYERS, Plan, PlanConfig, Region, Shape, TensorInfo, TensorName, Training};
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Target};

@@ -1,13 +1,15 @@
 //! Training and predicting on sparse rows: bit for bit the dense passes with the Naive backend, close to them with the others.
 
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
+mod common;
+
+use manabi_layers::{Init, Input, Mode, Network, SparseBatch, Spec, Target, Training, Update};
 use manabi_matmul::{Gemm, MatrixMultiply, Naive};
-use manabi_optim::{Adam, Sgd};
+use manabi_optim::{Adam, Optimizer, Sgd};
 use manabi_tensor::{CsrBuf, Real, Rng};
 
 /// How a test trains.
 #[derive(Clone, Copy, Debug)]
-enum Mode {
+enum How {
     FusedSgd,
     Sgd,
     Adam,
@@ -31,42 +33,64 @@ fn sparse_rows<T: Real>(rng: &mut Rng, batch: usize, d_in: usize) -> Vec<T> {
 fn train<T: Real>(
     mm: &impl Gemm<T>,
     sizes: &[usize],
-    activation: Activation,
-    mode: Mode,
+    activation: Spec,
+    how: How,
     sparse: bool,
     scatter: bool,
 ) -> (Vec<T>, Vec<T>) {
-    let (batch, d_in, steps) = (9, sizes[0], 6);
-    let opt_slots = match mode {
-        Mode::Adam => 2,
-        _ => 0,
-    };
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes,
-        activation,
-        batch,
-        eval_batch: batch,
-        training: match mode {
-            Mode::FusedSgd => Training::FusedSgd,
-            _ => Training::Backprop {
-                optimizer_slots: opt_slots,
-            },
-        },
-    })
-    .unwrap();
-    let mut arena = vec![T::ZERO; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).unwrap();
-    let mut rng = Rng::new(11);
-    net.init(Init::He, &mut rng);
     let lr = T::from_f64(0.2);
     let (sgd, adam) = (Sgd::new(lr), Adam::new(T::from_f64(0.01)));
-    let classes = *sizes.last().unwrap();
+    match how {
+        How::FusedSgd => {
+            let plan = common::mlp(sizes, activation, 9, Training::FusedSgd);
+            let update = Update::fused_sgd(&plan, lr).unwrap();
+            run(mm, &plan, update, sparse, scatter)
+        }
+        How::Sgd => {
+            let plan = common::mlp(
+                sizes,
+                activation,
+                9,
+                Training::Backprop { optimizer_slots: 0 },
+            );
+            let update = Update::optimizer(&plan, &sgd, 1).unwrap();
+            run(mm, &plan, update, sparse, scatter)
+        }
+        How::Adam => {
+            let slots = adam.slots();
+            let plan = common::mlp(
+                sizes,
+                activation,
+                9,
+                Training::Backprop {
+                    optimizer_slots: slots,
+                },
+            );
+            let update = Update::optimizer(&plan, &adam, 1).unwrap();
+            run(mm, &plan, update, sparse, scatter)
+        }
+    }
+}
+
+fn run<T: Real, O: Optimizer<T>>(
+    mm: &impl Gemm<T>,
+    plan: &manabi_layers::Plan,
+    mut update: Update<'_, T, O>,
+    sparse: bool,
+    scatter: bool,
+) -> (Vec<T>, Vec<T>) {
+    let (batch, d_in, steps) = (plan.batch(), plan.d_in(), 6);
+    let mut arena = vec![T::ZERO; plan.total()];
+    let mut net = Network::new(plan, &mut arena).unwrap();
+    let mut rng = Rng::new(11);
+    net.init(Init::He, &mut rng);
+    let classes = plan.classes();
     let (mut rows, mut cols) = (
         CsrBuf::new(batch, d_in).unwrap(),
         CsrBuf::new(d_in, batch).unwrap(),
     );
     let mut losses = Vec::new();
-    for t in 1..=steps {
+    for _ in 1..=steps {
         let x = sparse_rows::<T>(&mut rng, batch, d_in);
         let labels: Vec<usize> = (0..batch).map(|_| rng.below(classes)).collect();
         let target = Target::Labels(&labels);
@@ -80,23 +104,21 @@ fn train<T: Real>(
         } else {
             SparseBatch::new(rows.view(), cols.view()).unwrap()
         };
-        losses.push(match (mode, sparse) {
-            (Mode::FusedSgd, false) => net.train_step_fused_sgd_on(mm, lr, &x, batch, target),
-            (Mode::FusedSgd, true) => net.train_step_fused_sgd_sparse(mm, lr, sb, target),
-            (Mode::Sgd, false) => net.train_step_on(mm, &sgd, t, &x, batch, target),
-            (Mode::Sgd, true) => net.train_step_sparse(mm, &sgd, t, sb, target),
-            (Mode::Adam, false) => net.train_step_on(mm, &adam, t, &x, batch, target),
-            (Mode::Adam, true) => net.train_step_sparse(mm, &adam, t, sb, target),
-        });
+        let input = if sparse {
+            Input::Sparse(sb)
+        } else {
+            Input::Dense(&x)
+        };
+        losses.push(net.train_step(mm, input, target, &mut update));
     }
     (net.params().to_vec(), losses)
 }
 
-fn cases() -> Vec<(&'static [usize], Activation, Mode)> {
+fn cases() -> Vec<(&'static [usize], Spec, How)> {
     let mut v = Vec::new();
     for sizes in [&[20usize, 8, 4][..], &[31, 12, 7, 5]] {
-        for activation in [Activation::Relu, Activation::Sigmoid] {
-            for mode in [Mode::FusedSgd, Mode::Sgd, Mode::Adam] {
+        for activation in [Spec::Relu, Spec::Sigmoid] {
+            for mode in [How::FusedSgd, How::Sgd, How::Adam] {
                 v.push((sizes, activation, mode));
             }
         }
@@ -144,17 +166,9 @@ fn with_a_fast_backend_sparse_training_stays_within_rounding_of_dense() {
 
 #[test]
 fn sparse_prediction_is_the_dense_prediction() {
-    let sizes = [40, 16, 6];
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &sizes,
-        activation: Activation::Relu,
-        batch: 13,
-        eval_batch: 13,
-        training: Training::Inference,
-    })
-    .unwrap();
+    let plan = common::mlp(&[40, 16, 6], Spec::Relu, 13, Training::Inference);
     let mut arena = vec![0.0f32; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).unwrap();
+    let mut net = Network::new(&plan, &mut arena).unwrap();
     let mut rng = Rng::new(4);
     net.init(Init::Xavier, &mut rng);
     let x = sparse_rows::<f32>(&mut rng, 13, 40);
@@ -162,15 +176,22 @@ fn sparse_prediction_is_the_dense_prediction() {
     for r in x.chunks(40) {
         rows.push_dense_row(r);
     }
-    let dense = net.predict(&Naive, &x).to_vec();
-    let sparse = net.predict_sparse(&Naive, rows.view()).to_vec();
+    let dense = net.forward(&Naive, Input::Dense(&x), Mode::Eval).to_vec();
+    let sparse = net
+        .forward(
+            &Naive,
+            Input::Sparse(SparseBatch::rows_only(rows.view())),
+            Mode::Eval,
+        )
+        .to_vec();
     assert_eq!(dense, sparse);
     // Fewer rows than planned use a prefix, as the dense path does.
     let mut five = CsrBuf::new(5, 40).unwrap();
     for r in x.chunks(40).take(5) {
         five.push_dense_row(r);
     }
-    assert_eq!(net.predict_sparse(&Naive, five.view()), &dense[..5 * 6]);
+    let five = Input::Sparse(SparseBatch::rows_only(five.view()));
+    assert_eq!(net.forward(&Naive, five, Mode::Eval), &dense[..5 * 6]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Small MLPs learn non-linear synthetic tasks (XOR blobs, two spirals) with every optimizer.
 
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_layers::{
+    Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
+};
 use manabi_matmul::Naive;
 use manabi_optim::{AnyOptimizer, Optimizer};
 use manabi_tensor::Rng;
@@ -39,13 +41,13 @@ fn spirals(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<usize>) {
 /// Trains with mini-batches drawn at random (the book's protocol) and returns test accuracy.
 fn train(name: &str, lr: f32, hidden: &[usize], steps: u64, data: Generator) -> f64 {
     let opt = AnyOptimizer::from_name(name, lr).unwrap();
-    let mut sizes = vec![2];
-    sizes.extend_from_slice(hidden);
-    sizes.push(2);
+    let mut widths = hidden.to_vec();
+    widths.push(2);
+    let layers: Vec<Spec> = Spec::mlp(&widths, Spec::Relu).collect();
     let batch = 32;
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &sizes,
-        activation: Activation::Relu,
+    let plan = Plan::new(&PlanConfig {
+        input: Shape::flat(2),
+        layers: &layers,
         batch,
         eval_batch: 256,
         training: Training::Backprop {
@@ -54,7 +56,8 @@ fn train(name: &str, lr: f32, hidden: &[usize], steps: u64, data: Generator) -> 
     })
     .unwrap();
     let mut arena = vec![0.0f32; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).unwrap();
+    let mut net = Network::new(&plan, &mut arena).unwrap();
+    let mut update = Update::optimizer(&plan, &opt, 1).unwrap();
     let mut rng = Rng::new(11);
     net.init(Init::He, &mut rng);
     let (x, y) = data(&mut rng, 1000);
@@ -67,7 +70,12 @@ fn train(name: &str, lr: f32, hidden: &[usize], steps: u64, data: Generator) -> 
             row.copy_from_slice(&x[2 * i..2 * i + 2]);
             *label = y[i];
         }
-        let loss = net.train_step(&Naive, &opt, t, batch, Target::Labels(&labels));
+        let loss = net.train_step(
+            &Naive,
+            Input::Arena(batch),
+            Target::Labels(&labels),
+            &mut update,
+        );
         assert!(loss.is_finite(), "{name}: loss {loss} at step {t}");
     }
     net.accuracy(&Naive, &x_test, &y_test)

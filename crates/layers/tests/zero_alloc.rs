@@ -1,6 +1,10 @@
-//! A training step with the Naive backend makes no heap allocation, dense or sparse (counting global allocator).
+//! A training step with the Naive backend makes no heap allocation, dense or sparse, with BatchNorm and Dropout too (counting global allocator).
 
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
+mod common;
+
+use manabi_layers::{
+    Init, Input, Mode, Network, Plan, SparseBatch, Spec, Target, Training, Update,
+};
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Optimizer, Sgd};
 use manabi_tensor::{CsrBuf, Rng};
@@ -9,79 +13,94 @@ use manabi_testkit::{TrackingAllocator, measure};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator;
 
-fn steps_allocate<O: Optimizer<f32>>(opt: O, fused: bool) -> usize {
-    let training = if fused {
-        Training::FusedSgd
-    } else {
-        Training::Backprop {
-            optimizer_slots: opt.slots(),
-        }
+/// The book's 784-50-10, and the same with batch norm and dropout after the hidden layer.
+fn stacks() -> [Vec<Spec>; 2] {
+    [
+        common::mlp_layers(&[784, 50, 10], Spec::Relu),
+        vec![
+            Spec::Affine(50),
+            Spec::BatchNorm,
+            Spec::Relu,
+            Spec::Dropout(0.2),
+            Spec::Affine(10),
+        ],
+    ]
+}
+
+/// Allocations of three steps on the arena's rows, three on sparse rows and the evaluations
+/// between them; `opt` is `None` for fused SGD.
+fn steps_allocate<O: Optimizer<f32>>(layers: &[Spec], opt: Option<O>) -> usize {
+    let training = match &opt {
+        None => Training::FusedSgd,
+        Some(o) => Training::Backprop {
+            optimizer_slots: o.slots(),
+        },
     };
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &[784, 50, 10],
-        activation: Activation::Relu,
-        batch: 100,
-        eval_batch: 100,
-        training,
-    })
-    .unwrap();
+    let plan: Plan = common::plan(784, layers, 100, training);
     let mut arena = vec![0.0f32; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).unwrap();
+    let mut net = Network::new(&plan, &mut arena).unwrap();
     let mut rng = Rng::new(9);
     net.init(Init::Book, &mut rng);
     let x: Vec<f32> = (0..100 * 784).map(|_| rng.uniform()).collect();
     let labels: Vec<usize> = (0..100).map(|_| rng.below(10)).collect();
-    let ((), seen) = measure(|| {
-        for t in 1..=3 {
+    let mut fused = Update::fused_sgd(&plan, 0.1).unwrap();
+    let mut with_opt = opt
+        .as_ref()
+        .map(|o| Update::optimizer(&plan, o, 1).unwrap());
+    let target = Target::Labels(&labels);
+    let mut step = |net: &mut Network<'_, f32>, input: Input<'_, f32>| match &mut with_opt {
+        Some(u) => net.train_step(&Naive, input, target, u),
+        None => net.train_step(&Naive, input, target, &mut fused),
+    };
+    let ((), dense) = measure(|| {
+        for _ in 0..3 {
             net.input_mut(100).copy_from_slice(&x);
-            let loss = if fused {
-                net.train_step_fused_sgd(&Naive, 0.1, 100, Target::Labels(&labels))
-            } else {
-                net.train_step(&Naive, &opt, t, 100, Target::Labels(&labels))
-            };
-            assert!(loss.is_finite());
+            assert!(step(&mut net, Input::Arena(100)).is_finite());
+            // Every row predicted (a label in range), in evaluation mode.
             let correct = net.correct(&Naive, &x, &labels);
-            assert!(correct <= 100);
+            assert!(correct <= labels.len());
+            assert_eq!(
+                net.forward(&Naive, Input::Dense(&x), Mode::Eval).len(),
+                1000
+            );
         }
     });
     // The same steps on the batch as compressed rows, refilled in buffers sized once.
     let mut rows = CsrBuf::new(100, 784).unwrap();
     let mut cols = CsrBuf::new(784, 100).unwrap();
     let ((), sparse) = measure(|| {
-        for t in 4..=6 {
+        for _ in 0..3 {
             rows.clear();
             for r in x.chunks(784) {
                 rows.push_dense_row(r);
             }
             cols.transpose_from(rows.view());
             let batch = SparseBatch::new(rows.view(), cols.view()).unwrap();
-            let loss = if fused {
-                net.train_step_fused_sgd_sparse(&Naive, 0.1, batch, Target::Labels(&labels))
-            } else {
-                net.train_step_sparse(&Naive, &opt, t, batch, Target::Labels(&labels))
-            };
-            assert!(loss.is_finite());
-            assert!(net.predict_sparse(&Naive, rows.view()).len() == 1000);
+            assert!(step(&mut net, Input::Sparse(batch)).is_finite());
+            let rows_only = Input::Sparse(SparseBatch::rows_only(rows.view()));
+            assert_eq!(net.forward(&Naive, rows_only, Mode::Eval).len(), 1000);
         }
     });
-    seen.count + sparse.count
+    dense.count + sparse.count
 }
 
 #[test]
 fn training_steps_allocate_nothing() {
-    assert_eq!(
-        steps_allocate(Sgd::new(0.1), false),
-        0,
-        "SGD step allocated"
-    );
-    assert_eq!(
-        steps_allocate(Adam::new(0.001), false),
-        0,
-        "Adam step allocated"
-    );
-    assert_eq!(
-        steps_allocate(Sgd::new(0.1), true),
-        0,
-        "fused SGD step allocated"
-    );
+    for layers in stacks() {
+        assert_eq!(
+            steps_allocate(&layers, Some(Sgd::new(0.1))),
+            0,
+            "SGD step allocated ({layers:?})"
+        );
+        assert_eq!(
+            steps_allocate(&layers, Some(Adam::new(0.001))),
+            0,
+            "Adam step allocated ({layers:?})"
+        );
+        assert_eq!(
+            steps_allocate::<Sgd<f32>>(&layers, None),
+            0,
+            "fused SGD step allocated ({layers:?})"
+        );
+    }
 }

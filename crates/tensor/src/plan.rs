@@ -54,20 +54,32 @@ impl Planner {
         span
     }
 
-    /// Like [`Planner::take`], but refuses to overflow `usize`.
+    /// Like [`Planner::take`], but refuses to overflow `usize`; `const`, so a plan that
+    /// cannot exist fails at compile time in a `const` item and with an error elsewhere.
     ///
     /// # Errors
     /// [`Error::Overflow`] if the plan would exceed `usize::MAX` slots.
-    pub fn try_take(&mut self, len: usize) -> Result<Span> {
-        let end = self.next.checked_add(len).ok_or(Error::Overflow {
-            what: "memory plan",
-        })?;
+    pub const fn try_take(&mut self, len: usize) -> Result<Span> {
+        let Some(end) = self.next.checked_add(len) else {
+            return Err(Error::Overflow {
+                what: "memory plan",
+            });
+        };
         let span = Span {
             start: self.next,
             len,
         };
         self.next = end;
         Ok(span)
+    }
+
+    /// The span [`Planner::take`] would hand out next, with length zero (for a slot a plan
+    /// does not need).
+    pub const fn empty(&self) -> Span {
+        Span {
+            start: self.next,
+            len: 0,
+        }
     }
 
     /// Slots reserved so far: the size of the buffer the caller must provide.

@@ -1,0 +1,473 @@
+//! The memory plan of a [`Network`](crate::Network): a list of layers laid out in one arena, fixed before it runs.
+
+use crate::layer::{Layer, Spec};
+use manabi_tensor::{Error, Planner, Real, Result, Span};
+
+/// The most layers a plan holds, so that a plan is `Copy`, `const` and needs no heap (the
+/// book's DeepConvNet has 20).
+pub const MAX_LAYERS: usize = 24;
+
+/// The shape of one sample: `c` channels of `h × w` values; a flat row of `n` features is
+/// `n × 1 × 1`. A sample is stored as `c·h·w` consecutive values, channel by channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Channels (the features of a flat row).
+    pub c: usize,
+    /// Rows of each channel (1 for a flat row).
+    pub h: usize,
+    /// Columns of each channel (1 for a flat row).
+    pub w: usize,
+}
+
+impl Shape {
+    /// A flat row of `len` features.
+    pub const fn flat(len: usize) -> Self {
+        Self { c: len, h: 1, w: 1 }
+    }
+
+    /// `c` channels of `h × w`.
+    pub const fn image(c: usize, h: usize, w: usize) -> Self {
+        Self { c, h, w }
+    }
+
+    /// Values per sample, `c·h·w`, or `None` if that overflows.
+    pub const fn checked_len(&self) -> Option<usize> {
+        match self.c.checked_mul(self.h) {
+            Some(ch) => ch.checked_mul(self.w),
+            None => None,
+        }
+    }
+
+    /// Values per sample, `c·h·w` (a plan has checked that it fits in `usize`).
+    pub const fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Whether a sample holds no values.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl core::fmt::Display for Shape {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.h == 1 && self.w == 1 {
+            write!(f, "{}", self.c)
+        } else {
+            write!(f, "{}x{}x{}", self.c, self.h, self.w)
+        }
+    }
+}
+
+/// What the arena must hold beyond the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Training {
+    /// Forward only, in evaluation mode: parameters, statistics and activations (a deployed
+    /// model).
+    Inference,
+    /// Backward fused with plain SGD: no gradient buffer, each layer updates its parameters
+    /// inside the backward pass ([`Update::fused_sgd`](crate::Update::fused_sgd)); for
+    /// devices where the weights barely fit once.
+    FusedSgd,
+    /// Full gradients plus `optimizer_slots` state values per parameter (SGD 0; Momentum,
+    /// Nesterov, AdaGrad, RMSprop 1; Adam 2).
+    Backprop {
+        /// State slots per parameter of the optimizer to be used.
+        optimizer_slots: usize,
+    },
+}
+
+/// What to build: the sample shape, the layers, the batch sizes and the training mode.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanConfig<'a> {
+    /// The shape of one input sample (`Shape::flat(784)` for MNIST rows).
+    pub input: Shape,
+    /// The layers from input to output, at least one, at most [`MAX_LAYERS`]; the last
+    /// layer's output is the logits that [`SoftmaxWithLoss`](crate::SoftmaxWithLoss) reads.
+    pub layers: &'a [Spec],
+    /// Largest training batch.
+    pub batch: usize,
+    /// Largest forward-only batch (evaluation); at least `batch` is used.
+    pub eval_batch: usize,
+    /// What the arena must hold for training.
+    pub training: Training,
+}
+
+/// Which part of the arena a named tensor lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// Learned parameters (with gradients and optimizer state laid out alike).
+    Params,
+    /// Running statistics (BatchNorm's running mean and variance): saved with the model,
+    /// updated by training-mode forward passes, never by an optimizer.
+    Stats,
+}
+
+/// A tensor's name: the book's prefix and the layer's number among layers of its kind
+/// (`W1`, `b1` for the first Affine layer, `gamma1`, `beta1` for the first BatchNorm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorName {
+    /// `W`, `b`, `gamma`, `beta`, `running_mean` or `running_var`.
+    pub prefix: &'static str,
+    /// From 1.
+    pub number: usize,
+}
+
+impl core::fmt::Display for TensorName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}{}", self.prefix, self.number)
+    }
+}
+
+/// One named tensor's place and shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// `W1`, `b1`, `gamma1`, `running_mean1`, …
+    pub name: TensorName,
+    /// Parameters or running statistics.
+    pub region: Region,
+    /// Where it lies within its region ([`Network::params`](crate::Network::params) or
+    /// [`Network::stats`](crate::Network::stats)).
+    pub span: Span,
+    /// The shape, padded with zeros after `rank` dimensions (use [`TensorInfo::dims`]).
+    pub shape: [usize; 4],
+    /// Number of dimensions.
+    pub rank: usize,
+}
+
+impl TensorInfo {
+    /// The shape: `[d_in, d_out]` for an Affine weight, `[d]` for biases and BatchNorm's
+    /// vectors.
+    pub fn dims(&self) -> &[usize] {
+        &self.shape[..self.rank]
+    }
+}
+
+/// The memory plan of a [`Network`](crate::Network): every span of its one arena.
+///
+/// Layout, in order: the parameters of every layer (`[W1 b1 W2 b2 …]` for an MLP), their
+/// gradients (same layout), optimizer state (`slots` blocks of the parameter length), the
+/// running statistics, the input rows, then each layer's output and its cache, the
+/// probabilities, and the gradients of the layer outputs. ReLU, Sigmoid and Dropout work in
+/// place (their output and its gradient share their input's spans) unless they come first
+/// or follow a layer whose backward pass reads its own output. Forward-only rows are sized
+/// for `max(batch, eval_batch)`, everything backward needs for `batch`; a smaller batch uses
+/// a prefix of each span.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    pub(crate) layers: [Layer; MAX_LAYERS],
+    pub(crate) count: usize,
+    /// `shapes[l]` is layer `l`'s input; `shapes[count]` the logits.
+    pub(crate) shapes: [Shape; MAX_LAYERS + 1],
+    pub(crate) in_place: [bool; MAX_LAYERS],
+    /// Within the parameter region (which starts at 0).
+    pub(crate) layer_params: [Span; MAX_LAYERS],
+    /// Within the statistics region.
+    pub(crate) layer_stats: [Span; MAX_LAYERS],
+    pub(crate) caches: [Span; MAX_LAYERS],
+    /// `act[l]` is layer `l`'s input (`act[0]` the input rows), `act[count]` the logits.
+    pub(crate) act: [Span; MAX_LAYERS + 1],
+    /// `d_act[l]` is the gradient of `act[l]` (`d_act[0]` is never computed).
+    pub(crate) d_act: [Span; MAX_LAYERS + 1],
+    pub(crate) training: Training,
+    pub(crate) batch: usize,
+    pub(crate) rows: usize,
+    pub(crate) params: Span,
+    pub(crate) grads: Span,
+    pub(crate) state: Span,
+    pub(crate) stats: Span,
+    pub(crate) probs: Span,
+    pub(crate) total: usize,
+}
+
+/// `a·b` or an overflow error, in a `const fn`.
+pub(crate) const fn mul(a: usize, b: usize) -> Result<usize> {
+    match a.checked_mul(b) {
+        Some(v) => Ok(v),
+        None => Err(Error::Overflow { what: "plan" }),
+    }
+}
+
+/// `?` for `const fn`s.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        }
+    };
+}
+pub(crate) use tri;
+
+impl Plan {
+    /// Plans a network; `const`, so firmware can size a `static` arena at compile time.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for no layers or more than [`MAX_LAYERS`];
+    /// [`Error::Zero`] for a zero batch, input or layer width; [`Error::InvalidValue`] for a
+    /// layer that does not fit its input (a Dropout ratio outside `[0, 1)`, say);
+    /// [`Error::Overflow`] if the plan does not fit in `usize`.
+    pub const fn new(config: &PlanConfig<'_>) -> Result<Self> {
+        let n = config.layers.len();
+        if n == 0 || n > MAX_LAYERS {
+            return Err(Error::ShapeMismatch {
+                expected: if n == 0 { 1 } else { MAX_LAYERS },
+                got: n,
+            });
+        }
+        if config.batch == 0 {
+            return Err(Error::Zero { what: "batch size" });
+        }
+        match config.input.checked_len() {
+            Some(0) => return Err(Error::Zero { what: "input size" }),
+            Some(_) => {}
+            None => return Err(Error::Overflow { what: "plan" }),
+        }
+        let batch = config.batch;
+        let rows = if config.eval_batch > batch {
+            config.eval_batch
+        } else {
+            batch
+        };
+        let trains = !matches!(config.training, Training::Inference);
+        let mut layers = [Layer::Relu(crate::Relu); MAX_LAYERS];
+        let mut shapes = [Shape::flat(0); MAX_LAYERS + 1];
+        let mut in_place = [false; MAX_LAYERS];
+        shapes[0] = config.input;
+        let mut l = 0;
+        while l < n {
+            let (layer, out) = tri!(config.layers[l].build(shapes[l]));
+            // A layer may overwrite its input only if the layer before does not read its own
+            // output in backward, and never the caller's input rows.
+            in_place[l] = layer.works_in_place() && l > 0 && !layers[l - 1].reads_output();
+            layers[l] = layer;
+            shapes[l + 1] = out;
+            l += 1;
+        }
+
+        let empty = Span { start: 0, len: 0 };
+        let mut next = Planner::new();
+        let mut layer_params = [empty; MAX_LAYERS];
+        l = 0;
+        while l < n {
+            layer_params[l] = tri!(next.try_take(layers[l].param_len()));
+            l += 1;
+        }
+        let params = Span {
+            start: 0,
+            len: next.total(),
+        };
+        let (grads_len, slots) = match config.training {
+            Training::Inference | Training::FusedSgd => (0, 0),
+            Training::Backprop { optimizer_slots } => (params.len, optimizer_slots),
+        };
+        let grads = tri!(next.try_take(grads_len));
+        let state = tri!(next.try_take(tri!(mul(slots, params.len))));
+        let stats_start = next.total();
+        let mut layer_stats = [empty; MAX_LAYERS];
+        l = 0;
+        while l < n {
+            let s = tri!(next.try_take(layers[l].stats_len()));
+            layer_stats[l] = Span {
+                start: s.start - stats_start,
+                len: s.len,
+            };
+            l += 1;
+        }
+        let stats = Span {
+            start: stats_start,
+            len: next.total() - stats_start,
+        };
+        let mut act = [empty; MAX_LAYERS + 1];
+        let mut caches = [empty; MAX_LAYERS];
+        act[0] = tri!(next.try_take(tri!(mul(rows, shapes[0].len()))));
+        l = 0;
+        while l < n {
+            act[l + 1] = if in_place[l] {
+                act[l]
+            } else {
+                tri!(next.try_take(tri!(mul(rows, shapes[l + 1].len()))))
+            };
+            caches[l] = if trains {
+                tri!(next.try_take(tri!(layers[l].cache_len(batch))))
+            } else {
+                next.empty()
+            };
+            l += 1;
+        }
+        let probs = tri!(next.try_take(tri!(mul(batch, shapes[n].len()))));
+        let mut d_act = [empty; MAX_LAYERS + 1];
+        if trains {
+            l = 1;
+            while l <= n {
+                d_act[l] = if in_place[l - 1] {
+                    d_act[l - 1]
+                } else {
+                    tri!(next.try_take(tri!(mul(batch, shapes[l].len()))))
+                };
+                l += 1;
+            }
+        }
+        Ok(Self {
+            layers,
+            count: n,
+            shapes,
+            in_place,
+            layer_params,
+            layer_stats,
+            caches,
+            act,
+            d_act,
+            training: config.training,
+            batch,
+            rows,
+            params,
+            grads,
+            state,
+            stats,
+            probs,
+            total: next.total(),
+        })
+    }
+
+    /// Elements the arena must hold.
+    pub const fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes the arena takes for element type `T`.
+    pub const fn bytes<T: Real>(&self) -> usize {
+        self.total * T::BYTES
+    }
+
+    /// The layers, input first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers[..self.count]
+    }
+
+    /// The shape of one input sample.
+    pub const fn input(&self) -> Shape {
+        self.shapes[0]
+    }
+
+    /// The shape of layer `l`'s input (`l = layers().len()` gives the logits' shape).
+    ///
+    /// # Panics
+    /// If `l > layers().len()`.
+    pub fn shape(&self, l: usize) -> Shape {
+        assert!(l <= self.count, "layer {l} of {}", self.count);
+        self.shapes[l]
+    }
+
+    /// Whether layer `l` works in place (its output overwrites its input).
+    ///
+    /// # Panics
+    /// If `l >= layers().len()`.
+    pub fn in_place(&self, l: usize) -> bool {
+        assert!(l < self.count, "layer {l} of {}", self.count);
+        self.in_place[l]
+    }
+
+    /// Values per input sample.
+    pub const fn d_in(&self) -> usize {
+        self.shapes[0].len()
+    }
+
+    /// Values per output row (the classes).
+    pub const fn classes(&self) -> usize {
+        self.shapes[self.count].len()
+    }
+
+    /// Largest training batch.
+    pub const fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Largest forward-only batch.
+    pub const fn eval_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The training mode planned for.
+    pub const fn training(&self) -> Training {
+        self.training
+    }
+
+    /// Whether the plan can train (it is not [`Training::Inference`]).
+    pub const fn trains(&self) -> bool {
+        !matches!(self.training, Training::Inference)
+    }
+
+    /// All learned parameters.
+    pub const fn param_len(&self) -> usize {
+        self.params.len
+    }
+
+    /// All running statistics.
+    pub const fn stats_len(&self) -> usize {
+        self.stats.len
+    }
+
+    /// Whether the first layer can read compressed sparse rows (it is Affine).
+    pub const fn accepts_sparse(&self) -> bool {
+        matches!(self.layers[0], Layer::Affine(_))
+    }
+
+    /// Element counts by role: `(parameters and statistics, gradients, optimizer state,
+    /// activations and caches)`.
+    pub const fn breakdown(&self) -> (usize, usize, usize, usize) {
+        let fixed = self.params.len + self.grads.len + self.state.len + self.stats.len;
+        (
+            self.params.len + self.stats.len,
+            self.grads.len,
+            self.state.len,
+            self.total - fixed,
+        )
+    }
+
+    /// The named tensors in layer order: parameters and running statistics, each with its
+    /// region, span and shape.
+    pub fn tensors(&self) -> impl Iterator<Item = TensorInfo> + '_ {
+        (0..self.count).flat_map(move |l| {
+            let layer = self.layers[l];
+            let number = self.layers[..=l]
+                .iter()
+                .filter(|o| core::mem::discriminant(*o) == core::mem::discriminant(&layer))
+                .count();
+            (0..layer.tensor_count()).filter_map(move |k| {
+                let mut info = layer.tensor(k, number)?;
+                let base = match info.region {
+                    Region::Params => self.layer_params[l].start,
+                    Region::Stats => self.layer_stats[l].start,
+                };
+                info.span.start += base;
+                Some(info)
+            })
+        })
+    }
+
+    /// The parameter tensor holding parameter `i`, and `i`'s index within it.
+    pub fn param_at(&self, i: usize) -> Option<(TensorInfo, usize)> {
+        self.tensors()
+            .find(|t| t.region == Region::Params && (t.span.start..t.span.end()).contains(&i))
+            .map(|t| (t, i - t.span.start))
+    }
+
+    /// Layer `l`'s gradient span in the arena.
+    pub(crate) const fn grad_span(&self, l: usize) -> Span {
+        let p = self.layer_params[l];
+        Span {
+            start: self.grads.start + p.start,
+            len: if self.grads.len == 0 { 0 } else { p.len },
+        }
+    }
+
+    /// Layer `l`'s statistics span in the arena.
+    pub(crate) const fn stats_span(&self, l: usize) -> Span {
+        let s = self.layer_stats[l];
+        Span {
+            start: self.stats.start + s.start,
+            len: s.len,
+        }
+    }
+}
