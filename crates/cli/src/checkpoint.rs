@@ -6,9 +6,10 @@
 //!
 //! | tensor | dtype | shape | contents |
 //! |---|---|---|---|
-//! | `W1`, `b1`, … | F32/F64 | as in `model.safetensors` | the weights |
+//! | `W1`, `b1`, `gamma1`, `running_mean1`, … | F32/F64 | as in `model.safetensors` | the weights and running statistics |
 //! | `opt_state` | F32/F64 | `[slots, params]` | the optimizer's state (SGD: 0 slots, Adam: 2) |
-//! | `rng` | U64 | `[4]` | the xoshiro256++ generator's state |
+//! | `rng` | U64 | `[4]` | the xoshiro256++ generator's state (initialisation and batches) |
+//! | `dropout_rng` | U64 | `[4]` | the Dropout layers' generator (only for stacks with Dropout) |
 //! | `batcher` | U64 | `[6 + perm]` | the batcher's position (`BatcherState::to_words`) |
 //! | `iteration` | U64 | `[1]` | iterations completed |
 //! | `loss_window` | F64 | `[2]` | sum and count of the losses since the last evaluation |
@@ -16,16 +17,17 @@
 //! | `metrics` | F64 | `[rows, 6]` | the evaluations so far: iteration, epoch, train acc, test acc, loss, seconds |
 //!
 //! and, under the metadata key `manabi`, the run's configuration ([`RunConfig`]): every
-//! setting that affects the result (sizes, activation, batch, lr, weight decay, iterations,
-//! optimizer, init, sampling, seed, dtype, backend, training-set length) plus
-//! `checkpoint_every`. [`parse`] checks all of it — each tensor's name, dtype and shape
+//! setting that affects the result (the layers — `sizes` and `activation` for an MLP, else
+//! `input_shape` and `net` —, batch, lr, weight decay, iterations, optimizer, init, sampling,
+//! seed, dtype, backend, input kind, training-set length and limit) plus `checkpoint_every`. [`parse`] checks all of it — each tensor's name, dtype and shape
 //! against the configuration, the first mismatch named — and never panics on hostile bytes.
 
 use crate::CliError;
 use crate::error::Context;
 use crate::model::{self, Elem};
+use crate::stack::{Stack, activation_from_name};
 use manabi_data::{Batcher, BatcherState, Sampling};
-use manabi_layers::{Activation, Init, MlpPlan};
+use manabi_layers::{Init, Plan, Training};
 use manabi_optim::{AnyOptimizer, Optimizer};
 use manabi_tensor::Rng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -49,9 +51,10 @@ pub const METRIC_COLUMNS: usize = 6;
 pub const CSV_HEADER: &str = "iteration,epoch,train_acc,test_acc,loss,elapsed_s\n";
 
 /// The names of the tensors other than the weights.
-const STATE_TENSORS: [&str; 7] = [
+const STATE_TENSORS: [&str; 8] = [
     "opt_state",
     "rng",
+    "dropout_rng",
     "batcher",
     "iteration",
     "loss_window",
@@ -62,10 +65,8 @@ const STATE_TENSORS: [&str; 7] = [
 /// Every setting of a run that affects its result, plus how often it checkpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
-    /// Layer widths: input features, hidden widths, classes.
-    pub sizes: Vec<usize>,
-    /// Activation between layers.
-    pub activation: Activation,
+    /// The network: input width and layers.
+    pub stack: Stack,
     /// Rows per minibatch.
     pub batch: usize,
     /// Learning rate.
@@ -93,22 +94,35 @@ pub struct RunConfig {
     pub sparse: bool,
     /// Samples in the training set (checked against the data on resume).
     pub train_len: usize,
+    /// `--train-limit`: only the first this many training samples were used (`train_len` is
+    /// then at most this).
+    pub train_limit: Option<usize>,
     /// Write a checkpoint every this many iterations (does not affect the result).
     pub checkpoint_every: Option<u64>,
 }
 
-fn activation_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Relu => "relu",
-        Activation::Sigmoid => "sigmoid",
+/// The `--init` text of an initialisation: `book`, `xavier`, `he` or the scale `s` of
+/// `N(0, 1)·s`.
+pub fn init_name(i: Init) -> String {
+    match i {
+        Init::Book => "book".into(),
+        Init::Xavier => "xavier".into(),
+        Init::He => "he".into(),
+        // `Display` of an f64 is the shortest text that parses back to the same value.
+        Init::Normal(s) => s.to_string(),
     }
 }
 
-fn init_name(i: Init) -> &'static str {
-    match i {
-        Init::Book => "book",
-        Init::Xavier => "xavier",
-        Init::He => "he",
+/// Reads `--init` text (see [`init_name`]).
+pub fn init_from_name(text: &str) -> Option<Init> {
+    match text {
+        "book" => Some(Init::Book),
+        "xavier" => Some(Init::Xavier),
+        "he" => Some(Init::He),
+        _ => match text.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => Some(Init::Normal(s)),
+            _ => None,
+        },
     }
 }
 
@@ -117,15 +131,6 @@ fn sampling_name(s: Sampling) -> &'static str {
         Sampling::Random => "random",
         Sampling::EpochShuffle => "shuffle",
     }
-}
-
-/// `784-50-10`.
-pub fn sizes_text(sizes: &[usize]) -> String {
-    sizes
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 impl RunConfig {
@@ -139,11 +144,25 @@ impl RunConfig {
             .map_err(|e| CliError::BadFile(format!("optimizer {:?}: {e}", self.optimizer)))
     }
 
-    /// Parameters of the network, or `None` if the count overflows.
+    /// Parameters of the network, or `None` if it cannot be planned.
     pub fn param_len(&self) -> Option<usize> {
-        self.sizes.windows(2).try_fold(0usize, |acc, w| {
-            acc.checked_add(w[0].checked_mul(w[1])?.checked_add(w[1])?)
-        })
+        self.stack.sizes().map(|(params, _)| params)
+    }
+
+    /// The plan of the network for this run's batch and optimizer (`fused`: plain SGD fused
+    /// into backward, no gradient buffer).
+    ///
+    /// # Errors
+    /// An unknown optimizer, or a stack the planner refuses.
+    pub fn plan(&self, fused: bool) -> Result<Plan, CliError> {
+        let training = if fused {
+            Training::FusedSgd
+        } else {
+            Training::Backprop {
+                optimizer_slots: self.slots()?,
+            }
+        };
+        self.stack.plan(self.batch, self.batch, training)
     }
 
     /// Checks the configuration against the data a resumed run was given.
@@ -156,7 +175,7 @@ impl RunConfig {
         classes: usize,
         train_len: usize,
     ) -> Result<(), CliError> {
-        let (d_in, outputs) = (self.sizes[0], self.sizes[self.sizes.len() - 1]);
+        let (d_in, outputs) = (self.stack.input, self.stack.outputs());
         let what = if d_in != features {
             format!("{d_in} input features, the data has {features}")
         } else if outputs != classes {
@@ -178,22 +197,14 @@ impl RunConfig {
         let mut f = BTreeMap::new();
         f.insert("format", FORMAT.to_string());
         f.insert("version", VERSION.to_string());
-        f.insert(
-            "sizes",
-            self.sizes
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        f.insert("activation", activation_name(self.activation).to_string());
+        self.stack.write_fields(&mut f);
         f.insert("batch", self.batch.to_string());
         // `Display` of an f64 is the shortest text that parses back to the same bits.
         f.insert("lr", self.lr.to_string());
         f.insert("weight_decay", self.weight_decay.to_string());
         f.insert("iters", self.iters.to_string());
         f.insert("optimizer", self.optimizer.clone());
-        f.insert("init", init_name(self.init).to_string());
+        f.insert("init", init_name(self.init));
         f.insert("sampling", sampling_name(self.sampling).to_string());
         f.insert("seed", self.seed.to_string());
         f.insert("dtype", if self.f64 { "f64" } else { "f32" }.to_string());
@@ -203,6 +214,9 @@ impl RunConfig {
             if self.sparse { "sparse" } else { "dense" }.to_string(),
         );
         f.insert("train_len", self.train_len.to_string());
+        if let Some(limit) = self.train_limit {
+            f.insert("train_limit", limit.to_string());
+        }
         f.insert(
             "checkpoint_every",
             self.checkpoint_every.unwrap_or(0).to_string(),
@@ -259,33 +273,44 @@ impl RunConfig {
         }
         // The same bounds as the command-line flags: widths and batch fit in u32.
         let limit = u64::from(u32::MAX);
-        let sizes_text = get("sizes")?;
-        let sizes: Vec<usize> = sizes_text
-            .split(',')
-            .map(|s| match s.parse::<u64>() {
-                Ok(n) if (1..=limit).contains(&n) => usize::try_from(n).ok(),
-                _ => None,
-            })
-            .collect::<Option<_>>()
-            .filter(|v: &Vec<usize>| v.len() >= 2)
-            .ok_or_else(|| {
-                bad(
-                    "sizes",
-                    sizes_text,
-                    "expected two or more widths in 1..=4294967295",
+        let stack = match Stack::from_net_fields(f, name)? {
+            Some(stack) => stack,
+            None => {
+                let sizes_text = get("sizes")?;
+                let sizes: Vec<usize> = sizes_text
+                    .split(',')
+                    .map(|s| match s.parse::<u64>() {
+                        Ok(n) if (1..=limit).contains(&n) => usize::try_from(n).ok(),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()
+                    .filter(|v: &Vec<usize>| v.len() >= 2)
+                    .ok_or_else(|| {
+                        bad(
+                            "sizes",
+                            sizes_text,
+                            "expected two or more widths in 1..=4294967295",
+                        )
+                    })?;
+                let activation = get("activation")?;
+                let activation = activation_from_name(activation)
+                    .ok_or_else(|| bad("activation", activation, "expected relu or sigmoid"))?;
+                Stack::mlp(
+                    sizes[0],
+                    &sizes[1..sizes.len() - 1],
+                    sizes[sizes.len() - 1],
+                    activation,
                 )
-            })?;
-        let activation = match get("activation")? {
-            "relu" => Activation::Relu,
-            "sigmoid" => Activation::Sigmoid,
-            other => return Err(bad("activation", other, "expected relu or sigmoid")),
+            }
         };
-        let init = match get("init")? {
-            "book" => Init::Book,
-            "xavier" => Init::Xavier,
-            "he" => Init::He,
-            other => return Err(bad("init", other, "expected book, xavier or he")),
-        };
+        let init_text = get("init")?;
+        let init = init_from_name(init_text).ok_or_else(|| {
+            bad(
+                "init",
+                init_text,
+                "expected book, xavier, he or a positive scale",
+            )
+        })?;
         let sampling = match get("sampling")? {
             "random" => Sampling::Random,
             "shuffle" => Sampling::EpochShuffle,
@@ -305,9 +330,12 @@ impl RunConfig {
             Some("sparse") => true,
             Some(other) => return Err(bad("input", other, "expected dense or sparse")),
         };
+        let train_limit = match f.get("train_limit") {
+            None => None,
+            Some(_) => Some(to_usize("train_limit", int("train_limit", 1, u64::MAX)?)?),
+        };
         let config = RunConfig {
-            sizes,
-            activation,
+            stack,
             batch: to_usize("batch", int("batch", 1, limit)?)?,
             lr: float("lr")?,
             weight_decay: float("weight_decay")?,
@@ -320,6 +348,7 @@ impl RunConfig {
             backend: get("backend")?.to_string(),
             sparse,
             train_len: to_usize("train_len", int("train_len", 1, u64::MAX)?)?,
+            train_limit,
             checkpoint_every: (every > 0).then_some(every),
         };
         if config.lr <= 0.0 {
@@ -383,12 +412,16 @@ pub struct Checkpoint {
     pub config: RunConfig,
     /// Iteration, running loss, time and metrics.
     pub progress: Progress,
-    /// Parameters `[W1 b1 W2 b2 …]`, widened to f64 (exactly, for f32 runs).
+    /// Parameters in the network's layout, widened to f64 (exactly, for f32 runs).
     pub params: Vec<f64>,
+    /// Running statistics in the network's layout (empty without BatchNorm), widened alike.
+    pub stats: Vec<f64>,
     /// Optimizer state, `slots × params`, widened like `params`.
     pub opt_state: Vec<f64>,
     /// The generator's state (never all zero).
     pub rng: [u64; 4],
+    /// The Dropout generator's state, for stacks with Dropout.
+    pub dropout_rng: Option<[u64; 4]>,
     /// The batcher's position (validated by `Batcher::from_state`).
     pub batcher: BatcherState,
 }
@@ -399,13 +432,17 @@ pub struct Snapshot<'a, T> {
     /// The run's configuration.
     pub config: &'a RunConfig,
     /// The network's plan (for the tensor names and shapes).
-    pub plan: &'a MlpPlan,
-    /// `Mlp::params`.
+    pub plan: &'a Plan,
+    /// `Network::params`.
     pub params: &'a [T],
-    /// `Mlp::state`.
+    /// `Network::stats`.
+    pub stats: &'a [T],
+    /// `Network::state`.
     pub opt_state: &'a [T],
-    /// `Rng::state`.
+    /// `Rng::state` of the run's generator.
     pub rng: [u64; 4],
+    /// `Rng::state` of the network's Dropout generator (written for stacks with Dropout).
+    pub dropout_rng: [u64; 4],
     /// `Batcher::state`.
     pub batcher: &'a BatcherState,
     /// Where the run stands.
@@ -436,16 +473,30 @@ impl<T: Elem> Snapshot<'_, T> {
             )));
         }
         let slots = self.opt_state.len() / param_len.max(1);
-        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        for info in self.plan.tensors() {
-            let mut b = Vec::with_capacity(info.span.len * T::BYTES);
-            T::put_le(&self.params[info.span.start..info.span.end()], &mut b);
-            owned.push((info.name.to_string(), T::DTYPE, info.dims().to_vec(), b));
+        if self.stats.len() != self.plan.stats_len() {
+            return Err(CliError::BadFile(format!(
+                "checkpoint: {} statistics do not fit a network of {}",
+                self.stats.len(),
+                self.plan.stats_len()
+            )));
         }
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+            model::tensor_bytes(self.plan, self.params, self.stats)
+                .into_iter()
+                .map(|(name, b, shape)| (name, T::DTYPE, shape, b))
+                .collect();
         let mut state = Vec::with_capacity(self.opt_state.len() * T::BYTES);
         T::put_le(self.opt_state, &mut state);
         owned.push(("opt_state".into(), T::DTYPE, vec![slots, param_len], state));
         owned.push(("rng".into(), Dtype::U64, vec![4], u64_bytes(&self.rng)));
+        if self.config.stack.has_dropout() {
+            owned.push((
+                "dropout_rng".into(),
+                Dtype::U64,
+                vec![4],
+                u64_bytes(&self.dropout_rng),
+            ));
+        }
         let words = self.batcher.to_words();
         owned.push((
             "batcher".into(),
@@ -500,13 +551,7 @@ impl<T: Elem> Snapshot<'_, T> {
             .collect::<Result<Vec<_>, _>>()
             .context(|| "building checkpoint tensors".into())?;
         // One metadata key with sorted pairs: safetensors keeps metadata in a HashMap.
-        let text = self
-            .config
-            .fields()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";");
+        let text = model::join_fields(&self.config.fields());
         let meta = HashMap::from([(model::META_KEY.to_string(), text)]);
         safetensors::serialize(views, Some(meta)).context(|| "serialising the checkpoint".into())
     }
@@ -591,31 +636,19 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
         )));
     }
     let config = RunConfig::from_fields(&fields, name)?;
-    let layers = config.sizes.len() - 1;
-    for tensor in st.names() {
-        let known = STATE_TENSORS.contains(&tensor)
-            || tensor
-                .strip_prefix(['W', 'b'])
-                .and_then(|l| l.parse::<usize>().ok())
-                .is_some_and(|l| (1..=layers).contains(&l) && tensor[1..] == l.to_string());
-        if !known {
-            return Err(CliError::BadFile(format!(
-                "{name}: unexpected tensor {tensor:?} in a checkpoint of a {}-layer network",
-                layers
-            )));
-        }
-    }
-    let chain = model::read_chain(&st, name, layers, Some(&config.sizes))?;
+    // The tensors' layout does not depend on the batch or the optimizer.
+    let plan = config.stack.plan(1, 1, Training::Inference)?;
+    let found = model::read_tensors(&st, name, &plan, &config.stack.short(), &STATE_TENSORS)?;
     let dtype = if config.f64 { Dtype::F64 } else { Dtype::F32 };
-    if chain.dtype != dtype {
+    if found.dtype != dtype {
         return Err(CliError::BadFile(format!(
             "{name}: tensor W1 has dtype {:?}, but the configuration says {}",
-            chain.dtype,
+            found.dtype,
             if config.f64 { "f64" } else { "f32" }
         )));
     }
     // The shapes matched, so the parameter count is what the file holds (no overflow).
-    let param_len = chain.params.len();
+    let param_len = found.params.len();
     let slots = config.slots()?;
     let state = model::floats(
         dtype,
@@ -630,6 +663,19 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     let rng_words = words(expect(&st, name, "rng", Dtype::U64, &[4])?);
     let rng = [rng_words[0], rng_words[1], rng_words[2], rng_words[3]];
     Rng::from_state(rng).map_err(|e| CliError::BadFile(format!("{name}: tensor rng: {e}")))?;
+    let dropout_rng = if config.stack.has_dropout() {
+        let w = words(expect(&st, name, "dropout_rng", Dtype::U64, &[4])?);
+        let state = [w[0], w[1], w[2], w[3]];
+        Rng::from_state(state)
+            .map_err(|e| CliError::BadFile(format!("{name}: tensor dropout_rng: {e}")))?;
+        Some(state)
+    } else if st.tensor("dropout_rng").is_ok() {
+        return Err(CliError::BadFile(format!(
+            "{name}: tensor dropout_rng in a checkpoint of a network without Dropout"
+        )));
+    } else {
+        None
+    };
     let batcher_len = st
         .tensor("batcher")
         .map(|t| t.shape().first().copied().unwrap_or(0))
@@ -712,9 +758,11 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
             elapsed,
             metrics,
         },
-        params: chain.params,
+        params: found.params,
+        stats: found.stats,
         opt_state: state,
         rng,
+        dropout_rng,
         batcher,
     })
 }

@@ -6,10 +6,9 @@ use crate::model::{self, Elem};
 use crate::train::load_data;
 use crate::{CliError, EvalArgs, GradcheckArgs, InputArg, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use manabi_cli::stack::Stack;
 use manabi_data::{DataError, FetchEvent, MIRRORS, TrainTest};
-use manabi_layers::{
-    Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training, gradcheck as check,
-};
+use manabi_layers::{Init, Input, Network, Spec, Target, Training, gradcheck as check};
 use manabi_matmul::{DefaultGemm, Gemm};
 use manabi_tensor::{CsrBuf, Rng};
 use safetensors::Dtype;
@@ -42,29 +41,32 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     threads: usize,
     input: Option<InputArg>,
 ) -> Result<(), CliError> {
-    let params: Vec<T> = model.params.iter().map(|&v| T::from_f64(v)).collect();
+    let weights: Vec<T> = model
+        .params
+        .iter()
+        .chain(&model.stats)
+        .map(|&v| T::from_f64(v))
+        .collect();
     let test = &sets.test;
     let (sparse, _) = InputArg::sparse(input, test);
+    let sparse = sparse && matches!(model.stack.layers.first(), Some(Spec::Affine(_)));
     let rows = if sparse {
         Some(test.to_sparse::<T>()?)
     } else {
         None
     };
-    let mut evaluator = Evaluator::<T>::new(&model.sizes, model.activation, threads)?;
-    let classes = *model.sizes.last().unwrap_or(&0);
-    let confusion = evaluator.confusion(mm, &params, test, rows.as_ref().map(CsrBuf::view));
+    let mut evaluator = Evaluator::<T>::new(&model.stack, threads)?;
+    // The data's classes (the network may have more outputs; a prediction beyond them is
+    // still counted, in its own column).
+    let classes = model.stack.outputs();
+    let confusion = evaluator.confusion(mm, &weights, test, rows.as_ref().map(CsrBuf::view));
     let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
     println!(
         "backend: {} ({}), {} input; model {}",
         mm.name(),
         T::NAME,
         if sparse { "sparse" } else { "dense" },
-        model
-            .sizes
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("-")
+        model.stack.describe()
     );
     println!(
         "test accuracy {:.4} ({correct} of {})",
@@ -92,37 +94,47 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
     let sets = load_data(&args.data)?;
     let train = &sets.train;
     let rows = (args.images as usize).min(train.len());
-    let mut sizes = vec![train.features()];
-    sizes.extend(args.hidden.iter().map(|&h| h as usize));
-    sizes.push(sets.classes);
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &sizes,
-        activation: Activation::Relu,
-        batch: rows,
-        eval_batch: rows,
-        training: Training::Backprop { optimizer_slots: 0 },
-    })?;
+    let stack = match &args.net {
+        Some(text) => Stack::parse(train.features(), text)?,
+        None => {
+            let hidden: Vec<usize> = args.hidden.iter().map(|&h| h as usize).collect();
+            Stack::mlp(train.features(), &hidden, sets.classes, Spec::Relu)
+        }
+    };
+    if stack.outputs() < sets.classes {
+        return Err(CliError::Usage(format!(
+            "--net ends with {} outputs, but the data has {} classes",
+            stack.outputs(),
+            sets.classes
+        )));
+    }
+    let plan = stack.plan(rows, rows, Training::Backprop { optimizer_slots: 0 })?;
     let mut arena = vec![0.0f64; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena)?;
+    let mut net = Network::new(&plan, &mut arena)?;
     net.init(Init::Book, &mut Rng::new(args.seed));
     // The book checks on x_train[:3].
     train.copy_rows(0, net.input_mut(rows));
     let labels = &train.labels()[..rows];
     let mm = DefaultGemm::default();
-    let t0 = Instant::now();
-    net.gradient(&mm, rows, Target::Labels(labels));
-    let backprop_time = t0.elapsed().as_secs_f64();
     let mut numeric = vec![0.0f64; plan.param_len()];
     let t1 = Instant::now();
-    let report = check(&mut net, &mm, rows, Target::Labels(labels), &mut numeric)?;
+    let report = check(
+        &mut net,
+        &mm,
+        Input::Arena(rows),
+        Target::Labels(labels),
+        0.0,
+        &mut numeric,
+    )?;
     let check_time = t1.elapsed().as_secs_f64();
+    // One more backprop pass, timed alone (it changes no parameter).
+    let mut grads = manabi_layers::Update::gradients(&plan)?;
+    let t0 = Instant::now();
+    net.train_step(&mm, Input::Arena(rows), Target::Labels(labels), &mut grads);
+    let backprop_time = t0.elapsed().as_secs_f64();
     println!(
         "network {} on {rows} training images, f64, backend {}",
-        sizes
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("-"),
+        stack.short(),
         Gemm::<f64>::name(&mm)
     );
     println!(

@@ -1,9 +1,11 @@
 //! Whole-set evaluation split across threads, each with its own inference arena.
 
+use crate::CliError;
+use crate::stack::Stack;
 use manabi_data::Dataset;
-use manabi_layers::{Mlp, MlpConfig, MlpPlan, Training, argmax};
+use manabi_layers::{Input, Mode, Network, Plan, SparseBatch, Training, argmax};
 use manabi_matmul::Gemm;
-use manabi_tensor::{Csr, Real, Result};
+use manabi_tensor::{Csr, Real};
 
 /// Rows per forward pass when evaluating: large products run faster than 100-row ones, and
 /// 1000 rows converted from bytes (3 MiB as `f32`) are still in cache when the product reads
@@ -20,7 +22,7 @@ pub const MAX_ACTIVATIONS: usize = 16 << 20;
 /// the network's input, or read from `sparse`, the whole set as compressed rows
 /// (`Dataset::to_sparse`). Returns (samples done, their logits).
 fn predict_rows<'n, T: Real, G: Gemm<T>>(
-    net: &'n mut Mlp<'_, T>,
+    net: &'n mut Network<'_, T>,
     mm: &G,
     data: &Dataset,
     sparse: Option<Csr<'_, T>>,
@@ -30,46 +32,39 @@ fn predict_rows<'n, T: Real, G: Gemm<T>>(
     match sparse {
         Some(all) => {
             let n = rows.min(data.len().saturating_sub(first));
-            (n, net.predict_sparse(mm, all.row_range(first, n)))
+            let rows = SparseBatch::rows_only(all.row_range(first, n));
+            (n, net.forward(mm, Input::Sparse(rows), Mode::Eval))
         }
         None => {
             let n = data.copy_rows(first, net.input_mut(rows));
-            (n, net.forward(mm, n))
+            (n, net.forward(mm, Input::Arena(n), Mode::Eval))
         }
     }
 }
 
 /// Evaluates a network over whole data sets with `threads` scoped threads.
 ///
-/// Each thread owns an inference-only arena (parameters and activations for [`EVAL_ROWS`]);
-/// the parameters are copied in before each evaluation (40k values for 784-50-10, a few µs),
+/// Each thread owns an inference-only arena (parameters, running statistics and activations
+/// for [`EVAL_ROWS`]); the weights are copied in before each evaluation (40k values for
+/// 784-50-10, a few µs),
 /// and each thread takes a contiguous share of the rows. Nothing is allocated per evaluation
 /// beyond the threads themselves.
 pub struct Evaluator<T> {
-    plan: MlpPlan,
+    plan: Plan,
     arenas: Vec<Vec<T>>,
     rows: usize,
 }
 
 impl<T: Real> Evaluator<T> {
-    /// Plans one inference arena per thread for a network of `sizes` and `activation`.
+    /// Plans one inference arena per thread for `stack`.
     ///
     /// # Errors
-    /// Those of [`MlpPlan::new`].
-    pub fn new(
-        sizes: &[usize],
-        activation: manabi_layers::Activation,
-        threads: usize,
-    ) -> Result<Self> {
-        let widest: usize = sizes.iter().sum::<usize>().max(1);
-        let rows = (MAX_ACTIVATIONS / widest).clamp(1, EVAL_ROWS);
-        let plan = MlpPlan::new(&MlpConfig {
-            sizes,
-            activation,
-            batch: rows,
-            eval_batch: rows,
-            training: Training::Inference,
-        })?;
+    /// A stack the planner refuses.
+    pub fn new(stack: &Stack, threads: usize) -> Result<Self, CliError> {
+        let one = stack.plan(1, 1, Training::Inference)?;
+        let per_row = (one.total() - one.param_len() - one.stats_len()).max(1);
+        let rows = (MAX_ACTIVATIONS / per_row).clamp(1, EVAL_ROWS);
+        let plan = stack.plan(rows, rows, Training::Inference)?;
         let arenas = (0..threads.max(1))
             .map(|_| vec![T::ZERO; plan.total()])
             .collect();
@@ -82,7 +77,8 @@ impl<T: Real> Evaluator<T> {
     }
 
     /// `classes × classes` counts over a data set: row = true label, column = prediction.
-    /// `params` are the network's, `[W1 b1 W2 b2 …]`.
+    /// `weights` are the network's parameters followed by its running statistics
+    /// ([`Evaluator::weights_len`] values).
     ///
     /// Each thread takes a contiguous share of the samples and converts them chunk by chunk
     /// into its arena's input rows (a byte data set is a quarter of the memory traffic of
@@ -94,11 +90,11 @@ impl<T: Real> Evaluator<T> {
     pub fn confusion<G: Gemm<T> + Sync>(
         &mut self,
         mm: &G,
-        params: &[T],
+        weights: &[T],
         data: &Dataset,
         sparse: Option<Csr<'_, T>>,
     ) -> Vec<usize> {
-        let plan = self.plan;
+        let plan = &self.plan;
         let classes = plan.classes();
         assert_eq!(
             data.features(),
@@ -117,11 +113,7 @@ impl<T: Real> Evaluator<T> {
                     scope.spawn(move || {
                         let hi = (lo + share).min(labels.len());
                         let mut counts = vec![0usize; classes * classes];
-                        let mut net = match Mlp::new(plan, arena) {
-                            Ok(net) => net,
-                            Err(e) => panic!("evaluator arena: {e}"),
-                        };
-                        net.params_mut().copy_from_slice(params);
+                        let mut net = open(plan, arena, weights);
                         let mut first = lo;
                         while first < hi {
                             let (n, logits) = predict_rows(
@@ -155,16 +147,18 @@ impl<T: Real> Evaluator<T> {
         total
     }
 
-    /// Copies `params` into the first thread's arena, for [`Evaluator::correct_rows`].
+    /// Parameters plus running statistics: the length of the `weights` the evaluations take.
+    pub fn weights_len(&self) -> usize {
+        self.plan.param_len() + self.plan.stats_len()
+    }
+
+    /// Copies `weights` (parameters, then running statistics) into the first thread's arena,
+    /// for [`Evaluator::correct_rows`].
     ///
     /// # Panics
-    /// If `params` does not fit the plan (a caller bug).
-    pub fn load(&mut self, params: &[T]) {
-        let plan = self.plan;
-        match Mlp::new(plan, &mut self.arenas[0]) {
-            Ok(mut net) => net.params_mut().copy_from_slice(params),
-            Err(e) => panic!("evaluator arena: {e}"),
-        }
+    /// If `weights` does not fit the plan (a caller bug).
+    pub fn load(&mut self, weights: &[T]) {
+        open(&self.plan, &mut self.arenas[0], weights);
     }
 
     /// Evaluates one chunk on the calling thread with the parameters [`Evaluator::load`] put
@@ -181,14 +175,14 @@ impl<T: Real> Evaluator<T> {
         sparse: Option<Csr<'_, T>>,
         first: usize,
     ) -> (usize, usize) {
-        let plan = self.plan;
+        let plan = &self.plan;
         let classes = plan.classes();
         assert_eq!(
             data.features(),
             plan.d_in(),
             "data and network widths differ"
         );
-        let mut net = match Mlp::new(plan, &mut self.arenas[0]) {
+        let mut net = match Network::new(plan, &mut self.arenas[0]) {
             Ok(net) => net,
             Err(e) => panic!("evaluator arena: {e}"),
         };
@@ -206,12 +200,12 @@ impl<T: Real> Evaluator<T> {
     pub fn correct<G: Gemm<T> + Sync>(
         &mut self,
         mm: &G,
-        params: &[T],
+        weights: &[T],
         data: &Dataset,
         sparse: Option<Csr<'_, T>>,
     ) -> usize {
         let classes = self.plan.classes();
-        let counts = self.confusion(mm, params, data, sparse);
+        let counts = self.confusion(mm, weights, data, sparse);
         (0..classes).map(|k| counts[k * classes + k]).sum()
     }
 
@@ -219,14 +213,30 @@ impl<T: Real> Evaluator<T> {
     pub fn accuracy<G: Gemm<T> + Sync>(
         &mut self,
         mm: &G,
-        params: &[T],
+        weights: &[T],
         data: &Dataset,
         sparse: Option<Csr<'_, T>>,
     ) -> f64 {
         if data.is_empty() {
             0.0
         } else {
-            self.correct(mm, params, data, sparse) as f64 / data.len() as f64
+            self.correct(mm, weights, data, sparse) as f64 / data.len() as f64
         }
     }
+}
+
+/// Opens a network on an evaluation arena and copies `weights` (parameters, then running
+/// statistics, which an inference plan lays out back to back) into it.
+///
+/// # Panics
+/// If the arena or `weights` do not fit the plan (a caller bug).
+fn open<'a, T: Real>(plan: &'a Plan, arena: &'a mut [T], weights: &[T]) -> Network<'a, T> {
+    let mut net = match Network::new(plan, arena) {
+        Ok(net) => net,
+        Err(e) => panic!("evaluator arena: {e}"),
+    };
+    let (params, stats) = weights.split_at(plan.param_len());
+    net.params_mut().copy_from_slice(params);
+    net.stats_mut().copy_from_slice(stats);
+    net
 }

@@ -7,8 +7,8 @@
 //! gathering thread copies the samples (random rows of the training set, converted from bytes,
 //! about 12 µs a batch; or, for sparse input, rows copied from the set's compressed rows, 3 µs,
 //! and transposed for the weight gradient, 23 µs) while the step before runs, and sends the
-//! buffer back in order; the step then reads the batch where it is (`Mlp::train_step_on`,
-//! `Mlp::train_step_fused_sgd_sparse`), without a copy.
+//! buffer back in order; the step then reads the batch where it is (`Input::Dense` or
+//! `Input::Sparse`), without a copy.
 //!
 //! The same thread evaluates parameter snapshots over the training and test sets, one chunk of
 //! rows at a time, and gathers every waiting batch between chunks: one thread on the second
@@ -38,7 +38,8 @@ const EVAL_SLOTS: usize = 4;
 enum Job<T> {
     /// Copy a batch's samples.
     Gather(Batch<T>),
-    /// Evaluate a parameter snapshot for a metrics row.
+    /// Evaluate a snapshot of the weights (parameters, then running statistics) for a
+    /// metrics row.
     Evaluate(MetricRow, Vec<T>),
 }
 
@@ -61,10 +62,14 @@ pub struct Batch<T> {
 }
 
 impl<T: Real> Batch<T> {
-    /// The samples, `rows × features` values (and unused space after them); empty when the
-    /// batch is sparse.
+    /// The samples, `rows × features` values; empty when the batch is sparse.
     pub fn x(&self) -> &[T] {
-        &self.x
+        &self.x[..self.x.len().min(self.rows * self.features())]
+    }
+
+    /// Values per sample.
+    fn features(&self) -> usize {
+        self.x.len() / self.indices.len().max(1)
     }
 
     /// The samples as compressed rows with their transpose, when the batch is sparse.
@@ -81,11 +86,6 @@ impl<T: Real> Batch<T> {
     /// The labels, one per row.
     pub fn labels(&self) -> &[usize] {
         &self.labels[..self.rows]
-    }
-
-    /// Rows in this batch.
-    pub fn rows(&self) -> usize {
-        self.rows
     }
 }
 
@@ -228,14 +228,16 @@ impl<T: Real + Send> Feeder<T> {
         })
     }
 
-    /// Hands a snapshot of the parameters to the worker, to evaluate for `row` on the whole
-    /// training and test sets; the row comes back on the `finished` channel.
+    /// Hands a snapshot of the parameters and running statistics to the worker, to evaluate
+    /// for `row` on the whole training and test sets; the row comes back on the `finished`
+    /// channel.
     ///
     /// # Errors
     /// If the worker stopped.
-    pub fn evaluate(&self, row: MetricRow, params: &[T]) -> Result<(), CliError> {
+    pub fn evaluate(&self, row: MetricRow, params: &[T], stats: &[T]) -> Result<(), CliError> {
+        let weights = params.iter().chain(stats).copied().collect();
         self.requests
-            .send(Job::Evaluate(row, params.to_vec()))
+            .send(Job::Evaluate(row, weights))
             .map_err(|_| CliError::Worker("the evaluation thread stopped"))
     }
 

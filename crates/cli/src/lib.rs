@@ -4,12 +4,15 @@
 //! lives here so that the fuzz targets (`fuzz/`) and the integration tests can feed the
 //! loaders arbitrary bytes:
 //!
-//! - [`model`]: `model.safetensors` (`W1`, `b1`, …): [`model::to_safetensors`],
+//! - [`model`]: `model.safetensors` (`W1`, `b1`, `gamma1`, `running_mean1`, …): [`model::to_safetensors`],
 //!   [`model::parse`] / [`model::load`] (every tensor's name, dtype and shape checked, the
 //!   first mismatch named), [`model::write_atomic`] (temporary file, fsync, rename).
 //! - [`checkpoint`]: `checkpoint.safetensors`: weights, optimizer state, generator and batcher
 //!   positions, metrics so far and the run's configuration ([`checkpoint::RunConfig`]), so that
 //!   `manabi train --resume DIR` ends byte-identical to an uninterrupted run.
+//! - [`stack`]: the layer stack as `--net` text and as file metadata (an MLP keeps the fields
+//!   it always had).
+//! - [`evaluate`]: whole-set evaluation on several threads.
 //! - [`error`]: [`CliError`], one readable line.
 //!
 //! Loaders never panic and never allocate more than the input's size justifies: a header
@@ -28,5 +31,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
 pub mod model;
+pub mod stack;
 
 pub use error::CliError;

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train an MLP on MNIST (defaults: the book's 784-50-10, batch 100, SGD lr 0.1, 10,000 iterations).
+    /// Train a network on MNIST (defaults: the book's 784-50-10, batch 100, SGD lr 0.1, 10,000 iterations).
     Train(TrainArgs),
     /// Test accuracy and confusion matrix of saved weights.
     Eval(EvalArgs),
@@ -73,15 +73,11 @@ pub enum ActivationArg {
     Sigmoid,
 }
 
-/// Weight initialisation.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InitArg {
-    /// N(0,1)·0.01, the book's TwoLayerNet.
-    Book,
-    /// N(0, 1/d_in).
-    Xavier,
-    /// N(0, 2/d_in).
-    He,
+/// `--init`: `book`, `xavier`, `he`, or a positive number `s` for `N(0,1)·s`.
+fn parse_init(s: &str) -> Result<manabi_layers::Init, String> {
+    manabi_cli::checkpoint::init_from_name(s).ok_or_else(|| {
+        format!("expected book (N(0,1)·0.01), xavier (N(0,1/d_in)), he (N(0,2/d_in)) or a positive scale s for N(0,1)·s, got {s:?}")
+    })
 }
 
 /// How minibatches are drawn.
@@ -165,19 +161,28 @@ pub struct TrainArgs {
     /// Where the data comes from.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Hidden layer widths, comma-separated (e.g. 100,50 for a deeper net).
+    /// Hidden layer widths, comma-separated (e.g. 100,50 for a deeper net): the book's MLP,
+    /// affine layers with --activation between them.
     #[arg(long, value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
     pub hidden: Vec<u32>,
     /// Activation between layers.
     #[arg(long, value_enum, default_value_t = ActivationArg::Relu)]
     pub activation: ActivationArg,
+    /// Any layer stack instead of --hidden/--activation: layers separated by commas, from
+    /// affine:N (N outputs), relu, sigmoid, batchnorm (the book's, per activation) and
+    /// dropout:R (the book's, not inverted: R of the units dropped in training, outputs
+    /// scaled by 1-R in evaluation); the last affine layer has one output per class. Example:
+    /// affine:100,batchnorm,relu,dropout:0.2,affine:10.
+    #[arg(long, value_name = "LAYERS", conflicts_with_all = ["hidden", "activation"])]
+    pub net: Option<String>,
     /// Minibatch size.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
     /// Learning rate (positive).
     #[arg(long, default_value_t = 0.1, value_parser = positive_f64, allow_negative_numbers = true)]
     pub lr: f64,
-    /// L2 weight decay added to the gradient (0 = none).
+    /// The book's weight decay λ: ½·λ·ΣW² over the affine weights (not biases or BatchNorm's
+    /// γ, β) is added to the loss, λ·W to their gradient (0 = none).
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Training iterations (minibatch updates).
@@ -189,9 +194,10 @@ pub struct TrainArgs {
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
     pub optimizer: OptimizerArg,
-    /// Weight initialisation.
-    #[arg(long, value_enum, default_value_t = InitArg::Book)]
-    pub init: InitArg,
+    /// Weight initialisation: book (N(0,1)·0.01, the book's TwoLayerNet), xavier
+    /// (N(0,1/d_in)), he (N(0,2/d_in)), or a number s for N(0,1)·s.
+    #[arg(long, default_value = "book", value_parser = parse_init)]
+    pub init: manabi_layers::Init,
     /// How minibatches are drawn.
     #[arg(long, value_enum, default_value_t = SamplingArg::Random)]
     pub sampling: SamplingArg,
@@ -201,6 +207,10 @@ pub struct TrainArgs {
     /// Output directory for metrics.csv, accuracy.png and model.safetensors.
     #[arg(long, default_value = "runs/mnist")]
     pub out: PathBuf,
+    /// Train on the first N training samples only (the book's chapter-6 experiments use
+    /// 1,000 and 300); evaluations then report the accuracy on those N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_limit: Option<u64>,
     /// Train in f64 instead of f32.
     #[arg(long)]
     pub f64: bool,
@@ -222,8 +232,8 @@ pub struct TrainArgs {
     /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
     /// --checkpoint-every may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "hidden", "activation", "batch", "lr", "weight_decay", "iters", "epochs", "optimizer",
-        "init", "sampling", "seed", "out", "f64", "backend", "input",
+        "hidden", "activation", "net", "batch", "lr", "weight_decay", "iters", "epochs",
+        "optimizer", "init", "sampling", "seed", "out", "f64", "backend", "input", "train_limit",
     ])]
     pub resume: Option<PathBuf>,
 }
@@ -258,6 +268,10 @@ pub struct GradcheckArgs {
     /// Hidden layer widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u32).range(1..))]
     pub hidden: Vec<u32>,
+    /// Any layer stack instead of --hidden (see `manabi train --help`); Dropout masks are
+    /// drawn once and used by both gradients.
+    #[arg(long, value_name = "LAYERS", conflicts_with = "hidden")]
+    pub net: Option<String>,
     /// Training images to check on (the book uses 3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub images: u32,

@@ -1,8 +1,9 @@
-//! Weights on disk: safetensors files (`W1`, `b1`, …) written atomically, read with checks.
+//! Weights on disk: safetensors files (`W1`, `b1`, `gamma1`, `running_mean1`, …) written atomically, read with checks.
 
 use crate::CliError;
 use crate::error::Context;
-use manabi_layers::{Activation, MlpPlan};
+use crate::stack::{Stack, activation_from_name};
+use manabi_layers::{Plan, Region, Spec, Training};
 use manabi_tensor::Real;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
@@ -10,8 +11,12 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-/// The format tag stored in the file's metadata.
-const FORMAT: &str = "manabi-mlp";
+/// The format tag of an MLP's file (affine layers and one activation), unchanged since the
+/// first release so that an MLP's file is byte for byte what it was.
+const FORMAT_MLP: &str = "manabi-mlp";
+
+/// The format tag of any other stack's file: the layers are in the `net` field.
+const FORMAT_NET: &str = "manabi-net";
 
 /// The one metadata key: its value is `key=value` pairs joined by `;`, sorted by key.
 pub const META_KEY: &str = "manabi";
@@ -69,25 +74,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     result.context(|| format!("writing {}", path.display()))
 }
 
-fn activation_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Relu => "relu",
-        Activation::Sigmoid => "sigmoid",
-    }
-}
-
-/// Serialises the parameters of a network planned by `plan` as safetensors bytes.
+/// Serialises the named tensors of a network planned by `plan` from `stack`: its parameters
+/// (`W1`, `b1`, `gamma1`, `beta1`, …) and running statistics (`running_mean1`,
+/// `running_var1`, …), with the stack and `extra` in the metadata.
+///
+/// # Errors
+/// If the slices do not fit the plan, or serialisation fails.
 pub fn to_safetensors<T: Elem>(
-    plan: &MlpPlan,
+    stack: &Stack,
+    plan: &Plan,
     params: &[T],
+    stats: &[T],
     extra: &[(&str, String)],
 ) -> Result<Vec<u8>, CliError> {
-    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
-    for info in plan.tensors() {
-        let mut b = Vec::with_capacity(info.span.len * T::BYTES);
-        T::put_le(&params[info.span.start..info.span.end()], &mut b);
-        bytes.push((info.name.to_string(), b, info.dims().to_vec()));
+    if params.len() != plan.param_len() || stats.len() != plan.stats_len() {
+        return Err(CliError::BadFile(format!(
+            "weights: {} parameters and {} statistics do not fit a network of {} and {}",
+            params.len(),
+            stats.len(),
+            plan.param_len(),
+            plan.stats_len()
+        )));
     }
+    let bytes = tensor_bytes(plan, params, stats);
     let views = bytes
         .iter()
         .map(|(name, b, shape)| {
@@ -98,61 +107,89 @@ pub fn to_safetensors<T: Elem>(
     // safetensors keeps metadata in a HashMap, whose order changes from run to run; one key
     // holding sorted `key=value` pairs keeps the file byte-identical for identical runs.
     let mut fields = BTreeMap::new();
-    fields.insert("format", FORMAT.to_string());
-    fields.insert(
-        "sizes",
-        plan.sizes()
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    fields.insert("activation", activation_name(plan.activation()).to_string());
+    let format = if stack.as_mlp().is_some() {
+        FORMAT_MLP
+    } else {
+        FORMAT_NET
+    };
+    fields.insert("format", format.to_string());
+    stack.write_fields(&mut fields);
     for (k, v) in extra {
         fields.insert(k, v.clone());
     }
-    let text = fields
+    let meta = HashMap::from([(META_KEY.to_string(), join_fields(&fields))]);
+    safetensors::serialize(views, Some(meta)).context(|| "serialising weights".into())
+}
+
+/// Sorted `key=value` pairs joined by `;`.
+pub(crate) fn join_fields(fields: &BTreeMap<&str, String>) -> String {
+    fields
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(";");
-    let meta = HashMap::from([(META_KEY.to_string(), text)]);
-    safetensors::serialize(views, Some(meta)).context(|| "serialising weights".into())
+        .join(";")
+}
+
+/// Each named tensor of the plan as (name, little-endian bytes, shape).
+pub(crate) fn tensor_bytes<T: Elem>(
+    plan: &Plan,
+    params: &[T],
+    stats: &[T],
+) -> Vec<(String, Vec<u8>, Vec<usize>)> {
+    plan.tensors()
+        .map(|info| {
+            let from = match info.region {
+                Region::Params => params,
+                Region::Stats => stats,
+            };
+            let mut b = Vec::with_capacity(info.span.len * T::BYTES);
+            T::put_le(&from[info.span.start..info.span.end()], &mut b);
+            (info.name.to_string(), b, info.dims().to_vec())
+        })
+        .collect()
 }
 
 /// A network read back from a weights file.
 #[derive(Debug)]
 pub struct Model {
-    /// Layer widths, input first.
-    pub sizes: Vec<usize>,
-    /// Activation between layers.
-    pub activation: Activation,
+    /// The layers and input width.
+    pub stack: Stack,
     /// The dtype stored (`F32` or `F64`).
     pub dtype: Dtype,
-    /// Parameters in the network's layout `[W1 b1 W2 b2 …]`, widened to f64 (exactly).
+    /// Parameters in the network's layout (`[W1 b1 W2 b2 …]` for an MLP), widened to f64
+    /// (exactly).
     pub params: Vec<f64>,
+    /// Running statistics in the network's layout (empty without BatchNorm), widened alike.
+    pub stats: Vec<f64>,
 }
 
 impl Model {
     /// Checks the network against a data set of `features` inputs and `classes` labels and
-    /// names the first tensor that does not fit: `W1` for the inputs, `W{L}` for the outputs
-    /// (a network with more outputs than the data has classes is accepted).
+    /// names the first tensor that does not fit: `W1` for the inputs, the last Affine weight
+    /// for the outputs (a network with more outputs than the data has classes is accepted).
     ///
     /// # Errors
     /// A [`CliError`] naming `name`, the tensor, its shape and what the data needs.
     pub fn check_data(&self, name: &str, features: usize, classes: usize) -> Result<(), CliError> {
-        let (d_in, layers) = (self.sizes[0], self.sizes.len() - 1);
-        if d_in != features {
+        let plan = self.stack.plan(1, 1, Training::Inference)?;
+        let weights: Vec<_> = plan
+            .tensors()
+            .filter(|t| t.name.prefix == "W")
+            .collect();
+        let shape = |i: usize| weights.get(i).map(|t| t.dims().to_vec()).unwrap_or_default();
+        if self.stack.input != features {
             return Err(CliError::BadFile(format!(
-                "{name}: tensor W1 has shape [{d_in}, {}], but the data has {features} input features",
-                self.sizes[1]
+                "{name}: tensor W1 has shape {:?}, but the data has {features} input features",
+                shape(0)
             )));
         }
-        let outputs = self.sizes[layers];
+        let outputs = plan.classes();
         if outputs < classes {
+            let last = weights.len().saturating_sub(1);
             return Err(CliError::BadFile(format!(
-                "{name}: tensor W{layers} has shape [{}, {outputs}] ({outputs} outputs), but the data has {classes} classes",
-                self.sizes[layers - 1]
+                "{name}: tensor W{} has shape {:?} ({outputs} outputs), but the data has {classes} classes",
+                last + 1,
+                shape(last)
             )));
         }
         Ok(())
@@ -169,31 +206,41 @@ pub fn load(path: &Path) -> Result<Model, CliError> {
     parse(&bytes, &shown)
 }
 
-/// Checks the bytes of a weights file written by [`to_safetensors`]: every tensor's name,
-/// dtype and shape must form a chain `W1 [d0,d1], b1 [d1], W2 [d1,d2], …` with nothing else
-/// in the file; the first mismatch is named. `name` (usually the path) starts every message.
+/// Checks the bytes of a weights file written by [`to_safetensors`]; `name` (usually the
+/// path) starts every message. A file with a `net` field holds exactly the tensors its
+/// layers plan, with their shapes; an MLP's file (no `net` field, as every file before other
+/// layers existed) holds a chain `W1 [d0,d1], b1 [d1], W2 [d1,d2], …` and nothing else. The
+/// first mismatch is named.
 ///
 /// # Errors
 /// Not a safetensors file, a header declaring sizes larger than the file, an unknown
-/// activation, a missing or extra tensor, a dtype other than F32/F64 (or mixed), a shape that
-/// does not continue the chain, or a zero dimension.
+/// activation or layer, a missing or extra tensor, a dtype other than F32/F64 (or mixed), a
+/// shape that does not fit, a zero dimension, or a value that is not finite.
 pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
     let (st, fields) = open(bytes, name)?;
     if let Some(format) = fields.get("format")
-        && format != FORMAT
+        && format != FORMAT_MLP
+        && format != FORMAT_NET
     {
         return Err(CliError::BadFile(format!(
             "{name}: this is a {format:?} file, not weights written by manabi train"
         )));
     }
+    if let Some(stack) = Stack::from_net_fields(&fields, name)? {
+        let plan = stack.plan(1, 1, Training::Inference)?;
+        let found = read_tensors(&st, name, &plan, &stack.short(), &[])?;
+        return Ok(Model {
+            stack,
+            dtype: found.dtype,
+            params: found.params,
+            stats: found.stats,
+        });
+    }
     let activation = match fields.get("activation").map(String::as_str) {
-        Some("relu") | None => Activation::Relu,
-        Some("sigmoid") => Activation::Sigmoid,
-        Some(other) => {
-            return Err(CliError::BadFile(format!(
-                "{name}: unknown activation {other:?}"
-            )));
-        }
+        None => Spec::Relu,
+        Some(a) => activation_from_name(a).ok_or_else(|| {
+            CliError::BadFile(format!("{name}: unknown activation {a:?}"))
+        })?,
     };
     let layers = (1..)
         .take_while(|l| st.tensor(&format!("W{l}")).is_ok())
@@ -208,17 +255,102 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
             "{name}: expected tensors W1..W{layers} and b1..b{layers}, found {names:?}"
         )));
     }
-    let chain = read_chain(&st, name, layers, None)?;
+    let chain = read_chain(&st, name, layers)?;
+    let sizes = chain.sizes;
     Ok(Model {
-        sizes: chain.sizes,
-        activation,
+        stack: Stack::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1], activation),
         dtype: chain.dtype,
         params: chain.params,
+        stats: Vec::new(),
     })
 }
 
-/// The layer tensors `W1 b1 … WL bL` of a file, checked and flattened.
-pub(crate) struct Chain {
+/// The tensors a plan names, read from a file and checked.
+pub(crate) struct Found {
+    /// The one float dtype of all of them.
+    pub dtype: Dtype,
+    /// The parameters in the plan's layout, widened to f64.
+    pub params: Vec<f64>,
+    /// The running statistics in the plan's layout, widened to f64.
+    pub stats: Vec<f64>,
+}
+
+/// Reads every tensor `plan` names from `st`: each must be there with an F32 or F64 dtype
+/// (the same for all), the plan's shape and finite values, and the file may hold nothing
+/// else but `allowed` (a checkpoint's own tensors). `net` describes the network in messages.
+pub(crate) fn read_tensors(
+    st: &SafeTensors<'_>,
+    name: &str,
+    plan: &Plan,
+    net: &str,
+    allowed: &[&str],
+) -> Result<Found, CliError> {
+    let infos: Vec<_> = plan.tensors().collect();
+    let mut extra: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| {
+            let n: &str = n;
+            !allowed.contains(&n) && !infos.iter().any(|t| t.name.to_string() == n)
+        })
+        .map(|n| n.to_string())
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(CliError::BadFile(format!(
+            "{name}: unexpected tensor {:?} in a file of the network {net}",
+            extra[0]
+        )));
+    }
+    let mut dtype = None;
+    let mut params = vec![0.0; plan.param_len()];
+    let mut stats = vec![0.0; plan.stats_len()];
+    for info in &infos {
+        let tensor = info.name.to_string();
+        let t = st
+            .tensor(&tensor)
+            .map_err(|_| CliError::BadFile(format!("{name}: tensor {tensor} is missing")))?;
+        let d = t.dtype();
+        if !matches!(d, Dtype::F32 | Dtype::F64) {
+            return Err(CliError::BadFile(format!(
+                "{name}: tensor {tensor} has dtype {d:?}, expected F32 or F64"
+            )));
+        }
+        if *dtype.get_or_insert(d) != d {
+            return Err(CliError::BadFile(format!(
+                "{name}: tensor {tensor} has dtype {d:?}, the tensors before it {:?}",
+                dtype.unwrap_or(d)
+            )));
+        }
+        if t.shape() != info.dims() {
+            return Err(CliError::BadFile(format!(
+                "{name}: tensor {tensor} has shape {:?}, but the network {net} needs {:?}",
+                t.shape(),
+                info.dims()
+            )));
+        }
+        let values = floats(d, t.data());
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(CliError::BadFile(format!(
+                "{name}: tensor {tensor} holds {} at index {i}",
+                values[i]
+            )));
+        }
+        let into = match info.region {
+            Region::Params => &mut params,
+            Region::Stats => &mut stats,
+        };
+        into[info.span.start..info.span.end()].copy_from_slice(&values);
+    }
+    Ok(Found {
+        dtype: dtype.unwrap_or(Dtype::F32),
+        params,
+        stats,
+    })
+}
+
+/// The layer tensors `W1 b1 … WL bL` of an MLP's file, checked and flattened.
+struct Chain {
     /// Layer widths, input first.
     pub sizes: Vec<usize>,
     /// The one float dtype of all of them.
@@ -251,14 +383,8 @@ pub(crate) fn open<'a>(
     Ok((st, fields))
 }
 
-/// Reads `W1 b1 … WL bL`. With `expected` (layer widths), each tensor must have exactly the
-/// shape they give and the first that does not is named; without, the shapes must chain.
-pub(crate) fn read_chain(
-    st: &SafeTensors<'_>,
-    name: &str,
-    layers: usize,
-    expected: Option<&[usize]>,
-) -> Result<Chain, CliError> {
+/// Reads an MLP's `W1 b1 … WL bL`, whose shapes must chain.
+fn read_chain(st: &SafeTensors<'_>, name: &str, layers: usize) -> Result<Chain, CliError> {
     let mut dtype = None;
     let mut sizes: Vec<usize> = Vec::new();
     let mut params = Vec::new();
@@ -281,23 +407,6 @@ pub(crate) fn read_chain(
             }
             let shape = t.shape();
             let is_weight = tensor.starts_with('W');
-            if let Some(widths) = expected {
-                let want: Vec<usize> = if is_weight {
-                    widths[l - 1..=l].to_vec()
-                } else {
-                    vec![widths[l]]
-                };
-                if shape != want.as_slice() {
-                    return Err(CliError::BadFile(format!(
-                        "{name}: tensor {tensor} has shape {shape:?}, but the network {} needs {want:?}",
-                        widths
-                            .iter()
-                            .map(|s| s.to_string())
-                            .collect::<Vec<_>>()
-                            .join("-")
-                    )));
-                }
-            }
             let ok = if is_weight {
                 if shape.len() == 2 && (sizes.is_empty() || sizes.last() == Some(&shape[0])) {
                     if sizes.is_empty() {

@@ -15,14 +15,17 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::feed::Feeder;
 use crate::model::{self, Elem};
-use crate::{ActivationArg, CliError, InitArg, InputArg, SamplingArg, TrainArgs, with_backend};
+use crate::{ActivationArg, CliError, InputArg, SamplingArg, TrainArgs, with_backend};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
+use manabi_cli::stack::Stack;
 use manabi_data::{Batcher, Sampling, TrainTest, Verify, gather_rows};
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
+use manabi_layers::{
+    Input, Network, NoOptimizer, Plan, SparseBatch, Spec, Target, Update,
+};
 use manabi_matmul::Gemm;
-use manabi_optim::{AnyOptimizer, Optimizer};
+use manabi_optim::AnyOptimizer;
 use manabi_tensor::{Csr, CsrBuf, Real, Rng};
 use std::fs::{self, File};
 use std::io::Write;
@@ -30,7 +33,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
-/// Loads the data the flags point at.
+/// Loads the data the flags point at (all of it; `--train-limit` cuts the training set after).
 pub fn load_data(data: &crate::DataArgs) -> Result<TrainTest, CliError> {
     let dir = manabi_data::find_data_dir(data.data_dir.as_deref())?;
     let verify = if data.no_verify {
@@ -142,20 +145,44 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         return resume(args, dir);
     }
     prepare_out(&args.out)?;
-    let sets = load_data(&args.data)?;
+    let mut sets = load_data(&args.data)?;
+    let train_limit = args.train_limit.map(|n| n as usize);
+    limit_train(&mut sets, train_limit)?;
     let batch = args.batch as usize;
     let iter_per_epoch = (sets.train.len() / batch).max(1) as u64;
-    let mut sizes = vec![sets.train.features()];
-    sizes.extend(args.hidden.iter().map(|&h| h as usize));
-    sizes.push(sets.classes);
+    let features = sets.train.features();
+    let stack = match &args.net {
+        Some(text) => {
+            let stack = Stack::parse(features, text)?;
+            if stack.outputs() != sets.classes {
+                return Err(CliError::Usage(format!(
+                    "--net ends with {} outputs, but the data has {} classes (end it with affine:{})",
+                    stack.outputs(),
+                    sets.classes,
+                    sets.classes
+                )));
+            }
+            stack
+        }
+        None => {
+            let hidden: Vec<usize> = args.hidden.iter().map(|&h| h as usize).collect();
+            let activation = match args.activation {
+                ActivationArg::Relu => Spec::Relu,
+                ActivationArg::Sigmoid => Spec::Sigmoid,
+            };
+            Stack::mlp(features, &hidden, sets.classes, activation)
+        }
+    };
     let backend = args.backend.unwrap_or_else(default_backend);
     let (sparse, zeros) = InputArg::sparse(args.input, &sets.train);
+    if sparse && !matches!(stack.layers.first(), Some(Spec::Affine(_))) {
+        return Err(CliError::Usage(format!(
+            "--input sparse needs a network that starts with an affine layer, not {}",
+            stack.layers.first().map_or(String::new(), |s| s.to_string())
+        )));
+    }
     let config = RunConfig {
-        sizes,
-        activation: match args.activation {
-            ActivationArg::Relu => Activation::Relu,
-            ActivationArg::Sigmoid => Activation::Sigmoid,
-        },
+        stack,
         batch,
         lr: args.lr,
         weight_decay: args.weight_decay,
@@ -164,11 +191,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
             .or(args.epochs.map(|e| e.saturating_mul(iter_per_epoch)))
             .unwrap_or(10_000),
         optimizer: args.optimizer.name().to_string(),
-        init: match args.init {
-            InitArg::Book => Init::Book,
-            InitArg::Xavier => Init::Xavier,
-            InitArg::He => Init::He,
-        },
+        init: args.init,
         sampling: match args.sampling {
             SamplingArg::Random => Sampling::Random,
             SamplingArg::Shuffle => Sampling::EpochShuffle,
@@ -178,6 +201,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         backend: backend_name(backend),
         sparse,
         train_len: sets.train.len(),
+        train_limit,
         checkpoint_every: args.checkpoint_every,
     };
     dispatch(
@@ -189,6 +213,19 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         zeros,
         None,
     )
+}
+
+/// Keeps the first `limit` training samples (`--train-limit`), as the book's experiments
+/// take `x_train[:1000]`.
+///
+/// # Errors
+/// A limit of zero.
+fn limit_train(sets: &mut TrainTest, limit: Option<usize>) -> Result<(), CliError> {
+    if let Some(n) = limit {
+        sets.train.truncate(n)?;
+        println!("training on the first {} training samples", sets.train.len());
+    }
+    Ok(())
 }
 
 /// The name a backend flag value has, which is also its `Gemm::name`.
@@ -211,7 +248,8 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<(), CliError> {
     if args.checkpoint_every.is_some() {
         config.checkpoint_every = args.checkpoint_every;
     }
-    let sets = load_data(&args.data)?;
+    let mut sets = load_data(&args.data)?;
+    limit_train(&mut sets, config.train_limit)?;
     config.check_data(sets.train.features(), sets.classes, sets.train.len())?;
     println!(
         "resuming {} at iteration {} of {}",
@@ -246,7 +284,7 @@ fn dispatch(
 /// is 0 for a finite `x` and NaN for an infinity or a NaN, and a NaN survives any sum. Two
 /// arrays of 8 lanes, filled from the halves of each 16-value chunk, compile to clean vector
 /// code (about 4 µs for 784-50-10; one array of 16 lanes took 13 µs, measured).
-fn first_non_finite<T: Real>(plan: &MlpPlan, params: &[T]) -> Option<(&'static str, usize, T)> {
+fn first_non_finite<T: Real>(plan: &Plan, params: &[T]) -> Option<(String, usize, T)> {
     let (mut lo, mut hi) = ([T::ZERO; 8], [T::ZERO; 8]);
     let chunks = params.chunks_exact(16);
     let tail = chunks.remainder();
@@ -261,9 +299,8 @@ fn first_non_finite<T: Real>(plan: &MlpPlan, params: &[T]) -> Option<(&'static s
         return None;
     }
     let i = params.iter().position(|x| !x.is_finite())?;
-    plan.tensors()
-        .find(|t| (t.span.start..t.span.end()).contains(&i))
-        .map(|t| (t.name, i - t.span.start, params[i]))
+    plan.param_at(i)
+        .map(|(t, at)| (t.name.to_string(), at, params[i]))
 }
 
 /// One evaluation point: the row's accuracies over the whole training and test sets.
@@ -316,6 +353,33 @@ fn drain(
     Ok(())
 }
 
+/// The run's update: plain SGD fused into backward, or another optimizer after it.
+enum Step<'o, T> {
+    Fused(Update<'static, T, NoOptimizer>),
+    Optimizer(Update<'o, T, AnyOptimizer<T>>),
+}
+
+impl<T: Real> Step<'_, T> {
+    /// One training step on `input`.
+    fn step(
+        &mut self,
+        net: &mut Network<'_, T>,
+        mm: &impl Gemm<T>,
+        input: Input<'_, T>,
+        target: Target<'_, T>,
+    ) -> T {
+        match self {
+            Step::Fused(u) => net.train_step(mm, input, target, u),
+            Step::Optimizer(u) => net.train_step(mm, input, target, u),
+        }
+    }
+}
+
+/// The parameters followed by the running statistics: what an evaluation reads.
+fn weights<T: Real>(net: &Network<'_, T>) -> Vec<T> {
+    net.params().iter().chain(net.stats()).copied().collect()
+}
+
 fn train<T: Elem, G: Gemm<T> + Sync>(
     config: &RunConfig,
     out: &Path,
@@ -326,38 +390,34 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     ckpt: Option<Checkpoint>,
 ) -> Result<(), CliError> {
     let (train, test) = (&sets.train, &sets.test);
-    let sizes = &config.sizes;
+    let stack = &config.stack;
     let batch = config.batch;
-    let opt = AnyOptimizer::<T>::from_name(&config.optimizer, T::from_f64(config.lr))?
-        .with_weight_decay(T::from_f64(config.weight_decay));
+    // The book's weight decay is the network's (weights only, in the loss), not the
+    // optimizer's (every parameter): the optimizer gets none.
+    let opt = AnyOptimizer::<T>::from_name(&config.optimizer, T::from_f64(config.lr))?;
     opt.validate()?;
+    let decay = T::from_f64(config.weight_decay);
     let iter_per_epoch = (train.len() / batch).max(1) as u64;
     let iters = config.iters;
     // Plain SGD, the book's, runs fused into the backward pass: each layer's update is the
-    // weight-gradient product itself (`W ← W − lr·xᵀ·dy`, one product with α = −lr, β = 1), so
-    // no gradient buffer is written and read back. Other optimizers need the gradients whole.
+    // weight-gradient product itself (`W ← (1 − lr·λ)·W − lr·xᵀ·dy`, one product with α = −lr),
+    // so no gradient buffer is written and read back. Other optimizers need the gradients whole.
     let fused_lr = match &opt {
-        AnyOptimizer::Sgd(sgd) if sgd.weight_decay == T::ZERO => Some(sgd.lr),
+        AnyOptimizer::Sgd(sgd) => Some(sgd.lr),
         _ => None,
     };
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes,
-        activation: config.activation,
-        batch,
-        eval_batch: batch,
-        training: match fused_lr {
-            Some(_) => Training::FusedSgd,
-            None => Training::Backprop {
-                optimizer_slots: opt.slots(),
-            },
-        },
-    })?;
-    let sizes_text = checkpoint::sizes_text(sizes);
+    let plan = config.plan(fused_lr.is_some())?;
+    let name = stack.short();
     println!(
-        "network: {sizes_text} {:?}, {} lr {}, batch {batch}, {iters} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
-        config.activation,
+        "network: {}, {} lr {}{}, batch {batch}, {iters} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
+        stack.describe(),
         opt.name(),
         config.lr,
+        if config.weight_decay > 0.0 {
+            format!(", weight decay {}", config.weight_decay)
+        } else {
+            String::new()
+        },
         iters as f64 / iter_per_epoch as f64,
         config.seed
     );
@@ -367,7 +427,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let background = threads > 1;
     // Either way one thread evaluates: the worker on the second core, a chunk at a time
     // between batches, or this thread inline.
-    let evaluator = Evaluator::<T>::new(sizes, config.activation, 1)?;
+    let evaluator = Evaluator::<T>::new(stack, 1)?;
     // Sparse input: both sets become compressed rows once (MNIST: 10.5 million nonzeros, about
     // 50 ms); batches copy rows from there and evaluations read them in place.
     let sparse_sets = if sparse {
@@ -402,20 +462,20 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // What the run will write at most: the weights, two checkpoints while one replaces the
     // other (weights, optimizer state, batcher permutation, metrics), the chart and the CSV.
     let evals = iters / iter_per_epoch + 2;
-    let weights = (p * T::BYTES) as u64 + 4096;
+    let weight_bytes = (p * T::BYTES) as u64 + 4096;
     let perm = match config.sampling {
         Sampling::EpochShuffle => train.len() as u64,
         Sampling::Random => 0,
     };
     let ckpt_bytes = if config.checkpoint_every.is_some() {
-        weights + (s * T::BYTES) as u64 + 8 * (perm + 6) + 48 * evals
+        weight_bytes + (s * T::BYTES) as u64 + 8 * (perm + 10) + 48 * evals
     } else {
         0
     };
-    check_space(out, weights + 2 * ckpt_bytes + CHART_BYTES + 80 * evals)?;
+    check_space(out, weight_bytes + 2 * ckpt_bytes + CHART_BYTES + 80 * evals)?;
 
     let mut arena = vec![T::ZERO; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena)?;
+    let mut net = Network::new(&plan, &mut arena)?;
     let (mut rng, mut batcher, mut progress) = match ckpt {
         None => {
             let mut rng = Rng::new(config.seed);
@@ -428,8 +488,14 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             for (d, &v) in net.params_mut().iter_mut().zip(&c.params) {
                 *d = T::from_f64(v);
             }
+            for (d, &v) in net.stats_mut().iter_mut().zip(&c.stats) {
+                *d = T::from_f64(v);
+            }
             for (d, &v) in net.state_mut().iter_mut().zip(&c.opt_state) {
                 *d = T::from_f64(v);
+            }
+            if let Some(state) = c.dropout_rng {
+                net.set_rng(Rng::from_state(state)?);
             }
             (
                 Rng::from_state(c.rng)?,
@@ -439,6 +505,11 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         }
     };
     let start = progress.iteration;
+    // The update, checked against the plan once; optimizer steps count on from the checkpoint.
+    let mut update = match fused_lr {
+        Some(lr) => Step::Fused(Update::fused_sgd(&plan, lr)?.with_weight_decay(decay)?),
+        None => Step::Optimizer(Update::optimizer(&plan, &opt, start + 1)?.with_weight_decay(decay)?),
+    };
     let mut labels = vec![0usize; batch];
     // Gathering in place on sparse rows: the indices, the rows and their transpose.
     let mut in_place_sparse = match rows {
@@ -502,13 +573,11 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     // the worker's hands while this one trains.
                     feed.request(&mut batcher, &mut rng, until)?;
                     let b = feed.take()?;
-                    let (x, rows, target) = (b.x(), b.rows(), Target::Labels(b.labels()));
-                    let loss = match (b.sparse()?, fused_lr) {
-                        (Some(sb), Some(lr)) => net.train_step_fused_sgd_sparse(mm, lr, sb, target),
-                        (Some(sb), None) => net.train_step_sparse(mm, &opt, i + 1, sb, target),
-                        (None, Some(lr)) => net.train_step_fused_sgd_on(mm, lr, x, rows, target),
-                        (None, None) => net.train_step_on(mm, &opt, i + 1, x, rows, target),
+                    let input = match b.sparse()? {
+                        Some(sb) => Input::Sparse(sb),
+                        None => Input::Dense(b.x()),
                     };
+                    let loss = update.step(&mut net, mm, input, Target::Labels(b.labels()));
                     feed.give_back(b);
                     loss
                 }
@@ -519,19 +588,13 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                         xt.transpose_from(x.view());
                         let sb = SparseBatch::new(x.view(), xt.view())?;
                         let target = Target::Labels(&labels[..rows]);
-                        match fused_lr {
-                            Some(lr) => net.train_step_fused_sgd_sparse(mm, lr, sb, target),
-                            None => net.train_step_sparse(mm, &opt, i + 1, sb, target),
-                        }
+                        update.step(&mut net, mm, Input::Sparse(sb), target)
                     }
                     None => {
                         let rows =
                             batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
                         let target = Target::Labels(&labels[..rows]);
-                        match fused_lr {
-                            Some(lr) => net.train_step_fused_sgd(mm, lr, rows, target),
-                            None => net.train_step(mm, &opt, i + 1, rows, target),
-                        }
+                        update.step(&mut net, mm, Input::Arena(rows), target)
                     }
                 },
             };
@@ -579,10 +642,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 };
                 (progress.loss_sum, progress.loss_count) = (0.0, 0);
                 if let Some(feed) = &feeder {
-                    feed.evaluate(row, net.params())?;
+                    feed.evaluate(row, net.params(), net.stats())?;
                     pending += 1;
                 } else if let Some(ev) = &mut inline {
-                    let row = evaluate_row(ev, mm, net.params(), row, sets, rows);
+                    let row = evaluate_row(ev, mm, &weights(&net), row, sets, rows);
                     record(&bar, &mut progress.metrics, row, iter_per_epoch);
                 }
             }
@@ -611,8 +674,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     config,
                     plan: net.plan(),
                     params: net.params(),
+                    stats: net.stats(),
                     opt_state: net.state(),
                     rng: rng.state(),
+                    dropout_rng: net.rng().state(),
                     batcher: &batcher.state(),
                     progress: &progress,
                 }
@@ -625,14 +690,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
         let own_final = match &inline {
-            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => {
-                Some(Evaluator::<T>::new(sizes, config.activation, 1)?.accuracy(
-                    mm,
-                    net.params(),
-                    test,
-                    rows.map(|r| r.1),
-                ))
-            }
+            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => Some(
+                Evaluator::<T>::new(stack, 1)?.accuracy(mm, &weights(&net), test, rows.map(|r| r.1)),
+            ),
             _ => None,
         };
         drain(
@@ -646,10 +706,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             (Some(m), _) if m.iteration == iters => m.test_acc,
             (_, Some(acc)) => acc,
             _ => match &mut inline {
-                Some(ev) => ev.accuracy(mm, net.params(), test, rows.map(|r| r.1)),
-                None => Evaluator::<T>::new(sizes, config.activation, 1)?.accuracy(
+                Some(ev) => ev.accuracy(mm, &weights(&net), test, rows.map(|r| r.1)),
+                None => Evaluator::<T>::new(stack, 1)?.accuracy(
                     mm,
-                    net.params(),
+                    &weights(&net),
                     test,
                     rows.map(|r| r.1),
                 ),
@@ -669,7 +729,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         ("iterations", iters.to_string()),
         ("test_accuracy", final_test.to_string()),
     ];
-    let bytes = model::to_safetensors(net.plan(), net.params(), &extra)?;
+    let bytes = model::to_safetensors(stack, net.plan(), net.params(), net.stats(), &extra)?;
     let model_path = out.join("model.safetensors");
     model::write_atomic(&model_path, &bytes)?;
     let csv: String = std::iter::once(checkpoint::CSV_HEADER.to_string())
@@ -679,7 +739,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let chart_path = out.join("accuracy.png");
     let tmp = out.join(format!(".accuracy.tmp-{}.png", std::process::id()));
     let title = format!(
-        "manabi {sizes_text}, {} lr {}, batch {batch}: final test accuracy {final_test:.4}",
+        "manabi {name}, {} lr {}, batch {batch}: final test accuracy {final_test:.4}",
         opt.name(),
         config.lr
     );
@@ -713,15 +773,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
 mod tests {
     use super::*;
 
-    fn plan(sizes: &[usize]) -> MlpPlan {
-        MlpPlan::new(&MlpConfig {
-            sizes,
-            activation: Activation::Relu,
-            batch: 1,
-            eval_batch: 1,
-            training: Training::Inference,
-        })
-        .unwrap()
+    fn plan(sizes: &[usize]) -> Plan {
+        Stack::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1], Spec::Relu)
+            .plan(1, 1, manabi_layers::Training::Inference)
+            .unwrap()
     }
 
     #[test]
@@ -732,18 +787,21 @@ mod tests {
         assert_eq!(first_non_finite(&plan, &p), None);
         p[5] = f32::NAN;
         let (name, at, v) = first_non_finite(&plan, &p).unwrap();
-        assert_eq!((name, at), ("W1", 5));
+        assert_eq!((name.as_str(), at), ("W1", 5));
         assert!(v.is_nan());
         p[5] = 0.25;
         // b1 is 60..63, W2 63..69, b2 69..71 (in the tail).
         p[64] = f32::NEG_INFINITY;
         assert_eq!(
             first_non_finite(&plan, &p),
-            Some(("W2", 1, f32::NEG_INFINITY))
+            Some(("W2".to_string(), 1, f32::NEG_INFINITY))
         );
         p[64] = 0.25;
         p[70] = f32::INFINITY;
-        assert_eq!(first_non_finite(&plan, &p), Some(("b2", 1, f32::INFINITY)));
+        assert_eq!(
+            first_non_finite(&plan, &p),
+            Some(("b2".to_string(), 1, f32::INFINITY))
+        );
         // Huge but finite values are not divergence.
         p[70] = f32::MAX;
         assert_eq!(first_non_finite(&plan, &p), None);

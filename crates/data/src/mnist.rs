@@ -237,6 +237,27 @@ impl Dataset {
         Self::from_bytes(images.data, image_dims, labels)
     }
 
+    /// Keeps only the first `n` samples (all of them if there are fewer): the book's
+    /// `x_train[:n]`, for experiments on small training sets.
+    ///
+    /// # Errors
+    /// [`DataError::Invalid`] for `n == 0`: a data set has at least one sample.
+    pub fn truncate(&mut self, n: usize) -> Result<(), DataError> {
+        if n == 0 {
+            return Err(DataError::Invalid {
+                what: "a data set needs at least one sample (a limit of 0)".into(),
+            });
+        }
+        let n = n.min(self.len);
+        match &mut self.samples {
+            Samples::Bytes(b) => b.truncate(n * self.features),
+            Samples::Values(v) => v.truncate(n * self.features),
+        }
+        self.labels.truncate(n);
+        self.len = n;
+        Ok(())
+    }
+
     /// Copies the values of samples `first ..` into `out` as `T`, as many whole samples as
     /// `out` holds (`out.len() / features`, fewer at the end of the set), and returns how
     /// many were copied. Elements of `out` past them are left as they were.

@@ -199,3 +199,21 @@ fn sparse_gathers_hold_the_dense_values() {
     assert!((0.5..0.7).contains(&zeros), "{zeros}");
     assert_eq!(zeros, from_values.zero_fraction());
 }
+
+#[test]
+fn truncate_keeps_the_first_samples() {
+    let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    let mut d = manabi_data::Dataset::new(values, vec![2], vec![0, 1, 2, 3, 4, 5]).unwrap();
+    d.truncate(4).unwrap();
+    assert_eq!((d.len(), d.labels()), (4, &[0usize, 1, 2, 3][..]));
+    let mut row = [0.0f32; 8];
+    assert_eq!(d.copy_rows(0, &mut row), 4);
+    assert_eq!(row, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    // A limit past the end keeps everything; zero is refused.
+    d.truncate(100).unwrap();
+    assert_eq!(d.len(), 4);
+    assert!(d.truncate(0).is_err());
+    let mut bytes = manabi_data::Dataset::from_bytes(vec![0, 255, 51, 0], vec![1], vec![1, 2, 3, 4]).unwrap();
+    bytes.truncate(2).unwrap();
+    assert_eq!(bytes.bytes(), Some(&[0u8, 255][..]));
+}

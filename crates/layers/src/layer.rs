@@ -330,26 +330,29 @@ impl Layer {
             (Layer::BatchNorm(b), Src::Dense(_), Some(dy), ParamGrad::Sgd(lr, _)) => {
                 b.backward_sgd(lr, p, cache, dy, dx);
             }
-            (Layer::Relu(r), _, Some(dy), _) => match dx {
-                Some(dx) => r.backward(y, dy, dx),
-                None => {}
-            },
+            (Layer::Relu(r), _, Some(dy), _) => {
+                if let Some(dx) = dx {
+                    r.backward(y, dy, dx)
+                }
+            }
             (Layer::Relu(r), Src::InPlace, None, _) => match dx {
                 Some(d) => r.backward_in_place(y, d),
                 None => unplanned("in-place backward without a gradient"),
             },
-            (Layer::Sigmoid(s), _, Some(dy), _) => match dx {
-                Some(dx) => s.backward(y, dy, dx),
-                None => {}
-            },
+            (Layer::Sigmoid(s), _, Some(dy), _) => {
+                if let Some(dx) = dx {
+                    s.backward(y, dy, dx)
+                }
+            }
             (Layer::Sigmoid(s), Src::InPlace, None, _) => match dx {
                 Some(d) => s.backward_in_place(y, d),
                 None => unplanned("in-place backward without a gradient"),
             },
-            (Layer::Dropout(d), _, Some(dy), _) => match dx {
-                Some(dx) => d.backward(cache, dy, dx),
-                None => {}
-            },
+            (Layer::Dropout(d), _, Some(dy), _) => {
+                if let Some(dx) = dx {
+                    d.backward(cache, dy, dx)
+                }
+            }
             (Layer::Dropout(d), Src::InPlace, None, _) => match dx {
                 Some(g) => d.backward_in_place(cache, g),
                 None => unplanned("in-place backward without a gradient"),
