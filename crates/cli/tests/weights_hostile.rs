@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 fn model_err(bytes: &[u8]) -> String {
     match model::parse(bytes, "w.safetensors") {
-        Ok(m) => panic!("accepted: sizes {:?}", m.sizes),
+        Ok(m) => panic!("accepted: {}", m.stack.text()),
         Err(e) => {
             assert!(matches!(e, CliError::BadFile(_)), "{e:?}");
             e.to_string()
@@ -36,7 +36,8 @@ fn entry(name: &str, dtype: &str, shape: &[usize], start: usize, end: usize) -> 
 #[test]
 fn valid_weights_round_trip_exactly() {
     let m = model::parse(&model_bytes(), "w").unwrap();
-    assert_eq!(m.sizes, SIZES);
+    assert_eq!(m.stack.as_mlp().unwrap().0, SIZES);
+    assert!(m.stats.is_empty());
     let expected: Vec<f64> = params().iter().map(|&v| f64::from(v)).collect();
     assert_eq!(m.params, expected);
 }
@@ -214,8 +215,10 @@ fn a_checkpoint_whose_state_is_inconsistent_is_refused() {
             config: &c.config,
             plan: &plan,
             params: &params,
+            stats: &[],
             opt_state: state,
             rng,
+            dropout_rng: c.dropout_rng.unwrap_or([1, 2, 3, 4]),
             batcher: &c.batcher,
             progress,
         }
@@ -273,7 +276,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(m) = model::parse(&bytes, "w") {
-            prop_assert_eq!(m.params.len(), common_param_len(&m.sizes));
+            prop_assert_eq!((m.params.len(), m.stats.len()), common_lens(&m.stack));
         }
         let _ = checkpoint::parse(&bytes, "c");
     }
@@ -293,7 +296,7 @@ proptest! {
     ) {
         let b = mutate(model_bytes(), &edits, cut, &extra);
         if let Ok(m) = model::parse(&b, "w") {
-            prop_assert_eq!(m.params.len(), common_param_len(&m.sizes));
+            prop_assert_eq!((m.params.len(), m.stats.len()), common_lens(&m.stack));
             prop_assert!(m.params.iter().all(|v| v.is_finite()));
         }
     }
@@ -306,7 +309,7 @@ proptest! {
     ) {
         let b = mutate(checkpoint_bytes(), &edits, cut, &extra);
         if let Ok(c) = checkpoint::parse(&b, "c") {
-            prop_assert_eq!(c.params.len(), common_param_len(&c.config.sizes));
+            prop_assert_eq!((c.params.len(), c.stats.len()), common_lens(&c.config.stack));
             prop_assert_eq!(c.opt_state.len() % c.params.len(), 0);
             prop_assert!(c.progress.iteration >= 1 && c.progress.iteration <= c.config.iters);
             prop_assert!(c.rng != [0; 4]);
@@ -314,7 +317,22 @@ proptest! {
     }
 }
 
-/// `Σ d_l·d_{l+1} + d_{l+1}`, written out independently of the library.
-fn common_param_len(sizes: &[usize]) -> usize {
-    sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+/// Parameters and running statistics of a stack, written out independently of the library:
+/// an affine layer from `d` to `n` holds `d·n + n`, a BatchNorm over `d` holds `2d` of each.
+fn common_lens(stack: &manabi_cli::stack::Stack) -> (usize, usize) {
+    let (mut width, mut params, mut stats) = (stack.input, 0, 0);
+    for spec in &stack.layers {
+        match *spec {
+            manabi_layers::Spec::Affine(n) => {
+                params += width * n + n;
+                width = n;
+            }
+            manabi_layers::Spec::BatchNorm => {
+                params += 2 * width;
+                stats += 2 * width;
+            }
+            _ => {}
+        }
+    }
+    (params, stats)
 }

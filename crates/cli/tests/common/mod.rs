@@ -4,7 +4,8 @@
 use manabi_cli::checkpoint::{MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::model;
 use manabi_data::{Batcher, Sampling};
-use manabi_layers::{Activation, Init, MlpConfig, MlpPlan, Training};
+use manabi_cli::stack::Stack;
+use manabi_layers::{Init, Plan, Spec, Training};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,17 +16,21 @@ pub const SIZES: [usize; 3] = [4, 3, 2];
 /// Parameters of [`SIZES`]: 4·3 + 3 + 3·2 + 2.
 pub const PARAMS: usize = 23;
 
-pub fn plan(slots: usize) -> MlpPlan {
-    MlpPlan::new(&MlpConfig {
-        sizes: &SIZES,
-        activation: Activation::Relu,
-        batch: 2,
-        eval_batch: 2,
-        training: Training::Backprop {
-            optimizer_slots: slots,
-        },
-    })
-    .expect("a valid plan")
+/// The stack of [`SIZES`]: affine, ReLU, affine.
+pub fn stack() -> Stack {
+    Stack::mlp(SIZES[0], &SIZES[1..2], SIZES[2], Spec::Relu)
+}
+
+pub fn plan(slots: usize) -> Plan {
+    stack()
+        .plan(
+            2,
+            2,
+            Training::Backprop {
+                optimizer_slots: slots,
+            },
+        )
+        .expect("a valid plan")
 }
 
 /// Distinct, exactly representable parameter values.
@@ -35,14 +40,13 @@ pub fn params() -> Vec<f32> {
 
 /// A valid `model.safetensors` for [`SIZES`].
 pub fn model_bytes() -> Vec<u8> {
-    model::to_safetensors(&plan(0), &params(), &[("seed", "1".into())]).expect("serialises")
+    model::to_safetensors(&stack(), &plan(0), &params(), &[], &[("seed", "1".into())]).expect("serialises")
 }
 
 /// The configuration of a small Adam run with shuffled batches over 10 samples.
 pub fn config() -> RunConfig {
     RunConfig {
-        sizes: SIZES.to_vec(),
-        activation: Activation::Relu,
+        stack: stack(),
         batch: 2,
         lr: 0.001,
         weight_decay: 0.0,
@@ -55,6 +59,7 @@ pub fn config() -> RunConfig {
         backend: "naive".into(),
         sparse: false,
         train_len: 10,
+        train_limit: None,
         checkpoint_every: Some(5),
     }
 }
@@ -96,8 +101,10 @@ pub fn checkpoint_bytes() -> Vec<u8> {
         config: &config,
         plan: &plan,
         params: &params,
+        stats: &[],
         opt_state: &state,
         rng: rng.state(),
+        dropout_rng: manabi_tensor::Rng::new(5).state(),
         batcher: &batcher.state(),
         progress: &progress,
     }
