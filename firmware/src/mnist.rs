@@ -6,11 +6,13 @@
 
 use crate::idx::IdxReader;
 use crate::{Error, println};
-use manabi_layers::{Mlp, argmax};
+use manabi_layers::{Input, Mode, Network, Shape, SparseBatch, Spec, argmax};
 use manabi_matmul::Gemm;
 
-/// The book's network: 784 inputs, 50 hidden ReLU units, 10 classes.
-pub const SIZES: [usize; 3] = [PIXELS, 50, CLASSES];
+/// The book's network after its 784 inputs ([`INPUT`]): 50 hidden ReLU units, 10 classes.
+pub const LAYERS: [Spec; 3] = [Spec::Affine(50), Spec::Relu, Spec::Affine(CLASSES)];
+/// One image as the network's input: a flat row of [`PIXELS`] values.
+pub const INPUT: Shape = Shape::flat(PIXELS);
 /// Pixels per image (28×28).
 pub const PIXELS: usize = 784;
 /// Digits.
@@ -199,7 +201,7 @@ impl Confusion {
 /// forward rows allow) and counts the outcomes; with `sparse`, each batch whose nonzeros fit
 /// is read as compressed rows (the same predictions, fewer instructions).
 pub fn evaluate(
-    net: &mut Mlp<'_, f32>,
+    net: &mut Network<'_, f32>,
     mm: &impl Gemm<f32>,
     dir: &str,
     pixels: &mut [u8],
@@ -212,10 +214,10 @@ pub fn evaluate(
     while test.left() > 0 {
         let n = test.next(pixels, &mut labels[..rows])?;
         let logits = match sparse.as_deref_mut().and_then(|s| s.rows(pixels, n)) {
-            Some(x) => net.predict_sparse(mm, x),
+            Some(x) => net.forward(mm, Input::Sparse(SparseBatch::rows_only(x)), Mode::Eval),
             None => {
                 to_input(&pixels[..n * PIXELS], net.input_mut(n));
-                net.forward(mm, n)
+                net.forward(mm, Input::Arena(n), Mode::Eval)
             }
         };
         for (row, &label) in logits.chunks_exact(CLASSES).zip(&labels[..n]) {

@@ -13,18 +13,18 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use manabi_firmware::mnist::{self, PIXELS, SIZES};
+use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS};
 use manabi_firmware::{Args, BOARD, Clock, Error, Percent, StaticBuf, exit, fail, metric, println};
-use manabi_layers::{Activation, Mlp, MlpConfig, MlpPlan, Training};
+use manabi_layers::{Network, Plan, PlanConfig, Training};
 use manabi_matmul::Naive;
 
 /// Images per forward pass.
 const ROWS: usize = 10;
 
 /// Forward only: the weights and one pass of activations.
-const PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
-    sizes: &SIZES,
-    activation: Activation::Relu,
+static PLAN: Plan = match Plan::new(&PlanConfig {
+    input: INPUT,
+    layers: &LAYERS,
     batch: ROWS,
     eval_batch: ROWS,
     training: Training::Inference,
@@ -66,7 +66,7 @@ fn run() -> Result<(), Error> {
             "built without weights: set MANABI_MODEL_BIN when building (cargo xtask embedded does)"
         ));
     }
-    let mut net = Mlp::new(PLAN, arena)?;
+    let mut net = Network::new(&PLAN, arena)?;
     for (p, b) in net.params_mut().iter_mut().zip(MODEL.chunks_exact(4)) {
         *p = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }

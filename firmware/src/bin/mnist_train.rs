@@ -21,11 +21,13 @@
 
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::SparseRows;
-use manabi_firmware::mnist::{self, PIXELS, SIZES, Stream, TRAIN_IMAGES, TRAIN_LABELS};
+use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, Stream, TRAIN_IMAGES, TRAIN_LABELS};
 use manabi_firmware::{
     Args, BOARD, Clock, Error, Fixed, Percent, StaticBuf, exit, fail, metric, println,
 };
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
+use manabi_layers::{
+    Init, Input, Network, Plan, PlanConfig, SparseBatch, Target, Training, Update,
+};
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
 
@@ -40,9 +42,9 @@ const SEED: u64 = 1;
 const REPORT_EVERY: usize = 10_000;
 
 /// The memory plan: weights, one batch of activations and their gradients, no gradient buffer.
-const PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
-    sizes: &SIZES,
-    activation: Activation::Relu,
+static PLAN: Plan = match Plan::new(&PlanConfig {
+    input: INPUT,
+    layers: &LAYERS,
     batch: BATCH,
     eval_batch: BATCH,
     training: Training::FusedSgd,
@@ -96,8 +98,10 @@ fn run() -> Result<bool, Error> {
         values,
         table: mnist::pixel_values(),
     };
-    let mut net = Mlp::new(PLAN, arena)?;
+    let mut net = Network::new(&PLAN, arena)?;
     net.init(Init::Book, &mut Rng::new(SEED));
+    // Checked against the plan once; each step only changes the learning rate.
+    let mut sgd = Update::fused_sgd(&PLAN, LR)?;
     let (params, _, _, activations) = PLAN.breakdown();
     println!(
         "MNIST 784-50-10 on {}: arena {} bytes ({} parameters, {} activation values), batch {}",
@@ -122,20 +126,21 @@ fn run() -> Result<bool, Error> {
     let (mut step_instructions, start) = (0u64, clock.instructions());
     while train.left() > 0 {
         let n = train.next(pixels, &mut labels)?;
-        let lr = LR * (1.0 - LR_DECAY * seen as f32 / total as f32);
+        sgd.set_lr(LR * (1.0 - LR_DECAY * seen as f32 / total as f32))?;
         let target = Target::Labels(&labels[..n]);
         // The step's instructions include building the sparse rows (or converting the bytes).
         let before = clock.instructions();
-        loss_sum += match sparse.rows(pixels, n) {
+        let input = match sparse.rows(pixels, n) {
             Some(x) => {
                 sparse_steps += 1;
-                net.train_step_fused_sgd_sparse(&Naive, lr, SparseBatch::rows_only(x), target)
+                Input::Sparse(SparseBatch::rows_only(x))
             }
             None => {
                 mnist::to_input(&pixels[..n * PIXELS], net.input_mut(n));
-                net.train_step_fused_sgd(&Naive, lr, n, target)
+                Input::Arena(n)
             }
         };
+        loss_sum += net.train_step(&Naive, input, target, &mut sgd);
         step_instructions += clock.instructions() - before;
         steps += 1;
         all_steps += 1;

@@ -1,7 +1,7 @@
 //! Smoke test, seconds long: XOR and three Gaussian blobs trained on the device.
 //!
-//! Both nets use the library as a host would: [`MlpPlan`] sizes a `static` arena at compile
-//! time, [`Mlp::train_step`] runs backprop with the `Naive` backend, and the optimizers come
+//! Both nets use the library as a host would: a [`Plan`] sizes a `static` arena at compile
+//! time, [`Network::train_step`] runs backprop with the `Naive` backend, and the optimizers come
 //! from manabi-optim (Momentum for XOR, Adam for the blobs). The same code runs on the
 //! Cortex-M4F (`mps2-an386`) and the Cortex-M0 (`microbit`, 16 KiB of RAM, soft float).
 //!
@@ -16,16 +16,18 @@
 
 use cortex_m_rt::entry;
 use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, StaticBuf, exit, fail, metric, println};
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_layers::{
+    Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
+};
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Momentum};
 use manabi_tensor::Rng;
 
 /// XOR: 2 inputs, 8 hidden ReLU units, 2 classes; all four points form one batch; Momentum
 /// keeps one state slot per parameter.
-const XOR_PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
-    sizes: &[2, 8, 2],
-    activation: Activation::Relu,
+static XOR_PLAN: Plan = match Plan::new(&PlanConfig {
+    input: Shape::flat(2),
+    layers: &[Spec::Affine(8), Spec::Relu, Spec::Affine(2)],
     batch: 4,
     eval_batch: 4,
     training: Training::Backprop { optimizer_slots: 1 },
@@ -35,9 +37,9 @@ const XOR_PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
 };
 
 /// Blobs: 2 inputs, 16 hidden units, 3 classes, minibatches of 15; Adam keeps two slots.
-const BLOBS_PLAN: MlpPlan = match MlpPlan::new(&MlpConfig {
-    sizes: &[2, 16, BLOB_CLASSES],
-    activation: Activation::Relu,
+static BLOBS_PLAN: Plan = match Plan::new(&PlanConfig {
+    input: Shape::flat(2),
+    layers: &[Spec::Affine(16), Spec::Relu, Spec::Affine(BLOB_CLASSES)],
     batch: BLOB_BATCH,
     eval_batch: BLOB_BATCH,
     training: Training::Backprop { optimizer_slots: 2 },
@@ -139,18 +141,23 @@ fn xor(clock: &Clock, steps: u32) -> bool {
     let Some(arena) = XOR_ARENA.take() else {
         fail(format_args!("XOR arena taken twice"))
     };
-    let mut net = match Mlp::new(XOR_PLAN, arena) {
+    let mut net = match Network::new(&XOR_PLAN, arena) {
         Ok(n) => n,
         Err(e) => fail(format_args!("XOR: {e}")),
     };
     net.init(Init::He, &mut Rng::new(XOR_SEED));
     let opt = Momentum::new(0.1);
+    // Steps count from 1; the update adds one per step.
+    let mut update = match Update::optimizer(&XOR_PLAN, &opt, 1) {
+        Ok(u) => u,
+        Err(e) => fail(format_args!("XOR: {e}")),
+    };
     let mut loss = f32::NAN;
     let mut instructions = 0;
     for t in 1..=steps {
         net.input_mut(4).copy_from_slice(&XOR_X);
         let start = clock.instructions();
-        loss = net.train_step(&Naive, &opt, u64::from(t), 4, Target::Labels(&XOR_Y));
+        loss = net.train_step(&Naive, Input::Arena(4), Target::Labels(&XOR_Y), &mut update);
         instructions += clock.instructions() - start;
         if t % 100 == 0 || t == steps {
             println!("xor step {:>4}  loss {}", t, Fixed(loss, 5));
@@ -185,7 +192,7 @@ fn blobs(clock: &Clock) -> bool {
     let Some(arena) = BLOBS_ARENA.take() else {
         fail(format_args!("blobs arena taken twice"))
     };
-    let mut net = match Mlp::new(BLOBS_PLAN, arena) {
+    let mut net = match Network::new(&BLOBS_PLAN, arena) {
         Ok(n) => n,
         Err(e) => fail(format_args!("blobs: {e}")),
     };
@@ -195,7 +202,10 @@ fn blobs(clock: &Clock) -> bool {
     draw_blobs(&mut rng, &mut x, &mut y);
     let mut order: [u8; BLOB_POINTS] = core::array::from_fn(|i| i as u8);
     let opt = Adam::new(0.01);
-    let mut t = 0u64;
+    let mut update = match Update::optimizer(&BLOBS_PLAN, &opt, 1) {
+        Ok(u) => u,
+        Err(e) => fail(format_args!("blobs: {e}")),
+    };
     let mut labels = [0usize; BLOB_BATCH];
     let mut instructions = 0;
     for epoch in 1..=BLOB_EPOCHS {
@@ -208,9 +218,13 @@ fn blobs(clock: &Clock) -> bool {
                 input[2 * k..2 * k + 2].copy_from_slice(&x[2 * i..2 * i + 2]);
                 labels[k] = y[i];
             }
-            t += 1;
             let start = clock.instructions();
-            sum += net.train_step(&Naive, &opt, t, BLOB_BATCH, Target::Labels(&labels));
+            sum += net.train_step(
+                &Naive,
+                Input::Arena(BLOB_BATCH),
+                Target::Labels(&labels),
+                &mut update,
+            );
             instructions += clock.instructions() - start;
         }
         if epoch % 10 == 0 {
