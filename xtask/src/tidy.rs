@@ -5,6 +5,8 @@
 //!   the `# Features` section of the crate root's `//!` docs (`src/lib.rs`, else `src/main.rs`).
 //! - Every file in `crates/layers/src` with a public backward pass has a test that checks it
 //!   against central differences (`numeric_grad`).
+//! - `crates/layers/src` has at most one `pub fn train_step`: one training entry point whose
+//!   input, target and update are options, not a method per combination.
 //!
 //! The same check runs as `cargo xtask tidy`, as a step of `cargo xtask ci` and as the
 //! `workspace_is_tidy` test.
@@ -15,6 +17,25 @@ use std::path::{Path, PathBuf};
 /// The folders whose Rust files and crates are checked, relative to the workspace root.
 pub const DIRS: &[&str] = &["crates", "benches", "xtask"];
 
+/// How many public functions in `text` have a name that starts with `train_step` (so
+/// `train_step_sparse` counts too: each is another entry point).
+pub fn train_step_count(text: &str) -> usize {
+    text.matches("pub fn train_step").count()
+}
+
+/// The layer files that define `train_step` (path and count) must hold one in all.
+pub fn one_train_step(found: &[(String, usize)]) -> Result<(), String> {
+    let total: usize = found.iter().map(|(_, n)| n).sum();
+    if total <= 1 {
+        return Ok(());
+    }
+    let files: Vec<String> = found.iter().map(|(f, n)| format!("{f} ({n})")).collect();
+    Err(format!(
+        "{total} `pub fn train_step…` definitions ({}); keep one entry point and make the rest options",
+        files.join(", ")
+    ))
+}
+
 /// Every problem found under `root`, one line each (empty when tidy).
 pub fn check(root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
@@ -24,6 +45,7 @@ pub fn check(root: &Path) -> Vec<String> {
     }
     files.sort();
     let layers_src = root.join(LAYERS_SRC);
+    let mut train_steps = Vec::new();
     for f in &files {
         let text = fs::read_to_string(f).unwrap_or_default();
         if let Err(p) = header(&text) {
@@ -34,6 +56,15 @@ pub fn check(root: &Path) -> Vec<String> {
         {
             problems.push(format!("{}: {p}", rel(root, f)));
         }
+        if f.parent() == Some(layers_src.as_path()) {
+            let n = train_step_count(&text);
+            if n > 0 {
+                train_steps.push((rel(root, f), n));
+            }
+        }
+    }
+    if let Err(p) = one_train_step(&train_steps) {
+        problems.push(format!("{LAYERS_SRC}: {p}"));
     }
     for krate in crate_dirs(root) {
         problems.extend(
@@ -291,6 +322,22 @@ foo = { version = "1", optional = true }
 "#;
         assert_eq!(features(toml), ["alloc", "std", "blas-system", "blas"]);
         assert!(features("[package]\nname = \"x\"\n").is_empty());
+    }
+
+    #[test]
+    fn more_than_one_train_step_is_reported() {
+        let one = "impl N {\n    pub fn train_step(&mut self) {}\n}\n";
+        let two = "pub fn train_step(&mut self) {}\npub fn train_step_sparse(&mut self) {}\n";
+        assert_eq!(train_step_count(one), 1);
+        assert_eq!(train_step_count(two), 2);
+        assert_eq!(train_step_count("fn train_step() {}\n"), 0);
+        assert!(one_train_step(&[]).is_ok());
+        assert!(one_train_step(&[("a.rs".into(), 1)]).is_ok());
+        let e = one_train_step(&[("a.rs".into(), 1), ("b.rs".into(), 2)]).unwrap_err();
+        assert!(
+            e.starts_with("3 ") && e.contains("a.rs (1), b.rs (2)"),
+            "{e}"
+        );
     }
 
     #[test]
