@@ -172,11 +172,13 @@ impl Model {
     /// A [`CliError`] naming `name`, the tensor, its shape and what the data needs.
     pub fn check_data(&self, name: &str, features: usize, classes: usize) -> Result<(), CliError> {
         let plan = self.stack.plan(1, 1, Training::Inference)?;
-        let weights: Vec<_> = plan
-            .tensors()
-            .filter(|t| t.name.prefix == "W")
-            .collect();
-        let shape = |i: usize| weights.get(i).map(|t| t.dims().to_vec()).unwrap_or_default();
+        let weights: Vec<_> = plan.tensors().filter(|t| t.name.prefix == "W").collect();
+        let shape = |i: usize| {
+            weights
+                .get(i)
+                .map(|t| t.dims().to_vec())
+                .unwrap_or_default()
+        };
         if self.stack.input != features {
             return Err(CliError::BadFile(format!(
                 "{name}: tensor W1 has shape {:?}, but the data has {features} input features",
@@ -238,9 +240,8 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
     }
     let activation = match fields.get("activation").map(String::as_str) {
         None => Spec::Relu,
-        Some(a) => activation_from_name(a).ok_or_else(|| {
-            CliError::BadFile(format!("{name}: unknown activation {a:?}"))
-        })?,
+        Some(a) => activation_from_name(a)
+            .ok_or_else(|| CliError::BadFile(format!("{name}: unknown activation {a:?}")))?,
     };
     let layers = (1..)
         .take_while(|l| st.tensor(&format!("W{l}")).is_ok())
@@ -258,7 +259,12 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Model, CliError> {
     let chain = read_chain(&st, name, layers)?;
     let sizes = chain.sizes;
     Ok(Model {
-        stack: Stack::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1], activation),
+        stack: Stack::mlp(
+            sizes[0],
+            &sizes[1..sizes.len() - 1],
+            sizes[sizes.len() - 1],
+            activation,
+        ),
         dtype: chain.dtype,
         params: chain.params,
         stats: Vec::new(),

@@ -54,7 +54,13 @@ impl Stack {
             .split(',')
             .map(|t| {
                 let t = t.trim();
-                Spec::parse(t).map_err(|e| CliError::Usage(format!("--net: {t:?}: {e}")))
+                Spec::parse(t).map_err(|e| {
+                    let why = match e {
+                        manabi_tensor::Error::InvalidValue { what } => what.to_string(),
+                        e => e.to_string(),
+                    };
+                    CliError::Usage(format!("--net: {t:?}: {why}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { input, layers })
@@ -230,10 +236,7 @@ mod tests {
     #[test]
     fn mlps_are_recognised_and_recorded_as_before() {
         let mlp = Stack::mlp(784, &[100, 50], 10, Spec::Sigmoid);
-        assert_eq!(
-            mlp.text(),
-            "affine:100,sigmoid,affine:50,sigmoid,affine:10"
-        );
+        assert_eq!(mlp.text(), "affine:100,sigmoid,affine:50,sigmoid,affine:10");
         assert_eq!(mlp.as_mlp(), Some((vec![784, 100, 50, 10], Spec::Sigmoid)));
         assert_eq!(mlp.describe(), "784-100-50-10 Sigmoid");
         let mut f = BTreeMap::new();
@@ -251,20 +254,28 @@ mod tests {
         assert_eq!(net.as_mlp(), None);
         assert_eq!(net.outputs(), 10);
         assert!(net.has_dropout());
-        for mixed in ["affine:5,relu,affine:4,sigmoid,affine:3", "affine:5,relu,relu"] {
+        for mixed in [
+            "affine:5,relu,affine:4,sigmoid,affine:3",
+            "affine:5,relu,relu",
+        ] {
             assert_eq!(Stack::parse(8, mixed).unwrap().as_mlp(), None, "{mixed}");
         }
         let mut f = BTreeMap::new();
         net.write_fields(&mut f);
         let owned: BTreeMap<String, String> =
             f.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        assert_eq!(owned["net"], "affine:100,batchnorm,relu,dropout:0.2,affine:10");
+        assert_eq!(
+            owned["net"],
+            "affine:100,batchnorm,relu,dropout:0.2,affine:10"
+        );
         assert_eq!(Stack::from_net_fields(&owned, "m").unwrap(), Some(net));
         let mut bad = owned.clone();
         bad.insert("net".into(), "affine:100,dropout:2".into());
         let e = Stack::from_net_fields(&bad, "m").unwrap_err().to_string();
         assert!(e.starts_with("m: net=") && e.contains("dropout:2"), "{e}");
-        let e = Stack::parse(784, "affine:100,conv").unwrap_err().to_string();
+        let e = Stack::parse(784, "affine:100,conv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"conv\"") && e.contains("unknown layer"), "{e}");
     }
 }

@@ -21,9 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::stack::Stack;
 use manabi_data::{Batcher, Sampling, TrainTest, Verify, gather_rows};
-use manabi_layers::{
-    Input, Network, NoOptimizer, Plan, SparseBatch, Spec, Target, Update,
-};
+use manabi_layers::{Input, Network, NoOptimizer, Plan, SparseBatch, Spec, Target, Update};
 use manabi_matmul::Gemm;
 use manabi_optim::AnyOptimizer;
 use manabi_tensor::{Csr, CsrBuf, Real, Rng};
@@ -145,6 +143,10 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         return resume(args, dir);
     }
     prepare_out(&args.out)?;
+    // A typo in --net is reported before the data is loaded (the widths come with it).
+    if let Some(text) = &args.net {
+        Stack::parse(0, text)?;
+    }
     let mut sets = load_data(&args.data)?;
     let train_limit = args.train_limit.map(|n| n as usize);
     limit_train(&mut sets, train_limit)?;
@@ -178,7 +180,10 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
     if sparse && !matches!(stack.layers.first(), Some(Spec::Affine(_))) {
         return Err(CliError::Usage(format!(
             "--input sparse needs a network that starts with an affine layer, not {}",
-            stack.layers.first().map_or(String::new(), |s| s.to_string())
+            stack
+                .layers
+                .first()
+                .map_or(String::new(), |s| s.to_string())
         )));
     }
     let config = RunConfig {
@@ -223,7 +228,10 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
 fn limit_train(sets: &mut TrainTest, limit: Option<usize>) -> Result<(), CliError> {
     if let Some(n) = limit {
         sets.train.truncate(n)?;
-        println!("training on the first {} training samples", sets.train.len());
+        println!(
+            "training on the first {} training samples",
+            sets.train.len()
+        );
     }
     Ok(())
 }
@@ -472,7 +480,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     } else {
         0
     };
-    check_space(out, weight_bytes + 2 * ckpt_bytes + CHART_BYTES + 80 * evals)?;
+    check_space(
+        out,
+        weight_bytes + 2 * ckpt_bytes + CHART_BYTES + 80 * evals,
+    )?;
 
     let mut arena = vec![T::ZERO; plan.total()];
     let mut net = Network::new(&plan, &mut arena)?;
@@ -508,7 +519,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // The update, checked against the plan once; optimizer steps count on from the checkpoint.
     let mut update = match fused_lr {
         Some(lr) => Step::Fused(Update::fused_sgd(&plan, lr)?.with_weight_decay(decay)?),
-        None => Step::Optimizer(Update::optimizer(&plan, &opt, start + 1)?.with_weight_decay(decay)?),
+        None => {
+            Step::Optimizer(Update::optimizer(&plan, &opt, start + 1)?.with_weight_decay(decay)?)
+        }
     };
     let mut labels = vec![0usize; batch];
     // Gathering in place on sparse rows: the indices, the rows and their transpose.
@@ -690,9 +703,14 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
         let own_final = match &inline {
-            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => Some(
-                Evaluator::<T>::new(stack, 1)?.accuracy(mm, &weights(&net), test, rows.map(|r| r.1)),
-            ),
+            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => {
+                Some(Evaluator::<T>::new(stack, 1)?.accuracy(
+                    mm,
+                    &weights(&net),
+                    test,
+                    rows.map(|r| r.1),
+                ))
+            }
             _ => None,
         };
         drain(
@@ -774,9 +792,14 @@ mod tests {
     use super::*;
 
     fn plan(sizes: &[usize]) -> Plan {
-        Stack::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1], Spec::Relu)
-            .plan(1, 1, manabi_layers::Training::Inference)
-            .unwrap()
+        Stack::mlp(
+            sizes[0],
+            &sizes[1..sizes.len() - 1],
+            sizes[sizes.len() - 1],
+            Spec::Relu,
+        )
+        .plan(1, 1, manabi_layers::Training::Inference)
+        .unwrap()
     }
 
     #[test]

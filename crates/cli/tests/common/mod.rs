@@ -3,8 +3,8 @@
 
 use manabi_cli::checkpoint::{MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::model;
-use manabi_data::{Batcher, Sampling};
 use manabi_cli::stack::Stack;
+use manabi_data::{Batcher, Sampling};
 use manabi_layers::{Init, Plan, Spec, Training};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,7 +40,8 @@ pub fn params() -> Vec<f32> {
 
 /// A valid `model.safetensors` for [`SIZES`].
 pub fn model_bytes() -> Vec<u8> {
-    model::to_safetensors(&stack(), &plan(0), &params(), &[], &[("seed", "1".into())]).expect("serialises")
+    model::to_safetensors(&stack(), &plan(0), &params(), &[], &[("seed", "1".into())])
+        .expect("serialises")
 }
 
 /// The configuration of a small Adam run with shuffled batches over 10 samples.

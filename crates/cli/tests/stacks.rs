@@ -1,0 +1,207 @@
+//! Layer stacks from the command line: the default run's recorded bytes, `--net` with BatchNorm and Dropout, MLP files of the previous release.
+
+mod common;
+
+use common::{run as manabi, s, scratch, text};
+use manabi_cli::checkpoint;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::Path;
+
+/// sha256 of `model.safetensors` from `manabi train --backend naive` (the book's defaults,
+/// seed 1), recorded from the release before the layer stack (commit b700684).
+const BOOK_NAIVE_SHA256: &str = "5e0352af4ba928767e2f09084ac9a3b79351975fda3e7491c15c6eaa08e22ca0";
+
+/// The stack of issue 12's example: BatchNorm after the first affine layer, Dropout before
+/// the last.
+const BN_DROPOUT: &str = "affine:100,batchnorm,relu,dropout:0.2,affine:10";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The accuracy on the `final test acc …` line of a training run.
+fn final_accuracy(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("final test acc"))
+        .unwrap_or_else(|| panic!("no final line in:\n{out}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// `manabi eval`'s lines from `test accuracy` on (the accuracy and the confusion matrix).
+fn eval_report(weights: &Path) -> String {
+    let r = manabi(&["eval", "--weights", s(weights)]);
+    assert!(r.status.success(), "{}", text(&r));
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let at = out
+        .find("test accuracy")
+        .unwrap_or_else(|| panic!("no accuracy in:\n{out}"));
+    out[at..].to_string()
+}
+
+#[test]
+fn the_default_naive_run_writes_the_bytes_recorded_before_the_layer_stack() {
+    let dir = scratch("book-naive");
+    let r = manabi(&["train", "--backend", "naive", "--out", s(&dir)]);
+    assert!(r.status.success(), "{}", text(&r));
+    let weights = fs::read(dir.join("model.safetensors")).unwrap();
+    assert_eq!(sha256_hex(&weights), BOOK_NAIVE_SHA256);
+    assert_eq!(final_accuracy(&text(&r)), 0.9705);
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn mlp_files_of_the_previous_release_evaluate_exactly_as_it_did() {
+    // Written and evaluated by the release before the layer stack (fixtures/README.md):
+    // ReLU and Sigmoid in f32, two hidden layers in f64.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in [
+        "mlp-784-8-10-relu",
+        "mlp-784-8-10-sigmoid",
+        "mlp-784-8-6-10-f64",
+    ] {
+        let expected = fs::read_to_string(fixtures.join(format!("{name}.eval.txt"))).unwrap();
+        let got = eval_report(&fixtures.join(format!("{name}.safetensors")));
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+#[test]
+fn a_stack_with_batchnorm_and_dropout_trains_saves_and_evaluates_from_its_file() {
+    let dir = scratch("bn-dropout");
+    let r = manabi(&[
+        "train",
+        "--net",
+        BN_DROPOUT,
+        "--iters",
+        "300",
+        "--seed",
+        "4",
+        "--out",
+        s(&dir),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    // 300 iterations of the 784-50-10 MLP reach about 0.88; BatchNorm gets further.
+    let acc = final_accuracy(&text(&r));
+    assert!(acc > 0.9, "{}", text(&r));
+    let path = dir.join("model.safetensors");
+    let bytes = fs::read(&path).unwrap();
+    // The book's names, one index per layer of each kind; the running statistics are named
+    // as such (PyTorch's running_mean / running_var).
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    let mut names: Vec<(String, Vec<usize>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec()))
+        .collect();
+    names.sort();
+    let want: Vec<(String, Vec<usize>)> = [
+        ("W1", vec![784, 100]),
+        ("W2", vec![100, 10]),
+        ("b1", vec![100]),
+        ("b2", vec![10]),
+        ("beta1", vec![100]),
+        ("gamma1", vec![100]),
+        ("running_mean1", vec![100]),
+        ("running_var1", vec![100]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(names, want);
+    // The file records the stack; eval rebuilds it (running statistics, dropout scaling)
+    // and reports what training reported.
+    let report = eval_report(&path);
+    assert!(
+        report.starts_with(&format!("test accuracy {acc:.4}")),
+        "{report}"
+    );
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_batchnorm_and_dropout_run_resumes_to_byte_identical_weights() {
+    // The checkpoint must carry the running statistics and the dropout mask's generator as
+    // well as the weights: the run ends with its iteration-200 checkpoint in place, and a
+    // copy of it resumed must write what the whole run wrote.
+    let (whole, copy) = (scratch("bn-whole"), scratch("bn-copy"));
+    let r = manabi(&[
+        "train",
+        "--net",
+        BN_DROPOUT,
+        "--iters",
+        "300",
+        "--checkpoint-every",
+        "200",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.05",
+        "--out",
+        s(&whole),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    fs::create_dir_all(&copy).unwrap();
+    fs::copy(checkpoint::path_in(&whole), checkpoint::path_in(&copy)).unwrap();
+    let at = checkpoint::load(&copy).unwrap();
+    assert_eq!(at.progress.iteration, 200);
+    assert!(!at.stats.is_empty() && at.dropout_rng.is_some());
+    let r = manabi(&["train", "--resume", s(&copy)]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("resuming"), "{}", text(&r));
+    let a = fs::read(whole.join("model.safetensors")).unwrap();
+    let b = fs::read(copy.join("model.safetensors")).unwrap();
+    assert!(a == b, "the resumed BatchNorm/Dropout weights differ");
+    for d in [whole, copy] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn bad_stacks_fail_with_one_clear_line_before_the_data_is_read() {
+    let dir = scratch("bad-net");
+    for (net, want) in [
+        ("affine:100,bogus,affine:10", "\"bogus\": unknown layer"),
+        ("affine:0,affine:10", "affine needs a positive output width"),
+        ("affine,affine:10", "affine needs its output width"),
+        ("dropout:1.5,affine:10", "dropout needs a ratio in [0, 1)"),
+        (
+            "relu,affine:10",
+            "--input sparse needs a network that starts with an affine",
+        ),
+        (
+            "affine:100,relu",
+            "ends with 100 outputs, but the data has 10 classes",
+        ),
+    ] {
+        let r = manabi(&["train", "--net", net, "--iters", "1", "--out", s(&dir)]);
+        assert!(!r.status.success(), "{net} was accepted");
+        let err = String::from_utf8_lossy(&r.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "{net}: {err}");
+        assert!(lines[0].contains(want), "{net}: {err}");
+        assert!(!dir.join("model.safetensors").exists());
+        // A syntax error is found before the data is loaded.
+        if !want.contains("sparse") && !want.contains("classes") {
+            assert!(!text(&r).contains("data: "), "{net}: {}", text(&r));
+        }
+    }
+    // A stack that does not start with an affine layer trains on dense input.
+    let r = manabi(&[
+        "train",
+        "--net",
+        "batchnorm,affine:10",
+        "--input",
+        "dense",
+        "--iters",
+        "2",
+        "--out",
+        s(&dir),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    let _ = fs::remove_dir_all(dir);
+}
