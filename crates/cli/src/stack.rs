@@ -155,7 +155,7 @@ impl Stack {
     /// Records the stack in metadata: an MLP as `sizes` and `activation` (the fields files
     /// had before other layers existed, so an MLP's file is unchanged), anything else as
     /// `input_shape` and `net`.
-    pub fn write_fields<'k>(&self, f: &mut BTreeMap<&'k str, String>) {
+    pub fn write_fields(&self, f: &mut BTreeMap<&str, String>) {
         match self.as_mlp() {
             Some((sizes, a)) => {
                 let text: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();

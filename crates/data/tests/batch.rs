@@ -213,7 +213,8 @@ fn truncate_keeps_the_first_samples() {
     d.truncate(100).unwrap();
     assert_eq!(d.len(), 4);
     assert!(d.truncate(0).is_err());
-    let mut bytes = manabi_data::Dataset::from_bytes(vec![0, 255, 51, 0], vec![1], vec![1, 2, 3, 4]).unwrap();
+    let mut bytes =
+        manabi_data::Dataset::from_bytes(vec![0, 255, 51, 0], vec![1], vec![1, 2, 3, 4]).unwrap();
     bytes.truncate(2).unwrap();
     assert_eq!(bytes.bytes(), Some(&[0u8, 255][..]));
 }

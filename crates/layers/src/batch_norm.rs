@@ -161,7 +161,7 @@ impl BatchNorm {
         }
     }
 
-    /// `dγ = Σ dy·x̂` into `dgamma`, `dβ = Σ dy` into `dbeta`, then `dx` if asked for.
+    /// `dγ = Σ dy·x̂` and `dβ = Σ dy` into `dgb = [dγ | dβ]`, then `dx` if asked for.
     fn grads<T: Real>(
         &self,
         gamma: &[T],
@@ -169,10 +169,10 @@ impl BatchNorm {
         inv_std: &[T],
         dy: &[T],
         dx: Option<&mut [T]>,
-        dgamma: &mut [T],
-        dbeta: &mut [T],
+        dgb: &mut [T],
     ) {
         let d = self.d;
+        let (dgamma, dbeta) = dgb.split_at_mut(d);
         dgamma.fill(T::ZERO);
         dbeta.fill(T::ZERO);
         for (xh_row, dy_row) in x_hat.chunks_exact(d).zip(dy.chunks_exact(d)) {
@@ -211,8 +211,7 @@ impl BatchNorm {
     ) {
         let rows = dy.len() / self.d;
         let (x_hat, inv_std, _) = self.split(cache, rows);
-        let (dgamma, dbeta) = dp.split_at_mut(self.d);
-        self.grads(&p[..self.d], x_hat, inv_std, dy, dx, dgamma, dbeta);
+        self.grads(&p[..self.d], x_hat, inv_std, dy, dx, dp);
     }
 
     /// [`BatchNorm::backward`] fused with plain SGD: `dx` with the old `γ`, then
@@ -230,13 +229,13 @@ impl BatchNorm {
     ) {
         let rows = dy.len() / self.d;
         let (x_hat, inv_std, scratch) = self.split(cache, rows);
-        let (dgamma, dbeta) = scratch.split_at_mut(self.d);
         let (gamma, beta) = p.split_at_mut(self.d);
-        self.grads(gamma, x_hat, inv_std, dy, dx, dgamma, dbeta);
-        for (g, &d) in gamma.iter_mut().zip(&*dgamma) {
+        self.grads(gamma, x_hat, inv_std, dy, dx, scratch);
+        let (dgamma, dbeta) = scratch.split_at(self.d);
+        for (g, &d) in gamma.iter_mut().zip(dgamma) {
             *g -= lr * d;
         }
-        for (b, &d) in beta.iter_mut().zip(&*dbeta) {
+        for (b, &d) in beta.iter_mut().zip(dbeta) {
             *b -= lr * d;
         }
     }
@@ -277,8 +276,9 @@ mod tests {
         assert_close(
             &[y[0], y[3], y[6], y[9]],
             &[
-                2.0 * -3.0 / s + 0.5,
-                2.0 * -1.0 / s + 0.5,
+                // γ·(x − 4)/s + β for x = 1, 3, 5, 7.
+                -6.0 / s + 0.5,
+                -2.0 / s + 0.5,
                 2.0 / s + 0.5,
                 6.0 / s + 0.5,
             ],
