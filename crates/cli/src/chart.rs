@@ -118,3 +118,92 @@ pub fn draw(path: &Path, points: &[EpochPoint], title: &str) -> Result<(), CliEr
     root.present().context(|| format!("writing {shown}"))?;
     Ok(())
 }
+
+/// One line of a [`Panel`]: accuracy per epoch.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// The legend's text.
+    pub label: String,
+    /// Its colour.
+    pub color: RGBColor,
+    /// Dashed rather than solid (the book draws the run without the technique dashed).
+    pub dashed: bool,
+    /// (epoch, accuracy) points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a grid: a caption and its lines, accuracy from 0 to 1.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// Shown above the chart.
+    pub caption: String,
+    /// Its lines.
+    pub lines: Vec<Line>,
+    /// Draw the legend (once per figure is usually enough).
+    pub legend: bool,
+}
+
+/// Draws `panels` in a grid of `cols` columns into a PNG at `path`, each `cell` pixels.
+pub fn draw_panels(
+    path: &Path,
+    title: &str,
+    panels: &[Panel],
+    cols: usize,
+    cell: (u32, u32),
+) -> Result<(), CliError> {
+    register()?;
+    let shown = path.display();
+    let cols = cols.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(cols).max(1);
+    let size = (cell.0 * cols as u32, cell.1 * rows as u32 + 40);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).context(|| format!("drawing {shown}"))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .context(|| format!("drawing {shown}"))?;
+    for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
+        let max_epoch = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.0))
+            .fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.caption, ("sans-serif", 14))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(36)
+            .build_cartesian_2d(0.0..max_epoch, 0.0..1.0)
+            .context(|| format!("drawing {shown}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_labels(6)
+            .max_light_lines(1)
+            .draw()
+            .context(|| format!("drawing {shown}"))?;
+        for line in &panel.lines {
+            let style = line.color.stroke_width(2);
+            let drawn = if line.dashed {
+                chart.draw_series(DashedLineSeries::new(line.points.clone(), 6, 4, style))
+            } else {
+                chart.draw_series(LineSeries::new(line.points.clone(), style))
+            };
+            drawn
+                .context(|| format!("drawing {shown}"))?
+                .label(line.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        if panel.legend {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .context(|| format!("drawing {shown}"))?;
+        }
+    }
+    root.present().context(|| format!("writing {shown}"))?;
+    Ok(())
+}

@@ -9,6 +9,7 @@
 mod backend;
 mod chart;
 mod commands;
+mod experiment;
 mod feed;
 
 mod train;
@@ -38,6 +39,9 @@ enum Command {
     Eval(EvalArgs),
     /// Backprop against the numerical gradient in f64 on 3 training images (the book's gradient_check.py).
     Gradcheck(GradcheckArgs),
+    /// The book's chapter-6 experiments (BatchNorm, weight decay, Dropout) as `manabi train`
+    /// runs, with a chart and a table of final accuracies.
+    Experiment(experiment::ExperimentArgs),
     /// Manage the data set.
     #[command(subcommand)]
     Data(DataCommand),
@@ -315,9 +319,10 @@ fn main() -> ExitCode {
         manabi_matmul::Blas::set_threads(1);
     }
     let result = match cli.command {
-        Command::Train(args) => train::run(&args),
+        Command::Train(args) => train::run(&args).map(drop),
         Command::Eval(args) => commands::eval(&args),
         Command::Gradcheck(args) => commands::gradcheck(&args),
+        Command::Experiment(args) => experiment::run(&args),
         Command::Data(DataCommand::Fetch { data_dir }) => commands::fetch(data_dir),
     };
     match result {

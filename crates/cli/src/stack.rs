@@ -102,11 +102,15 @@ impl Stack {
         }
     }
 
-    /// What the training output calls the network: `784-50-10 Relu` for an MLP, else the
+    /// What the training output calls the network: `784-50-10 relu` for an MLP, else the
     /// input width and the layers.
     pub fn describe(&self) -> String {
         match self.as_mlp() {
-            Some((sizes, a)) => format!("{} {a:?}", sizes_text(&sizes)),
+            Some((sizes, a)) => format!(
+                "{} {}",
+                sizes_text(&sizes),
+                activation_name(a).unwrap_or("")
+            ),
             None => format!("{} -> {}", self.input, self.text()),
         }
     }
@@ -238,7 +242,7 @@ mod tests {
         let mlp = Stack::mlp(784, &[100, 50], 10, Spec::Sigmoid);
         assert_eq!(mlp.text(), "affine:100,sigmoid,affine:50,sigmoid,affine:10");
         assert_eq!(mlp.as_mlp(), Some((vec![784, 100, 50, 10], Spec::Sigmoid)));
-        assert_eq!(mlp.describe(), "784-100-50-10 Sigmoid");
+        assert_eq!(mlp.describe(), "784-100-50-10 sigmoid");
         let mut f = BTreeMap::new();
         mlp.write_fields(&mut f);
         assert_eq!(f.get("sizes").map(String::as_str), Some("784,100,50,10"));

@@ -137,8 +137,8 @@ fn check_space(out: &Path, bytes: u64) -> Result<(), CliError> {
     })
 }
 
-/// `manabi train`.
-pub fn run(args: &TrainArgs) -> Result<(), CliError> {
+/// `manabi train`; returns the rows it wrote to `metrics.csv` (for `manabi experiment`).
+pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
     if let Some(dir) = &args.resume {
         return resume(args, dir);
     }
@@ -243,7 +243,7 @@ fn backend_name(b: BackendArg) -> String {
 }
 
 /// `manabi train --resume DIR`: the configuration comes from the checkpoint, outputs go to DIR.
-fn resume(args: &TrainArgs, dir: &Path) -> Result<(), CliError> {
+fn resume(args: &TrainArgs, dir: &Path) -> Result<Vec<MetricRow>, CliError> {
     prepare_out(dir)?;
     let ckpt = checkpoint::load(dir)?;
     let mut config = ckpt.config.clone();
@@ -276,7 +276,7 @@ fn dispatch(
     threads: Option<u32>,
     zeros: Option<f64>,
     ckpt: Option<Checkpoint>,
-) -> Result<(), CliError> {
+) -> Result<Vec<MetricRow>, CliError> {
     let threads = crate::threads(threads);
     let input = (config.sparse, zeros);
     if config.f64 {
@@ -396,7 +396,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     threads: usize,
     (sparse, zeros): (bool, Option<f64>),
     ckpt: Option<Checkpoint>,
-) -> Result<(), CliError> {
+) -> Result<Vec<MetricRow>, CliError> {
     let (train, test) = (&sets.train, &sets.test);
     let stack = &config.stack;
     let batch = config.batch;
@@ -784,7 +784,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         out.join("metrics.csv").display(),
         chart_path.display()
     );
-    Ok(())
+    Ok(progress.metrics)
 }
 
 #[cfg(test)]

@@ -205,3 +205,66 @@ fn bad_stacks_fail_with_one_clear_line_before_the_data_is_read() {
     assert!(r.status.success(), "{}", text(&r));
     let _ = fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_experiment_writes_its_chart_and_table_and_its_commands_reproduce_its_runs() {
+    let dir = scratch("experiment");
+    let r = manabi(&["experiment", "dropout", "--epochs", "2", "--out", s(&dir)]);
+    assert!(r.status.success(), "{}", text(&r));
+    let png = fs::read(dir.join("dropout.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let table = fs::read_to_string(dir.join("dropout.md")).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    // The header and the two runs, each with its final accuracies.
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[1].starts_with("| no Dropout | 0.") && rows[2].starts_with("| Dropout 0.2 | 0."));
+    // Each command line in the table, run by hand, writes the experiment's weights again.
+    let commands: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("manabi train"))
+        .collect();
+    assert_eq!(commands.len(), 2, "{table}");
+    for (k, line) in commands.iter().enumerate() {
+        let mut argv: Vec<String> = line.split(' ').skip(1).map(String::from).collect();
+        let out_at = argv.iter().position(|a| a == "--out").unwrap() + 1;
+        let original = Path::new(&argv[out_at]).to_path_buf();
+        let again = dir.join(format!("again-{k}"));
+        argv[out_at] = s(&again).to_string();
+        let r = manabi(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(r.status.success(), "{}", text(&r));
+        assert!(
+            fs::read(original.join("model.safetensors")).unwrap()
+                == fs::read(again.join("model.safetensors")).unwrap(),
+            "{line}"
+        );
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_diverging_run_is_recorded_and_the_experiment_goes_on() {
+    // Without BatchNorm, weights of N(0,1)·1 through five layers overflow the loss within a
+    // few iterations; with it they train.
+    let dir = scratch("experiment-bn");
+    let r = manabi(&[
+        "experiment",
+        "batch-norm",
+        "--scales",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        s(&dir),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    let table = fs::read_to_string(dir.join("batch-norm.md")).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[1].starts_with("| BatchNorm w=1.00e0 | 0."), "{table}");
+    assert!(
+        rows[2].starts_with("| without w=1.00e0 | training diverged at iteration "),
+        "{table}"
+    );
+    assert!(dir.join("batch-norm.png").is_file());
+    let _ = fs::remove_dir_all(dir);
+}
