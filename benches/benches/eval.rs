@@ -25,16 +25,18 @@
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use manabi_benches::{EVAL_IMAGES, EVAL_ROWS, SIZES, forward_flops, uniform};
 use manabi_data::Dataset;
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Training, argmax};
+use manabi_layers::{
+    Init, Input, Mode, Network, Plan, PlanConfig, Shape, SparseBatch, Spec, Training, argmax,
+};
 use manabi_matmul::Gemm;
 use manabi_tensor::{Csr, Rng};
 use std::time::Duration;
 
 /// The inference plan each thread's arena follows.
-fn plan() -> MlpPlan {
-    MlpPlan::new(&MlpConfig {
-        sizes: &SIZES,
-        activation: Activation::Relu,
+fn plan() -> Plan {
+    Plan::new(&PlanConfig {
+        input: Shape::flat(SIZES[0]),
+        layers: &[Spec::Affine(SIZES[1]), Spec::Relu, Spec::Affine(SIZES[2])],
         batch: EVAL_ROWS,
         eval_batch: EVAL_ROWS,
         training: Training::Inference,
@@ -43,12 +45,16 @@ fn plan() -> MlpPlan {
 }
 
 /// What `net` predicts for every sample of `data` (dense forward passes of `EVAL_ROWS` rows).
-fn predicted<G: Gemm<f32>>(net: &mut Mlp<'_, f32>, g: &G, data: &Dataset) -> Vec<usize> {
+fn predicted<G: Gemm<f32>>(net: &mut Network<'_, f32>, g: &G, data: &Dataset) -> Vec<usize> {
     let mut labels = Vec::with_capacity(data.len());
     let mut first = 0;
     while first < data.len() {
         let n = data.copy_rows(first, net.input_mut(EVAL_ROWS));
-        labels.extend(net.forward(g, n).chunks_exact(SIZES[2]).map(argmax));
+        labels.extend(
+            net.forward(g, Input::Arena(n), Mode::Eval)
+                .chunks_exact(SIZES[2])
+                .map(argmax),
+        );
         first += n;
     }
     labels
@@ -66,7 +72,7 @@ fn count_right(logits: &[f32], labels: &[usize]) -> usize {
 /// Correct predictions over `data`, split into one contiguous share per arena.
 fn correct<G: Gemm<f32> + Sync>(
     g: &G,
-    plan: MlpPlan,
+    plan: &Plan,
     params: &[f32],
     arenas: &mut [Vec<f32>],
     data: &Dataset,
@@ -80,13 +86,16 @@ fn correct<G: Gemm<f32> + Sync>(
             .map(|(arena, lo)| {
                 scope.spawn(move || {
                     let hi = (lo + share).min(labels.len());
-                    let mut net = Mlp::new(plan, arena).expect("arena sized by the plan");
+                    let mut net = Network::new(plan, arena).expect("arena sized by the plan");
                     net.params_mut().copy_from_slice(params);
                     let mut right = 0;
                     let mut first = lo;
                     while first < hi {
                         let n = data.copy_rows(first, net.input_mut(EVAL_ROWS.min(hi - first)));
-                        right += count_right(net.forward(g, n), &labels[first..first + n]);
+                        right += count_right(
+                            net.forward(g, Input::Arena(n), Mode::Eval),
+                            &labels[first..first + n],
+                        );
                         first += n;
                     }
                     right
@@ -111,7 +120,7 @@ impl Data {
     fn new<G: Gemm<f32>>(g: &G) -> Self {
         let plan = plan();
         let mut arena = vec![0.0f32; plan.total()];
-        let mut net = Mlp::new(plan, &mut arena).expect("arena sized by the plan");
+        let mut net = Network::new(&plan, &mut arena).expect("arena sized by the plan");
         net.init(Init::He, &mut Rng::new(11));
         let bytes: Vec<u8> = uniform(EVAL_IMAGES * SIZES[0], 0.0, 256.0, 12)
             .iter()
@@ -136,7 +145,7 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for threads in [1usize, 2] {
         let mut arenas = vec![vec![0.0f32; plan.total()]; threads];
-        let got = correct(g, plan, &data.params, &mut arenas, &data.set);
+        let got = correct(g, &plan, &data.params, &mut arenas, &data.set);
         // Rows whose top two logits differ by rounding may flip between backends.
         assert!(
             got >= EVAL_IMAGES - EVAL_IMAGES / 1000,
@@ -145,7 +154,7 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
         );
         let id = format!("{EVAL_IMAGES} images t{threads} flop{flops}");
         group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-            b.iter(|| correct(g, plan, &data.params, &mut arenas, &data.set));
+            b.iter(|| correct(g, &plan, &data.params, &mut arenas, &data.set));
         });
     }
     group.finish();
@@ -154,19 +163,23 @@ fn bench_eval<G: Gemm<f32> + Sync>(c: &mut Criterion, g: &G, data: &Data) {
 /// Correct predictions over `data` read from `rows` (its compressed rows), one thread.
 fn correct_sparse<G: Gemm<f32>>(
     g: &G,
-    plan: MlpPlan,
+    plan: &Plan,
     params: &[f32],
     arena: &mut [f32],
     rows: Csr<'_, f32>,
     labels: &[usize],
 ) -> usize {
-    let mut net = Mlp::new(plan, arena).expect("arena sized by the plan");
+    let mut net = Network::new(plan, arena).expect("arena sized by the plan");
     net.params_mut().copy_from_slice(params);
     let mut right = 0;
     let mut first = 0;
     while first < labels.len() {
         let n = EVAL_ROWS.min(labels.len() - first);
-        let logits = net.predict_sparse(g, rows.row_range(first, n));
+        let logits = net.forward(
+            g,
+            Input::Sparse(SparseBatch::rows_only(rows.row_range(first, n))),
+            Mode::Eval,
+        );
         right += count_right(logits, &labels[first..first + n]);
         first += n;
     }
@@ -176,7 +189,7 @@ fn correct_sparse<G: Gemm<f32>>(
 fn bench_eval_sparse<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let plan = plan();
     let mut arena = vec![0.0f32; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).expect("arena sized by the plan");
+    let mut net = Network::new(&plan, &mut arena).expect("arena sized by the plan");
     net.init(Init::He, &mut Rng::new(11));
     let params = net.params().to_vec();
     let mut rng = Rng::new(13);
@@ -194,7 +207,7 @@ fn bench_eval_sparse<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let all = unlabelled.to_sparse::<f32>().expect("fits u32 offsets");
     // The labels are what the dense forward pass predicts: the sparse one must agree.
     let labels = predicted(&mut net, g, &unlabelled);
-    let got = correct_sparse(g, plan, &params, &mut arena, all.view(), &labels);
+    let got = correct_sparse(g, &plan, &params, &mut arena, all.view(), &labels);
     assert!(
         got >= EVAL_IMAGES - EVAL_IMAGES / 1000,
         "{} sparse: {got} of {EVAL_IMAGES} agree with the dense labels",
@@ -206,7 +219,7 @@ fn bench_eval_sparse<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     let id = format!("{EVAL_IMAGES} images t1 flop{flops}");
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-        b.iter(|| correct_sparse(g, plan, &params, &mut arena, all.view(), &labels));
+        b.iter(|| correct_sparse(g, &plan, &params, &mut arena, all.view(), &labels));
     });
     group.finish();
 }

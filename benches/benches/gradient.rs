@@ -9,7 +9,9 @@
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use manabi_benches::{SIZES, backprop_flops, labels, numerical_gradient_flops, param_count};
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, Target, Training};
+use manabi_layers::{
+    Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
+};
 use manabi_matmul::Gemm;
 use manabi_tensor::Rng;
 use std::hint::black_box;
@@ -21,16 +23,18 @@ const ROWS: usize = 3;
 const H: f64 = 1e-4;
 
 fn bench_gradient<G: Gemm<f64>>(c: &mut Criterion, g: &G) {
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &SIZES,
-        activation: Activation::Relu,
+    let layers = [Spec::Affine(SIZES[1]), Spec::Relu, Spec::Affine(SIZES[2])];
+    let plan = Plan::new(&PlanConfig {
+        input: Shape::flat(SIZES[0]),
+        layers: &layers,
         batch: ROWS,
         eval_batch: ROWS,
         training: Training::Backprop { optimizer_slots: 0 },
     })
     .expect("the book's network plans");
     let mut arena = vec![0.0f64; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).expect("arena sized by the plan");
+    let mut net = Network::new(&plan, &mut arena).expect("arena sized by the plan");
+    let mut backprop = Update::gradients(&plan).expect("the plan has a gradient buffer");
     net.init(Init::Book, &mut Rng::new(21));
     let mut rng = Rng::new(22);
     net.input_mut(ROWS)
@@ -43,7 +47,7 @@ fn bench_gradient<G: Gemm<f64>>(c: &mut Criterion, g: &G) {
     let mut group = c.benchmark_group("gradient");
     let id = format!("backprop {net_id} flop{}", backprop_flops(&SIZES, ROWS));
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-        b.iter(|| net.gradient(g, ROWS, black_box(target)));
+        b.iter(|| net.train_step(g, Input::Arena(ROWS), black_box(target), &mut backprop));
     });
     // Seconds a call: the fewest samples criterion takes, one call each.
     group
@@ -59,7 +63,16 @@ fn bench_gradient<G: Gemm<f64>>(c: &mut Criterion, g: &G) {
     let mut timed = false;
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
         timed = true;
-        b.iter(|| net.numerical_gradient(g, ROWS, black_box(target), H, &mut numerical));
+        b.iter(|| {
+            net.numerical_gradient(
+                g,
+                Input::Arena(ROWS),
+                black_box(target),
+                0.0,
+                H,
+                &mut numerical,
+            )
+        });
     });
     group.finish();
     if !timed {
@@ -69,7 +82,7 @@ fn bench_gradient<G: Gemm<f64>>(c: &mut Criterion, g: &G) {
 
     // The book's check, on what was timed: mean |backprop − numerical| per tensor is ~1e-10
     // there; a wrong gradient misses by the size of the gradient itself (~1e-3).
-    net.gradient(g, ROWS, target);
+    net.train_step(g, Input::Arena(ROWS), target, &mut backprop);
     let worst = net
         .grads()
         .iter()

@@ -16,7 +16,10 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use manabi_benches::{BATCH, SIZES, labels, step_flops, uniform};
-use manabi_layers::{Activation, Init, Mlp, MlpConfig, MlpPlan, SparseBatch, Target, Training};
+use manabi_layers::{
+    Init, Input, Mode, Network, Plan, PlanConfig, Shape, SparseBatch, Spec, Target, Training,
+    Update,
+};
 use manabi_matmul::{Gemm, Naive};
 use manabi_optim::Sgd;
 use manabi_tensor::{CsrBuf, Rng};
@@ -27,22 +30,23 @@ use std::time::Duration;
 const LR: f32 = 0.1;
 
 /// The arena of a freshly initialized network with one batch of random pixels as its input.
-fn fresh_arena() -> (MlpPlan, Vec<f32>) {
+fn fresh_arena() -> (Plan, Vec<f32>) {
     fresh_arena_for(Training::Backprop { optimizer_slots: 0 })
 }
 
 /// [`fresh_arena`] planned for `training`.
-fn fresh_arena_for(training: Training) -> (MlpPlan, Vec<f32>) {
-    let plan = MlpPlan::new(&MlpConfig {
-        sizes: &SIZES,
-        activation: Activation::Relu,
+fn fresh_arena_for(training: Training) -> (Plan, Vec<f32>) {
+    let layers = [Spec::Affine(SIZES[1]), Spec::Relu, Spec::Affine(SIZES[2])];
+    let plan = Plan::new(&PlanConfig {
+        input: Shape::flat(SIZES[0]),
+        layers: &layers,
         batch: BATCH,
         eval_batch: BATCH,
         training,
     })
     .expect("the book's network plans");
     let mut arena = vec![0.0f32; plan.total()];
-    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
     net.init(Init::Book, &mut Rng::new(1));
     net.input_mut(BATCH)
         .copy_from_slice(&uniform(BATCH * SIZES[0], 0.0, 1.0, 2));
@@ -52,11 +56,12 @@ fn fresh_arena_for(training: Training) -> (MlpPlan, Vec<f32>) {
 /// The loss and the parameters after `steps` steps with backend `g` from [`fresh_arena`].
 fn run<G: Gemm<f32>>(g: &G, labels: &[usize], steps: u64) -> (f32, Vec<f32>) {
     let (plan, mut arena) = fresh_arena();
-    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
     let sgd = Sgd::new(LR);
+    let mut update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
     let mut loss = f32::NAN;
-    for t in 1..=steps {
-        loss = net.train_step(g, &sgd, t, BATCH, Target::Labels(labels));
+    for _ in 0..steps {
+        loss = net.train_step(g, Input::Arena(BATCH), Target::Labels(labels), &mut update);
     }
     (loss, net.params().to_vec())
 }
@@ -78,9 +83,9 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     );
 
     let (plan, mut arena) = fresh_arena();
-    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
     let sgd = Sgd::new(LR);
-    let mut t = 0u64;
+    let mut update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
     let id = format!(
         "{}-{}-{} f32 b{BATCH} t{threads} flop{}",
         SIZES[0],
@@ -91,13 +96,24 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     let mut group = c.benchmark_group("step");
     group.bench_function(BenchmarkId::new(g.name(), &id), |b| {
         b.iter(|| {
-            t += 1;
-            net.train_step(g, &sgd, t, BATCH, Target::Labels(black_box(&labels)))
+            net.train_step(
+                g,
+                Input::Arena(BATCH),
+                Target::Labels(black_box(&labels)),
+                &mut update,
+            )
         });
     });
     group.finish();
     // Thousands of steps on one batch: the loss must still be a number.
-    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    let last = net.loss(
+        g,
+        Input::Arena(BATCH),
+        Target::Labels(&labels),
+        Mode::Train,
+        0.0,
+    );
+    let t = update.t() - 1;
     assert!(
         last.is_finite(),
         "{}: loss {last} after {t} steps",
@@ -105,13 +121,27 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     );
 
     let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
     let mut group = c.benchmark_group("step-fused");
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-        b.iter(|| net.train_step_fused_sgd(g, LR, BATCH, Target::Labels(black_box(&labels))));
+        b.iter(|| {
+            net.train_step(
+                g,
+                Input::Arena(BATCH),
+                Target::Labels(black_box(&labels)),
+                &mut fused,
+            )
+        });
     });
     group.finish();
-    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    let last = net.loss(
+        g,
+        Input::Arena(BATCH),
+        Target::Labels(&labels),
+        Mode::Train,
+        0.0,
+    );
     assert!(last.is_finite(), "{} fused: loss {last}", g.name());
 }
 
@@ -148,13 +178,15 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let batch = SparseBatch::new(rows.view(), cols.view()).expect("a transpose of the batch");
     let three = |sparse: bool, g: &G| {
         let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-        let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+        let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+        let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
         for _ in 0..3 {
-            if sparse {
-                net.train_step_fused_sgd_sparse(g, LR, batch, Target::Labels(&labels));
+            let input = if sparse {
+                Input::Sparse(batch)
             } else {
-                net.train_step_fused_sgd_on(g, LR, &x, BATCH, Target::Labels(&labels));
-            }
+                Input::Dense(&x)
+            };
+            net.train_step(g, input, Target::Labels(&labels), &mut fused);
         }
         net.params().to_vec()
     };
@@ -181,7 +213,8 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     // x·W₁ and xᵀ·dy over the nonzeros; the second layer's forward, dW₂ and dx₂ dense.
     let flops = 2 * 2 * nnz * d_hidden + 3 * 2 * BATCH as u64 * d_hidden * classes;
     let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-    let mut net = Mlp::new(plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
     let id = format!(
         "{}-{}-{} f32 b{BATCH} t1 flop{flops}",
         SIZES[0], SIZES[1], SIZES[2]
@@ -189,11 +222,22 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let mut group = c.benchmark_group("step-sparse");
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
         b.iter(|| {
-            net.train_step_fused_sgd_sparse(g, LR, black_box(batch), Target::Labels(&labels))
+            net.train_step(
+                g,
+                Input::Sparse(black_box(batch)),
+                Target::Labels(&labels),
+                &mut fused,
+            )
         });
     });
     group.finish();
-    let last = net.loss(g, BATCH, Target::Labels(&labels));
+    let last = net.loss(
+        g,
+        Input::Arena(BATCH),
+        Target::Labels(&labels),
+        Mode::Train,
+        0.0,
+    );
     assert!(last.is_finite(), "{} sparse: loss {last}", g.name());
 }
 

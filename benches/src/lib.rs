@@ -44,7 +44,7 @@ pub fn forward_flops(sizes: &[usize], rows: usize) -> u64 {
 
 /// GEMM flops of forward plus backward over `rows` rows: each layer's forward product and its
 /// weight gradient `xᵀ·dy`, and the input gradient `dy·Wᵀ` of every layer but the first (which
-/// `Mlp::gradient` never computes).
+/// the network's backward pass never computes).
 pub fn backprop_flops(sizes: &[usize], rows: usize) -> u64 {
     let products: u64 = sizes
         .windows(2)
