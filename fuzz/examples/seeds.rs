@@ -7,8 +7,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use manabi_cli::checkpoint::{MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::model;
+use manabi_cli::stack::Stack;
 use manabi_data::{Batcher, Dataset, Sampling};
-use manabi_layers::{Activation, Init, MlpConfig, MlpPlan, Training};
+use manabi_layers::{Init, Plan, Spec, Training};
 use manabi_tensor::Rng;
 use std::io::Write;
 use std::path::Path;
@@ -29,24 +30,21 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("in memory")
 }
 
-fn plan(sizes: &[usize], activation: Activation, slots: usize) -> MlpPlan {
-    MlpPlan::new(&MlpConfig {
-        sizes,
-        activation,
-        batch: 2,
-        eval_batch: 2,
-        training: Training::Backprop {
-            optimizer_slots: slots,
-        },
-    })
-    .expect("valid sizes")
+fn plan(stack: &Stack, slots: usize) -> Plan {
+    stack
+        .plan(
+            2,
+            2,
+            Training::Backprop {
+                optimizer_slots: slots,
+            },
+        )
+        .expect("valid sizes")
 }
 
 fn checkpoint(optimizer: &str, slots: usize, sampling: Sampling, f64: bool) -> Vec<u8> {
-    let sizes = [4usize, 3, 2];
     let config = RunConfig {
-        sizes: sizes.to_vec(),
-        activation: Activation::Relu,
+        stack: Stack::mlp(4, &[3], 2, Spec::Relu),
         batch: 2,
         lr: 0.01,
         weight_decay: 0.0,
@@ -59,9 +57,10 @@ fn checkpoint(optimizer: &str, slots: usize, sampling: Sampling, f64: bool) -> V
         backend: "naive".into(),
         sparse: false,
         train_len: 6,
+        train_limit: None,
         checkpoint_every: Some(10),
     };
-    let plan = plan(&sizes, Activation::Relu, slots);
+    let plan = plan(&config.stack, slots);
     let n = plan.param_len();
     let mut rng = Rng::new(5);
     let mut batcher = Batcher::new(sampling, 2, 6).expect("batcher");
@@ -89,8 +88,10 @@ fn checkpoint(optimizer: &str, slots: usize, sampling: Sampling, f64: bool) -> V
             config: &config,
             plan: &plan,
             params: &params,
+            stats: &[],
             opt_state: &state,
             rng: rng.state(),
+            dropout_rng: Rng::new(6).state(),
             batcher: &batcher.state(),
             progress: &progress,
         }
@@ -102,8 +103,10 @@ fn checkpoint(optimizer: &str, slots: usize, sampling: Sampling, f64: bool) -> V
             config: &config,
             plan: &plan,
             params: &p,
+            stats: &[],
             opt_state: &s,
             rng: rng.state(),
+            dropout_rng: Rng::new(6).state(),
             batcher: &batcher.state(),
             progress: &progress,
         }
@@ -136,26 +139,33 @@ fn main() {
     write("idx_gzip", "two-members.gz", &two);
     write("idx_gzip", "raw", &files[0].1);
 
-    let sizes = [4usize, 3, 2];
     let p32: Vec<f32> = (0..23).map(|i| i as f32 * 0.25 - 2.0).collect();
     let p64: Vec<f64> = p32.iter().map(|&v| f64::from(v)).collect();
-    let relu = plan(&sizes, Activation::Relu, 0);
-    let sigmoid = plan(&[3, 2], Activation::Sigmoid, 0);
+    let relu = Stack::mlp(4, &[3], 2, Spec::Relu);
+    let sigmoid = Stack::mlp(3, &[], 2, Spec::Sigmoid);
     let meta = [("seed", "1".to_string())];
-    write(
-        "weights",
-        "f32",
-        &model::to_safetensors(&relu, &p32, &meta).expect("ok"),
-    );
+    let file = |stack: &Stack, params: &[f32], stats: &[f32]| {
+        model::to_safetensors(stack, &plan(stack, 0), params, stats, &meta).expect("ok")
+    };
+    write("weights", "f32", &file(&relu, &p32, &[]));
     write(
         "weights",
         "f64",
-        &model::to_safetensors(&relu, &p64, &meta).expect("ok"),
+        &model::to_safetensors(&relu, &plan(&relu, 0), &p64, &[], &meta).expect("ok"),
     );
+    write("weights", "sigmoid", &file(&sigmoid, &p32[..8], &[]));
+    // A stack with BatchNorm (γ, β and running statistics) and Dropout: format manabi-net.
+    let bn = Stack::parse(4, "affine:3,batchnorm,relu,dropout:0.5,affine:2").expect("valid");
+    let (n_params, n_stats) = bn.sizes().expect("plannable");
+    let stats: Vec<f32> = (0..n_stats).map(|i| i as f32 * 0.5).collect();
     write(
         "weights",
-        "sigmoid",
-        &model::to_safetensors(&sigmoid, &p32[..8], &[]).expect("ok"),
+        "batchnorm-dropout",
+        &file(
+            &bn,
+            &(0..n_params).map(|i| i as f32 * 0.125).collect::<Vec<_>>(),
+            &stats,
+        ),
     );
 
     write(
