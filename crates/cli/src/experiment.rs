@@ -140,6 +140,23 @@ fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
         v.extend(["--epochs".to_string(), epochs.to_string()]);
         v
     };
+    // The overfitting protocol of both chapter-6 scripts, then what each varies.
+    let overfit = |layers: &str, extra: &[&str]| {
+        let mut v = vec![
+            "--net",
+            layers,
+            "--init",
+            "he",
+            "--lr",
+            "0.01",
+            "--batch",
+            "100",
+            "--train-limit",
+            "300",
+        ];
+        v.extend_from_slice(extra);
+        flags(&v)
+    };
     match name {
         ExperimentName::BatchNorm => {
             let (with_bn, without) = (net(5, "batchnorm,relu"), net(5, "relu"));
@@ -180,20 +197,7 @@ fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
                     label: format!("weight decay λ = {lambda}"),
                     panel: k,
                     with_technique: with,
-                    flags: flags(&[
-                        "--net",
-                        &layers,
-                        "--init",
-                        "he",
-                        "--lr",
-                        "0.01",
-                        "--batch",
-                        "100",
-                        "--train-limit",
-                        "300",
-                        "--weight-decay",
-                        lambda,
-                    ]),
+                    flags: overfit(&layers, &["--weight-decay", lambda]),
                 })
                 .collect()
         }
@@ -205,18 +209,7 @@ fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
                 label: if with { "Dropout 0.2" } else { "no Dropout" }.to_string(),
                 panel: k,
                 with_technique: with,
-                flags: flags(&[
-                    "--net",
-                    &layers,
-                    "--init",
-                    "he",
-                    "--lr",
-                    "0.01",
-                    "--batch",
-                    "100",
-                    "--train-limit",
-                    "300",
-                ]),
+                flags: overfit(&layers, &[]),
             })
             .collect(),
     }
