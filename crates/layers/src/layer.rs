@@ -5,7 +5,7 @@
 //! change.
 
 use crate::plan::{Region, Shape, TensorInfo, TensorName, tri};
-use crate::{Affine, BatchNorm, Dropout, Init, Relu, Sigmoid};
+use crate::{Affine, BatchNorm, Conv2d, Dropout, Init, MaxPool2d, Relu, Sigmoid};
 use manabi_matmul::{Csr, Gemm};
 use manabi_tensor::{Error, Real, Result, Rng, Span};
 
@@ -13,7 +13,8 @@ use manabi_tensor::{Error, Real, Result, Rng, Span};
 /// output width, a Dropout ratio); the input size comes from the layer before.
 ///
 /// Text form (`Display` and [`Spec::parse`]): `affine:100`, `relu`, `sigmoid`, `batchnorm`,
-/// `dropout:0.5`.
+/// `dropout:0.5`, `conv:30@5x5` (30 filters of 5×5; `:s2` sets the stride, `:p1` the
+/// padding: `conv:16@3x3:p1`), `maxpool:2x2` (stride the window's size unless `:sN`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Spec {
     /// [`Affine`] with this many outputs.
@@ -26,6 +27,28 @@ pub enum Spec {
     BatchNorm,
     /// [`Dropout`] with this ratio of units dropped in training.
     Dropout(f64),
+    /// [`Conv2d`] on an image input.
+    Conv2d {
+        /// Output channels.
+        filters: usize,
+        /// Kernel rows.
+        kh: usize,
+        /// Kernel columns.
+        kw: usize,
+        /// Step between windows.
+        stride: usize,
+        /// Zeros on every side.
+        pad: usize,
+    },
+    /// [`MaxPool2d`] on an image input.
+    MaxPool2d {
+        /// Window rows.
+        kh: usize,
+        /// Window columns.
+        kw: usize,
+        /// Step between windows.
+        stride: usize,
+    },
 }
 
 impl Spec {
@@ -40,6 +63,16 @@ impl Spec {
             Spec::Sigmoid => Layer::Sigmoid(Sigmoid),
             Spec::BatchNorm => Layer::BatchNorm(tri!(BatchNorm::new(input))),
             Spec::Dropout(ratio) => Layer::Dropout(tri!(Dropout::new(input, ratio))),
+            Spec::Conv2d {
+                filters,
+                kh,
+                kw,
+                stride,
+                pad,
+            } => Layer::Conv2d(tri!(Conv2d::new(input, filters, kh, kw, stride, pad))),
+            Spec::MaxPool2d { kh, kw, stride } => {
+                Layer::MaxPool2d(tri!(MaxPool2d::new(input, kh, kw, stride)))
+            }
         };
         Ok((layer, layer.out_shape(input)))
     }
@@ -54,7 +87,8 @@ impl Spec {
         })
     }
 
-    /// Reads the text form: `affine:N`, `relu`, `sigmoid`, `batchnorm`, `dropout:R`.
+    /// Reads the text form: `affine:N`, `relu`, `sigmoid`, `batchnorm`, `dropout:R`,
+    /// `conv:F@KHxKW[:sS][:pP]`, `maxpool:KHxKW[:sS]`.
     ///
     /// # Errors
     /// [`Error::InvalidValue`] naming what was expected.
@@ -64,6 +98,17 @@ impl Spec {
             None => (text, None),
         };
         let spec = match (kind, arg) {
+            ("conv", Some(a)) => parse_conv(a).ok_or(Error::InvalidValue {
+                what: "conv needs filters@size and optional :sN (stride), :pN (padding), as in conv:30@5x5 or conv:16@3x3:p1",
+            })?,
+            ("maxpool", Some(a)) => parse_pool(a).ok_or(Error::InvalidValue {
+                what: "maxpool needs a window and an optional :sN (stride), as in maxpool:2x2",
+            })?,
+            ("conv" | "maxpool", None) => {
+                return Err(Error::InvalidValue {
+                    what: "conv and maxpool need their sizes, as in conv:30@5x5 and maxpool:2x2",
+                });
+            }
             ("affine", Some(a)) => match a.parse::<usize>() {
                 Ok(n) if n > 0 => Spec::Affine(n),
                 _ => {
@@ -100,7 +145,7 @@ impl Spec {
             }
             _ => {
                 return Err(Error::InvalidValue {
-                    what: "unknown layer: expected affine:N, relu, sigmoid, batchnorm or dropout:R",
+                    what: "unknown layer: expected affine:N, relu, sigmoid, batchnorm, dropout:R, conv:F@KxK or maxpool:KxK",
                 });
             }
         };
@@ -117,8 +162,80 @@ impl core::fmt::Display for Spec {
             Spec::BatchNorm => f.write_str("batchnorm"),
             // `Display` of an f64 is the shortest text that parses back to the same value.
             Spec::Dropout(r) => write!(f, "dropout:{r}"),
+            Spec::Conv2d {
+                filters,
+                kh,
+                kw,
+                stride,
+                pad,
+            } => {
+                write!(f, "conv:{filters}@{kh}x{kw}")?;
+                if *stride != 1 {
+                    write!(f, ":s{stride}")?;
+                }
+                if *pad != 0 {
+                    write!(f, ":p{pad}")?;
+                }
+                Ok(())
+            }
+            Spec::MaxPool2d { kh, kw, stride } => {
+                write!(f, "maxpool:{kh}x{kw}")?;
+                if *stride != *kh || *kh != *kw {
+                    write!(f, ":s{stride}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// A positive whole number.
+fn positive(text: &str) -> Option<usize> {
+    text.parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+/// `KHxKW` (or a single `K` for a square window).
+fn window(text: &str) -> Option<(usize, usize)> {
+    match text.split_once('x') {
+        Some((h, w)) => Some((positive(h)?, positive(w)?)),
+        None => positive(text).map(|k| (k, k)),
+    }
+}
+
+/// `F@KHxKW[:sS][:pP]`.
+fn parse_conv(arg: &str) -> Option<Spec> {
+    let mut parts = arg.split(':');
+    let (filters, size) = parts.next()?.split_once('@')?;
+    let (kh, kw) = window(size)?;
+    let (mut stride, mut pad) = (1, 0);
+    for part in parts {
+        match part.split_at_checked(1)? {
+            ("s", n) => stride = positive(n)?,
+            ("p", n) => pad = n.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some(Spec::Conv2d {
+        filters: positive(filters)?,
+        kh,
+        kw,
+        stride,
+        pad,
+    })
+}
+
+/// `KHxKW[:sS]`; the stride is the window's height unless given.
+fn parse_pool(arg: &str) -> Option<Spec> {
+    let (size, stride) = match arg.split_once(':') {
+        Some((size, s)) => (size, Some(s.strip_prefix('s').and_then(positive)?)),
+        None => (arg, None),
+    };
+    let (kh, kw) = window(size)?;
+    Some(Spec::MaxPool2d {
+        kh,
+        kw,
+        stride: stride.unwrap_or(kh),
+    })
 }
 
 /// A layer with its sizes resolved by the plan.
@@ -134,6 +251,10 @@ pub enum Layer {
     BatchNorm(BatchNorm),
     /// Dropout (not inverted, as in the book).
     Dropout(Dropout),
+    /// 2-D convolution.
+    Conv2d(Conv2d),
+    /// Max pooling.
+    MaxPool2d(MaxPool2d),
 }
 
 /// Whether a forward pass learns from its batch or evaluates.
@@ -176,6 +297,8 @@ impl Layer {
     pub const fn out_shape(&self, input: Shape) -> Shape {
         match self {
             Layer::Affine(a) => Shape::flat(a.d_out),
+            Layer::Conv2d(c) => c.out_shape(),
+            Layer::MaxPool2d(m) => m.out_shape(),
             Layer::Relu(_) | Layer::Sigmoid(_) | Layer::BatchNorm(_) | Layer::Dropout(_) => input,
         }
     }
@@ -185,7 +308,8 @@ impl Layer {
         match self {
             Layer::Affine(a) => a.param_len(),
             Layer::BatchNorm(b) => b.param_len(),
-            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) => 0,
+            Layer::Conv2d(c) => c.param_len(),
+            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) | Layer::MaxPool2d(_) => 0,
         }
     }
 
@@ -205,7 +329,17 @@ impl Layer {
         match self {
             Layer::BatchNorm(b) => b.cache_len(batch),
             Layer::Dropout(d) => d.cache_len(batch),
-            Layer::Affine(_) | Layer::Relu(_) | Layer::Sigmoid(_) => Ok(0),
+            Layer::MaxPool2d(m) => m.cache_len(batch),
+            Layer::Affine(_) | Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Conv2d(_) => Ok(0),
+        }
+    }
+
+    /// Working memory for one pass (shared by all layers: one pass runs at a time): a
+    /// convolution's `col` (and `dcol` when training).
+    pub const fn scratch_len(&self, trains: bool) -> usize {
+        match self {
+            Layer::Conv2d(c) => c.scratch_len(trains),
+            _ => 0,
         }
     }
 
@@ -222,9 +356,19 @@ impl Layer {
     /// Its named tensors.
     pub const fn tensor_count(&self) -> usize {
         match self {
-            Layer::Affine(_) => 2,
+            Layer::Affine(_) | Layer::Conv2d(_) => 2,
             Layer::BatchNorm(_) => 4,
             _ => 0,
+        }
+    }
+
+    /// Layers numbered together in tensor names: Affine and Conv2d share `W`/`b` (the book's
+    /// SimpleConvNet has `W1` for its convolution, `W2`, `W3` for its affine layers).
+    pub(crate) const fn tensor_family(&self) -> u8 {
+        match self {
+            Layer::Affine(_) | Layer::Conv2d(_) => 0,
+            Layer::BatchNorm(_) => 1,
+            _ => 2,
         }
     }
 
@@ -234,6 +378,8 @@ impl Layer {
         let (prefix, region, start, dims): (_, _, _, &[usize]) = match (self, k) {
             (Layer::Affine(a), 0) => ("W", Region::Params, 0, &[a.d_in, a.d_out]),
             (Layer::Affine(a), 1) => ("b", Region::Params, a.d_in * a.d_out, &[a.d_out]),
+            (Layer::Conv2d(c), 0) => ("W", Region::Params, 0, &[c.filters, c.c, c.kh, c.kw]),
+            (Layer::Conv2d(c), 1) => ("b", Region::Params, c.filters * c.patch(), &[c.filters]),
             (Layer::BatchNorm(b), 0) => ("gamma", Region::Params, 0, &[b.d]),
             (Layer::BatchNorm(b), 1) => ("beta", Region::Params, b.d, &[b.d]),
             (Layer::BatchNorm(b), 2) => ("running_mean", Region::Stats, 0, &[b.d]),
@@ -259,12 +405,13 @@ impl Layer {
         match self {
             Layer::Affine(a) => a.init(init, rng, p),
             Layer::BatchNorm(b) => b.init(p, stats),
-            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) => {}
+            Layer::Conv2d(c) => c.init(init, rng, p),
+            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) | Layer::MaxPool2d(_) => {}
         }
     }
 
     /// Forward over `x` (or, in place, over `y`) into `y`; `cache` is planned for training
-    /// passes and empty otherwise.
+    /// passes and empty otherwise; `scratch` holds at least [`Layer::scratch_len`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward<T: Real>(
         &self,
@@ -276,6 +423,7 @@ impl Layer {
         x: Src<'_, T>,
         y: &mut [T],
         cache: &mut [T],
+        scratch: &mut [T],
     ) {
         match (self, x) {
             (Layer::Affine(a), Src::Dense(x)) => a.forward(mm, p, x, y),
@@ -290,6 +438,8 @@ impl Layer {
                 d.forward_in_place(mode, rng, y, cache);
             }
             (Layer::Dropout(d), Src::InPlace) => d.forward_in_place(mode, rng, y, cache),
+            (Layer::Conv2d(c), Src::Dense(x)) => c.forward(mm, p, x, y, scratch),
+            (Layer::MaxPool2d(m), Src::Dense(x)) => m.forward(mode, x, y, cache),
             _ => unplanned("forward"),
         }
     }
@@ -308,6 +458,7 @@ impl Layer {
         dy: Option<&[T]>,
         dx: Option<&mut [T]>,
         grad: ParamGrad<'_, T>,
+        scratch: &mut [T],
     ) {
         match (self, x, dy, grad) {
             (Layer::Affine(a), Src::Dense(x), Some(dy), ParamGrad::Write(dp, decay)) => {
@@ -329,6 +480,18 @@ impl Layer {
             }
             (Layer::BatchNorm(b), Src::Dense(_), Some(dy), ParamGrad::Sgd(lr, _)) => {
                 b.backward_sgd(lr, p, cache, dy, dx);
+            }
+            (Layer::Conv2d(c), Src::Dense(x), Some(dy), ParamGrad::Write(dp, decay)) => {
+                c.backward(mm, p, x, dy, dx, dp, scratch);
+                c.add_decay(decay, p, dp);
+            }
+            (Layer::Conv2d(c), Src::Dense(x), Some(dy), ParamGrad::Sgd(lr, decay)) => {
+                c.backward_sgd(mm, lr, decay, p, x, dy, dx, scratch);
+            }
+            (Layer::MaxPool2d(m), _, Some(dy), _) => {
+                if let Some(dx) = dx {
+                    m.backward(cache, dy, dx)
+                }
             }
             (Layer::Relu(r), _, Some(dy), _) => {
                 if let Some(dx) = dx {
@@ -361,10 +524,12 @@ impl Layer {
         }
     }
 
-    /// The weight penalty `½·Σ W²` of this layer (Affine weights only, as in the book).
+    /// The weight penalty `½·Σ W²` of this layer (Affine and Conv2d weights; biases and
+    /// BatchNorm's `γ`, `β` are not decayed, as in the book).
     pub(crate) fn weight_penalty<T: Real>(&self, p: &[T]) -> T {
         match self {
             Layer::Affine(a) => a.weight_penalty(p),
+            Layer::Conv2d(c) => c.weight_penalty(p),
             _ => T::ZERO,
         }
     }

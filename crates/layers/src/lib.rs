@@ -9,6 +9,9 @@
 //! - [`Sigmoid`]: backward `dy·y·(1 − y)`.
 //! - [`BatchNorm`]: the book's `BatchNormalization`, per activation, with running statistics.
 //! - [`Dropout`]: the book's `Dropout` (not inverted: evaluation scales by `1 − ratio`).
+//! - [`Conv2d`]: the book's `Convolution`, im2col and one product per sample; backward
+//!   `dW = Σ dy·colᵀ`, `dx = col2im(Wᵀ·dy)`; weights in PyTorch's `[f, c, kh, kw]` layout.
+//! - [`MaxPool2d`]: the book's `Pooling`; backward sends the gradient to each window's max.
 //! - [`SoftmaxWithLoss`]: fused softmax and cross-entropy; backward `(y − t)/batch`.
 //!
 //! A [`Network`] is a list of layers ([`Spec`]s, resolved into [`Layer`]s) over one arena
@@ -68,9 +71,11 @@
 
 mod affine;
 mod batch_norm;
+mod conv2d;
 mod dropout;
 mod gradcheck;
 mod layer;
+mod max_pool;
 mod network;
 mod plan;
 mod relu;
@@ -79,9 +84,11 @@ mod softmax_loss;
 
 pub use affine::Affine;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
+pub use conv2d::Conv2d;
 pub use dropout::Dropout;
 pub use gradcheck::{GradCheck, REL_FLOOR, TensorDiff, default_step, gradcheck};
 pub use layer::{Layer, Mode, Spec};
+pub use max_pool::MaxPool2d;
 pub use network::{Init, Input, Network, NoOptimizer, SparseBatch, Update, argmax};
 pub use plan::{MAX_LAYERS, Plan, PlanConfig, Region, Shape, TensorInfo, TensorName, Training};
 pub use relu::Relu;

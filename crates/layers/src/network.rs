@@ -455,7 +455,7 @@ impl<'a, T: Real> Network<'a, T> {
                 Mode::Train => plan.caches[l],
                 Mode::Eval => NONE,
             };
-            let [p, st, xa, y, cache] = spans_mut(
+            let [p, st, xa, y, cache, scratch] = spans_mut(
                 self.buf,
                 [
                     plan.layer_params[l],
@@ -463,10 +463,11 @@ impl<'a, T: Real> Network<'a, T> {
                     x_span,
                     y_span,
                     cache,
+                    plan.scratch,
                 ],
             );
             let x = source(plan.in_place[l], l, input, xa);
-            layer.forward(mm, mode, &mut self.rng, p, st, x, y, cache);
+            layer.forward(mm, mode, &mut self.rng, p, st, x, y, cache, scratch);
         }
     }
 
@@ -608,7 +609,7 @@ impl<'a, T: Real> Network<'a, T> {
                 None => plan.grad_span(l),
                 Some(_) => NONE,
             };
-            let [p, g, xa, y, cache, dy, dx] = spans_mut(
+            let [p, g, xa, y, cache, dy, dx, scratch] = spans_mut(
                 self.buf,
                 [
                     plan.layer_params[l],
@@ -618,6 +619,7 @@ impl<'a, T: Real> Network<'a, T> {
                     plan.caches[l],
                     dy_span,
                     dx_span,
+                    plan.scratch,
                 ],
             );
             let x = source(in_place, l, input, xa);
@@ -627,7 +629,7 @@ impl<'a, T: Real> Network<'a, T> {
                 None => ParamGrad::Write(g, weight_decay),
                 Some(lr) => ParamGrad::Sgd(lr, weight_decay),
             };
-            layer.backward(mm, p, x, y, cache, dy, dx, grad);
+            layer.backward(mm, p, x, y, cache, dy, dx, grad, scratch);
         }
     }
 

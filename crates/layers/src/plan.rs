@@ -148,7 +148,8 @@ impl TensorInfo {
 /// Layout, in order: the parameters of every layer (`[W1 b1 W2 b2 …]` for an MLP), their
 /// gradients (same layout), optimizer state (`slots` blocks of the parameter length), the
 /// running statistics, the input rows, then each layer's output and its cache, the
-/// probabilities, and the gradients of the layer outputs. ReLU, Sigmoid and Dropout work in
+/// probabilities, the gradients of the layer outputs, and one scratch span that every
+/// layer's passes share (a convolution's im2col buffer). ReLU, Sigmoid and Dropout work in
 /// place (their output and its gradient share their input's spans) unless they come first
 /// or follow a layer whose backward pass reads its own output. Forward-only rows are sized
 /// for `max(batch, eval_batch)`, everything backward needs for `batch`; a smaller batch uses
@@ -177,6 +178,8 @@ pub struct Plan {
     pub(crate) state: Span,
     pub(crate) stats: Span,
     pub(crate) probs: Span,
+    /// Working memory shared by every layer's passes (a convolution's `col`, `dcol`).
+    pub(crate) scratch: Span,
     pub(crate) total: usize,
 }
 
@@ -308,6 +311,16 @@ impl Plan {
                 l += 1;
             }
         }
+        let mut scratch_len = 0;
+        l = 0;
+        while l < n {
+            let need = layers[l].scratch_len(trains);
+            if need > scratch_len {
+                scratch_len = need;
+            }
+            l += 1;
+        }
+        let scratch = tri!(next.try_take(scratch_len));
         Ok(Self {
             layers,
             count: n,
@@ -326,6 +339,7 @@ impl Plan {
             state,
             stats,
             probs,
+            scratch,
             total: next.total(),
         })
     }
@@ -408,6 +422,12 @@ impl Plan {
         self.stats.len
     }
 
+    /// Elements of the shared scratch span (the largest convolution's `col`, and `dcol` when
+    /// training).
+    pub const fn scratch_len(&self) -> usize {
+        self.scratch.len
+    }
+
     /// Whether the first layer can read compressed sparse rows (it is Affine).
     pub const fn accepts_sparse(&self) -> bool {
         matches!(self.layers[0], Layer::Affine(_))
@@ -432,7 +452,7 @@ impl Plan {
             let layer = self.layers[l];
             let number = self.layers[..=l]
                 .iter()
-                .filter(|o| core::mem::discriminant(*o) == core::mem::discriminant(&layer))
+                .filter(|o| o.tensor_family() == layer.tensor_family())
                 .count();
             (0..layer.tensor_count()).filter_map(move |k| {
                 let mut info = layer.tensor(k, number)?;

@@ -1,0 +1,203 @@
+//! Max pooling, the book's `Pooling`: the largest value of each window forward, the gradient to that value only backward.
+
+use crate::{Mode, Shape};
+use manabi_tensor::{Error, Real, Result};
+
+/// Max pooling over windows of `kh × kw` moved by `stride` over each channel (the book's
+/// `Pooling` with `pad = 0`; PyTorch's `nn.MaxPool2d`).
+///
+/// Training forward keeps, for each output, which value of its window was the largest (the
+/// first one on ties, as NumPy's `argmax`); backward sends each output's gradient to that
+/// input alone and zero to the rest (adding where windows overlap).
+///
+/// # Shapes
+/// `x: [batch, c, h, w]`, `y: [batch, c, oh, ow]` with `oh = (h − kh)/stride + 1` (likewise
+/// `ow`); the cache holds each output's position in its window, `[batch, c, oh, ow]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Channels.
+    pub c: usize,
+    /// Input rows.
+    pub h: usize,
+    /// Input columns.
+    pub w: usize,
+    /// Window rows.
+    pub kh: usize,
+    /// Window columns.
+    pub kw: usize,
+    /// Step between windows.
+    pub stride: usize,
+    /// Output rows.
+    pub oh: usize,
+    /// Output columns.
+    pub ow: usize,
+}
+
+impl MaxPool2d {
+    /// The layer on inputs of shape `input`.
+    ///
+    /// # Errors
+    /// [`Error::Zero`] for a zero window or stride; [`Error::InvalidValue`] for a window
+    /// larger than the input.
+    pub const fn new(input: Shape, kh: usize, kw: usize, stride: usize) -> Result<Self> {
+        if kh == 0 || kw == 0 {
+            return Err(Error::Zero {
+                what: "pooling window",
+            });
+        }
+        if stride == 0 {
+            return Err(Error::Zero {
+                what: "pooling stride",
+            });
+        }
+        if kh > input.h || kw > input.w {
+            return Err(Error::InvalidValue {
+                what: "the pooling window is larger than its input",
+            });
+        }
+        Ok(Self {
+            c: input.c,
+            h: input.h,
+            w: input.w,
+            kh,
+            kw,
+            stride,
+            oh: (input.h - kh) / stride + 1,
+            ow: (input.w - kw) / stride + 1,
+        })
+    }
+
+    /// The output shape, `c × oh × ow`.
+    pub const fn out_shape(&self) -> Shape {
+        Shape::image(self.c, self.oh, self.ow)
+    }
+
+    /// The window positions kept for `batch` samples.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`].
+    pub const fn cache_len(&self, batch: usize) -> Result<usize> {
+        match batch.checked_mul(self.c * self.oh * self.ow) {
+            Some(n) => Ok(n),
+            None => Err(Error::Overflow { what: "plan" }),
+        }
+    }
+
+    /// Calls `f(output index, input index of the window's first value)` for every output of
+    /// `planes` channel planes, in order.
+    fn windows(&self, planes: usize, mut f: impl FnMut(usize, usize)) {
+        let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
+        for k in 0..planes {
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    let out = k * plane_out + oy * self.ow + ox;
+                    f(out, k * plane_in + oy * self.stride * self.w + ox * self.stride);
+                }
+            }
+        }
+    }
+
+    /// `y` = the max of each window; in training also `cache` = its position in the window
+    /// (`i·kw + j`, stored as a value of `T`, exact for any window below 2²⁴ values).
+    /// Writes (never adds to) `y`.
+    pub fn forward<T: Real>(&self, mode: Mode, x: &[T], y: &mut [T], cache: &mut [T]) {
+        let planes = x.len() / (self.h * self.w);
+        let train = mode == Mode::Train;
+        self.windows(planes, |out, first| {
+            let (mut best, mut at) = (x[first], 0);
+            for i in 0..self.kh {
+                let row = &x[first + i * self.w..first + i * self.w + self.kw];
+                for (j, &v) in row.iter().enumerate() {
+                    if v > best {
+                        (best, at) = (v, i * self.kw + j);
+                    }
+                }
+            }
+            y[out] = best;
+            if train {
+                cache[out] = T::from_usize(at);
+            }
+        });
+    }
+
+    /// `dx` = each output's gradient at its window's max, 0 elsewhere. Writes (never adds
+    /// to) `dx`.
+    pub fn backward<T: Real>(&self, cache: &[T], dy: &[T], dx: &mut [T]) {
+        dx.fill(T::ZERO);
+        let planes = dx.len() / (self.h * self.w);
+        self.windows(planes, |out, first| {
+            let at = cache[out].to_f64() as usize;
+            dx[first + (at / self.kw) * self.w + at % self.kw] += dy[out];
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use manabi_testkit::{assert_close, numeric_grad, probe};
+    use std::vec;
+
+    #[test]
+    fn forward_and_backward_by_hand() {
+        // One 4×4 channel, 2×2 windows, stride 2.
+        let l = MaxPool2d::new(Shape::image(1, 4, 4), 2, 2, 2).unwrap();
+        assert_eq!(l.out_shape(), Shape::image(1, 2, 2));
+        #[rustfmt::skip]
+        let x = [
+            1.0, 2.0, 0.0, -1.0,
+            4.0, 3.0, 5.0, 5.0,
+            -2.0, -3.0, 7.0, 0.0,
+            -4.0, -1.0, 0.0, 8.0,
+        ];
+        let (mut y, mut cache) = ([f64::NAN; 4], [f64::NAN; 4]);
+        l.forward(Mode::Train, &x, &mut y, &mut cache);
+        assert_eq!(y, [4.0, 5.0, -1.0, 8.0]);
+        // The first of the two 5s wins, as NumPy's argmax.
+        assert_eq!(cache, [2.0, 2.0, 3.0, 3.0]);
+        let mut dx = [f64::NAN; 16];
+        l.backward(&cache, &[10.0, 20.0, 30.0, 40.0], &mut dx);
+        let mut expected = [0.0; 16];
+        (expected[4], expected[6], expected[13], expected[15]) = (10.0, 20.0, 30.0, 40.0);
+        assert_eq!(dx, expected);
+        // Evaluation gives the same maxima and leaves the cache alone.
+        let mut y_eval = [f64::NAN; 4];
+        l.forward(Mode::Eval, &x, &mut y_eval, &mut []);
+        assert_eq!(y_eval, y);
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        assert!(MaxPool2d::new(Shape::image(1, 2, 2), 3, 3, 1).is_err());
+        assert!(MaxPool2d::new(Shape::image(1, 4, 4), 0, 2, 2).is_err());
+        assert!(MaxPool2d::new(Shape::image(1, 4, 4), 2, 2, 0).is_err());
+        // DeepConvNet: 64×8×8 → 64×4×4; an odd side drops its last row, as the book's.
+        let l = MaxPool2d::new(Shape::image(64, 8, 8), 2, 2, 2).unwrap();
+        assert_eq!(l.out_shape(), Shape::image(64, 4, 4));
+        let l = MaxPool2d::new(Shape::image(1, 7, 7), 2, 2, 2).unwrap();
+        assert_eq!((l.oh, l.ow), (3, 3));
+    }
+
+    #[test]
+    fn max_pool_grads_match_finite_differences() {
+        // Overlapping windows (stride 1) and disjoint ones; the probe input has distinct
+        // values, so no max is tied and the loss is smooth around it.
+        for (kh, kw, stride) in [(2, 2, 2), (3, 2, 1), (2, 3, 2)] {
+            let l = MaxPool2d::new(Shape::image(2, 5, 6), kh, kw, stride).unwrap();
+            let x = probe(2 * 2 * 5 * 6, 12);
+            let outs = 2 * 2 * l.oh * l.ow;
+            let r = probe(outs, 13);
+            let (mut y, mut cache) = (vec![0.0; outs], vec![0.0; outs]);
+            l.forward(Mode::Train, &x, &mut y, &mut cache);
+            let mut dx = vec![f64::NAN; x.len()];
+            l.backward(&cache, &r, &mut dx);
+            let numeric = numeric_grad(
+                |x, y| l.forward(Mode::Eval, x, y, &mut []),
+                &x,
+                &r,
+            );
+            assert_close(&dx, &numeric, 1e-8, 1e-6);
+        }
+    }
+}
