@@ -99,6 +99,10 @@ pub struct RunConfig {
     pub train_limit: Option<usize>,
     /// Write a checkpoint every this many iterations (does not affect the result).
     pub checkpoint_every: Option<u64>,
+    /// `--eval-samples`: the per-epoch evaluations read only the first this many training
+    /// and test samples (the book's convnet trainer: 1,000); the final test accuracy is
+    /// always over the whole test set.
+    pub eval_samples: Option<usize>,
 }
 
 /// The `--init` text of an initialisation: `book`, `xavier`, `he` or the scale `s` of
@@ -175,7 +179,7 @@ impl RunConfig {
         classes: usize,
         train_len: usize,
     ) -> Result<(), CliError> {
-        let (d_in, outputs) = (self.stack.input, self.stack.outputs());
+        let (d_in, outputs) = (self.stack.input_len(), self.stack.outputs());
         let what = if d_in != features {
             format!("{d_in} input features, the data has {features}")
         } else if outputs != classes {
@@ -221,6 +225,9 @@ impl RunConfig {
             "checkpoint_every",
             self.checkpoint_every.unwrap_or(0).to_string(),
         );
+        if let Some(n) = self.eval_samples {
+            f.insert("eval_samples", n.to_string());
+        }
         f
     }
 
@@ -334,8 +341,13 @@ impl RunConfig {
             None => None,
             Some(_) => Some(to_usize("train_limit", int("train_limit", 1, u64::MAX)?)?),
         };
+        let eval_samples = match f.get("eval_samples") {
+            None => None,
+            Some(_) => Some(to_usize("eval_samples", int("eval_samples", 1, u64::MAX)?)?),
+        };
         let config = RunConfig {
             stack,
+            eval_samples,
             batch: to_usize("batch", int("batch", 1, limit)?)?,
             lr: float("lr")?,
             weight_decay: float("weight_decay")?,

@@ -95,7 +95,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
     let train = &sets.train;
     let rows = (args.images as usize).min(train.len());
     let stack = match &args.net {
-        Some(text) => Stack::parse(train.features(), text)?,
+        Some(text) => Stack::parse(manabi_cli::stack::data_shape(train), text)?,
         None => {
             let hidden: Vec<usize> = args.hidden.iter().map(|&h| h as usize).collect();
             Stack::mlp(train.features(), &hidden, sets.classes, Spec::Relu)

@@ -102,7 +102,8 @@ pub struct Feeder<T> {
 impl<T: Real + Send> Feeder<T> {
     /// Starts the worker in `scope` for batches of `batch` samples of `sets.train`, with
     /// `first` the iteration the first request will be for; evaluations use `evaluator` and
-    /// `mm` and send their rows to `finished`. Given `rows` (both sets as compressed rows),
+    /// `mm` over `evals` (the sets themselves, or their first samples for `--eval-samples`)
+    /// and send their rows to `finished`. Given `rows` (both sets as compressed rows),
     /// batches are copied from there with their transpose, and evaluations read them.
     ///
     /// # Errors
@@ -111,6 +112,7 @@ impl<T: Real + Send> Feeder<T> {
     pub fn spawn<'scope, 'env, G: Gemm<T> + Sync>(
         scope: &'scope Scope<'scope, 'env>,
         sets: &'env TrainTest,
+        evals: &'env TrainTest,
         rows: Option<(Csr<'env, T>, Csr<'env, T>)>,
         batch: usize,
         first: u64,
@@ -196,7 +198,7 @@ impl<T: Real + Send> Feeder<T> {
                 let Some(r) = running.as_mut() else {
                     continue;
                 };
-                let data = if r.set == 0 { &sets.train } else { &sets.test };
+                let data = if r.set == 0 { &evals.train } else { &evals.test };
                 let sparse = rows.map(|(train, test)| if r.set == 0 { train } else { test });
                 let (n, right) = evaluator.correct_rows(mm, data, sparse, r.first);
                 r.correct[r.set] += right;
@@ -208,8 +210,8 @@ impl<T: Real + Send> Feeder<T> {
                 if r.set == 2 {
                     let accuracy = |c: usize, len: usize| c as f64 / len.max(1) as f64;
                     let row = MetricRow {
-                        train_acc: accuracy(r.correct[0], sets.train.len()),
-                        test_acc: accuracy(r.correct[1], sets.test.len()),
+                        train_acc: accuracy(r.correct[0], evals.train.len()),
+                        test_acc: accuracy(r.correct[1], evals.test.len()),
                         ..r.row
                     };
                     running = None;

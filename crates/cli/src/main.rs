@@ -129,6 +129,50 @@ impl InputArg {
     }
 }
 
+/// The book's networks, with their training protocols as defaults.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelArg {
+    /// Chapter 5's two-layer net: 784-50-10 ReLU, SGD lr 0.1, 10,000 iterations, init book
+    /// (the default without --model, --net or --hidden).
+    Mlp,
+    /// Chapter 7's SimpleConvNet: conv 30@5x5, ReLU, max-pool 2x2, affine 100, ReLU, affine
+    /// 10; init book, Adam lr 0.001, 20 epochs, 1,000 samples evaluated per epoch.
+    SimpleCnn,
+    /// Chapter 8's DeepConvNet: six 3x3 convolutions (16, 16, 32, 32, 64, 64) with ReLU and
+    /// a max-pool after each pair, affine 50, ReLU, Dropout 0.5, affine 10, Dropout 0.5; init
+    /// he, Adam lr 0.001, 20 epochs, 1,000 samples evaluated per epoch.
+    DeepCnn,
+}
+
+impl ModelArg {
+    /// The `--net` text of the network (classes last).
+    pub fn net(self, classes: usize) -> String {
+        match self {
+            ModelArg::Mlp => format!("affine:50,relu,affine:{classes}"),
+            ModelArg::SimpleCnn => {
+                format!("conv:30@5x5,relu,maxpool:2x2,affine:100,relu,affine:{classes}")
+            }
+            ModelArg::DeepCnn => format!(
+                "conv:16@3x3:p1,relu,conv:16@3x3:p1,relu,maxpool:2x2,\
+                 conv:32@3x3:p1,relu,conv:32@3x3:p2,relu,maxpool:2x2,\
+                 conv:64@3x3:p1,relu,conv:64@3x3:p1,relu,maxpool:2x2,\
+                 affine:50,relu,dropout:0.5,affine:{classes},dropout:0.5"
+            ),
+        }
+    }
+
+    /// The protocol's optimizer, learning rate, initialisation, epochs (`None`: 10,000
+    /// iterations) and samples evaluated per epoch (`None`: all).
+    pub fn protocol(self) -> (OptimizerArg, f64, manabi_layers::Init, Option<u64>, Option<u64>) {
+        use manabi_layers::Init;
+        match self {
+            ModelArg::Mlp => (OptimizerArg::Sgd, 0.1, Init::Book, None, None),
+            ModelArg::SimpleCnn => (OptimizerArg::Adam, 0.001, Init::Book, Some(20), Some(1000)),
+            ModelArg::DeepCnn => (OptimizerArg::Adam, 0.001, Init::He, Some(20), Some(1000)),
+        }
+    }
+}
+
 /// Optimizer choice.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerArg {
@@ -172,36 +216,49 @@ pub struct TrainArgs {
     /// Activation between layers.
     #[arg(long, value_enum, default_value_t = ActivationArg::Relu)]
     pub activation: ActivationArg,
+    /// One of the book's networks with its training protocol as the defaults of --lr,
+    /// --optimizer, --init, --epochs and --eval-samples (each flag still overrides).
+    #[arg(long, value_enum, conflicts_with_all = ["hidden", "activation", "net"])]
+    pub model: Option<ModelArg>,
     /// Any layer stack instead of --hidden/--activation: layers separated by commas, from
-    /// affine:N (N outputs), relu, sigmoid, batchnorm (the book's, per activation) and
+    /// affine:N (N outputs), relu, sigmoid, batchnorm (the book's, per activation),
     /// dropout:R (the book's, not inverted: R of the units dropped in training, outputs
-    /// scaled by 1-R in evaluation); the last affine layer has one output per class. Example:
-    /// affine:100,batchnorm,relu,dropout:0.2,affine:10.
+    /// scaled by 1-R in evaluation), conv:F@KxK (F filters of KxK; :sN stride, :pN zero
+    /// padding, as conv:16@3x3:p1) and maxpool:KxK (stride K unless :sN); the last affine
+    /// layer has one output per class. Example: affine:100,batchnorm,relu,dropout:0.2,affine:10.
     #[arg(long, value_name = "LAYERS", conflicts_with_all = ["hidden", "activation"])]
     pub net: Option<String>,
     /// Minibatch size.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
-    /// Learning rate (positive).
-    #[arg(long, default_value_t = 0.1, value_parser = positive_f64, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// The book's weight decay λ: ½·λ·ΣW² over the affine weights (not biases or BatchNorm's
-    /// γ, β) is added to the loss, λ·W to their gradient (0 = none).
+    /// Learning rate (positive) [default: 0.1; 0.001 with --model simple-cnn or deep-cnn].
+    #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// The book's weight decay λ: ½·λ·ΣW² over the affine and convolution weights (not biases
+    /// or BatchNorm's γ, β) is added to the loss, λ·W to their gradient (0 = none).
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Training iterations (minibatch updates).
     #[arg(long, conflicts_with = "epochs", value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: Option<u64>,
-    /// Train for this many epochs (of train_size/batch iterations) instead of --iters.
+    /// Train for this many epochs (of train_size/batch iterations) instead of --iters
+    /// [default: 10,000 iterations; 20 epochs with --model simple-cnn or deep-cnn].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
-    pub optimizer: OptimizerArg,
+    /// Evaluate only the first N training and N test samples at each epoch (the book's
+    /// convnet trainer uses 1,000); the final test accuracy is over the whole test set
+    /// [default: all; 1000 with --model simple-cnn or deep-cnn].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_samples: Option<u64>,
+    /// Optimizer [default: sgd; adam with --model simple-cnn or deep-cnn].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
     /// Weight initialisation: book (N(0,1)·0.01, the book's TwoLayerNet), xavier
-    /// (N(0,1/d_in)), he (N(0,2/d_in)), or a number s for N(0,1)·s.
-    #[arg(long, default_value = "book", value_parser = parse_init)]
-    pub init: manabi_layers::Init,
+    /// (N(0,1/d_in)), he (N(0,2/d_in)), or a number s for N(0,1)·s; the fan-in of a
+    /// convolution is channels·kernel height·kernel width [default: book; he with --model
+    /// deep-cnn].
+    #[arg(long, value_parser = parse_init)]
+    pub init: Option<manabi_layers::Init>,
     /// How minibatches are drawn.
     #[arg(long, value_enum, default_value_t = SamplingArg::Random)]
     pub sampling: SamplingArg,
@@ -236,8 +293,9 @@ pub struct TrainArgs {
     /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
     /// --checkpoint-every may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "hidden", "activation", "net", "batch", "lr", "weight_decay", "iters", "epochs",
+        "hidden", "activation", "net", "model", "batch", "lr", "weight_decay", "iters", "epochs",
         "optimizer", "init", "sampling", "seed", "out", "f64", "backend", "input", "train_limit",
+        "eval_samples",
     ])]
     pub resume: Option<PathBuf>,
 }

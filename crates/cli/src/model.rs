@@ -179,7 +179,7 @@ impl Model {
                 .map(|t| t.dims().to_vec())
                 .unwrap_or_default()
         };
-        if self.stack.input != features {
+        if self.stack.input_len() != features {
             return Err(CliError::BadFile(format!(
                 "{name}: tensor W1 has shape {:?}, but the data has {features} input features",
                 shape(0)

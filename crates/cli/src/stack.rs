@@ -4,12 +4,13 @@ use crate::CliError;
 use manabi_layers::{Layer, Plan, PlanConfig, Shape, Spec, Training};
 use std::collections::BTreeMap;
 
-/// A network's layers on flat input rows of `input` features: what a weights file or a
-/// checkpoint records, and what the plans are built from.
+/// A network's layers on inputs of shape `input`: what a weights file or a checkpoint
+/// records, and what the plans are built from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stack {
-    /// Values per input row.
-    pub input: usize,
+    /// One sample's shape: flat rows unless a layer reads images (a convolution or a
+    /// pooling layer), then `1 × rows × columns` for MNIST.
+    pub input: Shape,
     /// The layers, input first.
     pub layers: Vec<Spec>,
 }
@@ -39,17 +40,30 @@ impl Stack {
         let mut widths = hidden.to_vec();
         widths.push(classes);
         Self {
-            input,
+            input: Shape::flat(input),
             layers: Spec::mlp(&widths, activation).collect(),
         }
     }
 
+    /// Whether a layer reads its input as images (so the input keeps its image shape).
+    pub fn reads_images(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|s| matches!(s, Spec::Conv2d { .. } | Spec::MaxPool2d { .. }))
+    }
+
+    /// Values per input sample.
+    pub fn input_len(&self) -> usize {
+        self.input.len()
+    }
+
     /// Reads `--net` text: layers separated by commas (`affine:100,batchnorm,relu,
-    /// dropout:0.2,affine:10`).
+    /// dropout:0.2,affine:10`, `conv:30@5x5,relu,maxpool:2x2,affine:100,relu,affine:10`) on
+    /// samples of shape `input`, which stays an image shape only if a layer reads images.
     ///
     /// # Errors
     /// [`CliError::Usage`] naming the layer that does not parse.
-    pub fn parse(input: usize, text: &str) -> Result<Self, CliError> {
+    pub fn parse(input: Shape, text: &str) -> Result<Self, CliError> {
         let layers = text
             .split(',')
             .map(|t| {
@@ -63,7 +77,11 @@ impl Stack {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { input, layers })
+        let mut stack = Self { input, layers };
+        if !stack.reads_images() {
+            stack.input = Shape::flat(input.len());
+        }
+        Ok(stack)
     }
 
     /// The `--net` text of the layers.
@@ -78,7 +96,7 @@ impl Stack {
     /// Layer widths (input first) and the activation, if the stack is an MLP: affine layers
     /// with one ReLU or Sigmoid between each pair and nothing else.
     pub fn as_mlp(&self) -> Option<(Vec<usize>, Spec)> {
-        let mut sizes = vec![self.input];
+        let mut sizes = vec![self.input.len()];
         let mut activation = None;
         for (i, spec) in self.layers.iter().enumerate() {
             match (i % 2, spec) {
@@ -117,7 +135,7 @@ impl Stack {
 
     /// The width of the last layer's output, which the classes must fit.
     pub fn outputs(&self) -> usize {
-        let mut width = self.input;
+        let mut width = self.input.len();
         for spec in &self.layers {
             if let Spec::Affine(w) = spec {
                 width = *w;
@@ -142,7 +160,7 @@ impl Stack {
         training: Training,
     ) -> Result<Plan, CliError> {
         Ok(Plan::new(&PlanConfig {
-            input: Shape::flat(self.input),
+            input: self.input,
             layers: &self.layers,
             batch,
             eval_batch,
@@ -188,16 +206,13 @@ impl Stack {
             CliError::BadFile(format!("{name}: {key}={value:?} is invalid: {why}"))
         };
         let shape = f.get("input_shape").map(String::as_str).unwrap_or("");
-        let input = match shape.parse::<u64>() {
-            Ok(n) if n >= 1 && n <= u64::from(u32::MAX) => n as usize,
-            _ => {
-                return Err(bad(
-                    "input_shape",
-                    shape,
-                    "expected a width in 1..=4294967295".into(),
-                ));
-            }
-        };
+        let input = parse_shape(shape).ok_or_else(|| {
+            bad(
+                "input_shape",
+                shape,
+                "expected a width or CxHxW, each in 1..=4294967295".into(),
+            )
+        })?;
         let layers = net
             .split(',')
             .map(|t| Spec::parse(t).map_err(|e| bad("net", net, format!("{t:?}: {e}"))))
@@ -207,6 +222,30 @@ impl Stack {
             .plan(1, 1, Training::Inference)
             .map_err(|e| bad("net", net, e.to_string()))?;
         Ok(Some(stack))
+    }
+}
+
+/// `784` (a flat row) or `1x28x28` (channels × rows × columns), as `Shape`'s `Display`.
+pub fn parse_shape(text: &str) -> Option<Shape> {
+    let dim = |t: &str| match t.parse::<u64>() {
+        Ok(n) if n >= 1 && n <= u64::from(u32::MAX) => Some(n as usize),
+        _ => None,
+    };
+    let parts: Vec<&str> = text.split('x').collect();
+    let shape = match parts[..] {
+        [n] => Shape::flat(dim(n)?),
+        [c, h, w] => Shape::image(dim(c)?, dim(h)?, dim(w)?),
+        _ => return None,
+    };
+    shape.checked_len().filter(|&n| n <= u32::MAX as usize)?;
+    Some(shape)
+}
+
+/// The shape of one sample of `data`: `1 × rows × columns` for images, else a flat row.
+pub fn data_shape(data: &manabi_data::Dataset) -> Shape {
+    match data.image_dims() {
+        [h, w] => Shape::image(1, *h, *w),
+        _ => Shape::flat(data.features()),
     }
 }
 
@@ -229,6 +268,18 @@ pub fn specs_of(plan: &Plan) -> Vec<Spec> {
             Layer::Sigmoid(_) => Spec::Sigmoid,
             Layer::BatchNorm(_) => Spec::BatchNorm,
             Layer::Dropout(d) => Spec::Dropout(d.ratio),
+            Layer::Conv2d(c) => Spec::Conv2d {
+                filters: c.filters,
+                kh: c.kh,
+                kw: c.kw,
+                stride: c.stride,
+                pad: c.pad,
+            },
+            Layer::MaxPool2d(m) => Spec::MaxPool2d {
+                kh: m.kh,
+                kw: m.kw,
+                stride: m.stride,
+            },
         })
         .collect()
 }
@@ -248,13 +299,13 @@ mod tests {
         assert_eq!(f.get("sizes").map(String::as_str), Some("784,100,50,10"));
         assert_eq!(f.get("activation").map(String::as_str), Some("sigmoid"));
         assert!(!f.contains_key("net"));
-        let one = Stack::parse(4, "affine:3").unwrap();
+        let one = Stack::parse(Shape::flat(4), "affine:3").unwrap();
         assert_eq!(one.as_mlp(), Some((vec![4, 3], Spec::Relu)));
     }
 
     #[test]
     fn other_stacks_are_recorded_as_net_text_and_read_back() {
-        let net = Stack::parse(784, "affine:100, batchnorm,relu,dropout:0.2,affine:10").unwrap();
+        let net = Stack::parse(Shape::flat(784), "affine:100, batchnorm,relu,dropout:0.2,affine:10").unwrap();
         assert_eq!(net.as_mlp(), None);
         assert_eq!(net.outputs(), 10);
         assert!(net.has_dropout());
@@ -262,7 +313,7 @@ mod tests {
             "affine:5,relu,affine:4,sigmoid,affine:3",
             "affine:5,relu,relu",
         ] {
-            assert_eq!(Stack::parse(8, mixed).unwrap().as_mlp(), None, "{mixed}");
+            assert_eq!(Stack::parse(Shape::flat(8), mixed).unwrap().as_mlp(), None, "{mixed}");
         }
         let mut f = BTreeMap::new();
         net.write_fields(&mut f);
@@ -277,9 +328,9 @@ mod tests {
         bad.insert("net".into(), "affine:100,dropout:2".into());
         let e = Stack::from_net_fields(&bad, "m").unwrap_err().to_string();
         assert!(e.starts_with("m: net=") && e.contains("dropout:2"), "{e}");
-        let e = Stack::parse(784, "affine:100,conv")
+        let e = Stack::parse(Shape::flat(784), "affine:100,convolution")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("\"conv\"") && e.contains("unknown layer"), "{e}");
+        assert!(e.contains("\"convolution\"") && e.contains("unknown layer"), "{e}");
     }
 }

@@ -15,13 +15,13 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::feed::Feeder;
 use crate::model::{self, Elem};
-use crate::{ActivationArg, CliError, InputArg, SamplingArg, TrainArgs, with_backend};
+use crate::{ActivationArg, CliError, InputArg, ModelArg, SamplingArg, TrainArgs, with_backend};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
-use manabi_cli::stack::Stack;
+use manabi_cli::stack::{Stack, data_shape};
 use manabi_data::{Batcher, Sampling, TrainTest, Verify, gather_rows};
-use manabi_layers::{Input, Network, NoOptimizer, Plan, SparseBatch, Spec, Target, Update};
+use manabi_layers::{Input, Network, NoOptimizer, Plan, Shape, SparseBatch, Spec, Target, Update};
 use manabi_matmul::Gemm;
 use manabi_optim::AnyOptimizer;
 use manabi_tensor::{Csr, CsrBuf, Real, Rng};
@@ -145,7 +145,7 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
     prepare_out(&args.out)?;
     // A typo in --net is reported before the data is loaded (the widths come with it).
     if let Some(text) = &args.net {
-        Stack::parse(0, text)?;
+        Stack::parse(Shape::flat(1), text)?;
     }
     let mut sets = load_data(&args.data)?;
     let train_limit = args.train_limit.map(|n| n as usize);
@@ -153,9 +153,16 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
     let batch = args.batch as usize;
     let iter_per_epoch = (sets.train.len() / batch).max(1) as u64;
     let features = sets.train.features();
-    let stack = match &args.net {
+    let model = args.model.unwrap_or(ModelArg::Mlp);
+    let (optimizer, lr, init, epochs, eval_samples) = model.protocol();
+    let net_text = match (&args.net, args.model) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(m)) if m != ModelArg::Mlp => Some(m.net(sets.classes)),
+        (None, _) => None,
+    };
+    let stack = match &net_text {
         Some(text) => {
-            let stack = Stack::parse(features, text)?;
+            let stack = Stack::parse(data_shape(&sets.train), text)?;
             if stack.outputs() != sets.classes {
                 return Err(CliError::Usage(format!(
                     "--net ends with {} outputs, but the data has {} classes (end it with affine:{})",
@@ -176,8 +183,13 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         }
     };
     let backend = args.backend.unwrap_or_else(default_backend);
-    let (sparse, zeros) = InputArg::sparse(args.input, &sets.train);
-    if sparse && !matches!(stack.layers.first(), Some(Spec::Affine(_))) {
+    let starts_affine = matches!(stack.layers.first(), Some(Spec::Affine(_)));
+    let (sparse, zeros) = match args.input {
+        // Only an affine first layer reads sparse rows; `auto` does not ask the others.
+        None | Some(InputArg::Auto) if !starts_affine => (false, None),
+        flag => InputArg::sparse(flag, &sets.train),
+    };
+    if sparse && !starts_affine {
         return Err(CliError::Usage(format!(
             "--input sparse needs a network that starts with an affine layer, not {}",
             stack
@@ -189,14 +201,14 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
     let config = RunConfig {
         stack,
         batch,
-        lr: args.lr,
+        lr: args.lr.unwrap_or(lr),
         weight_decay: args.weight_decay,
         iters: args
             .iters
-            .or(args.epochs.map(|e| e.saturating_mul(iter_per_epoch)))
+            .or(args.epochs.or(epochs).map(|e| e.saturating_mul(iter_per_epoch)))
             .unwrap_or(10_000),
-        optimizer: args.optimizer.name().to_string(),
-        init: args.init,
+        optimizer: args.optimizer.unwrap_or(optimizer).name().to_string(),
+        init: args.init.unwrap_or(init),
         sampling: match args.sampling {
             SamplingArg::Random => Sampling::Random,
             SamplingArg::Shuffle => Sampling::EpochShuffle,
@@ -208,6 +220,7 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         train_len: sets.train.len(),
         train_limit,
         checkpoint_every: args.checkpoint_every,
+        eval_samples: args.eval_samples.or(eval_samples).map(|n| n as usize),
     };
     dispatch(
         &config,
@@ -398,6 +411,20 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     ckpt: Option<Checkpoint>,
 ) -> Result<Vec<MetricRow>, CliError> {
     let (train, test) = (&sets.train, &sets.test);
+    // The per-epoch evaluations read the whole sets or, with `--eval-samples N`, their first
+    // N samples (the book's convnet trainer); the final test accuracy reads the whole set.
+    let subset;
+    let eval_sets = match config.eval_samples {
+        Some(n) if n < train.len() || n < test.len() => {
+            let mut first = sets.clone();
+            first.train.truncate(n)?;
+            first.test.truncate(n)?;
+            subset = first;
+            &subset
+        }
+        _ => sets,
+    };
+    let whole_evals = std::ptr::eq(eval_sets, sets);
     let stack = &config.stack;
     let batch = config.batch;
     // The book's weight decay is the network's (weights only, in the loss), not the
@@ -566,7 +593,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // evaluates parameter snapshots in between. With one thread both happen inline.
         let (mut feeder, mut inline) = if background {
             let feed =
-                Feeder::<T>::spawn(scope, sets, rows, batch, start, evaluator, mm, finished)?;
+                Feeder::<T>::spawn(scope, sets, eval_sets, rows, batch, start, evaluator, mm, finished)?;
             (Some(feed), None)
         } else {
             drop(finished);
@@ -658,7 +685,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     feed.evaluate(row, net.params(), net.stats())?;
                     pending += 1;
                 } else if let Some(ev) = &mut inline {
-                    let row = evaluate_row(ev, mm, &weights(&net), row, sets, rows);
+                    let row = evaluate_row(ev, mm, &weights(&net), row, eval_sets, rows);
                     record(&bar, &mut progress.metrics, row, iter_per_epoch);
                 }
             }
@@ -703,7 +730,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
         let own_final = match &inline {
-            None if !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => {
+            None if !whole_evals || !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => {
                 Some(Evaluator::<T>::new(stack, 1)?.accuracy(
                     mm,
                     &weights(&net),
@@ -721,7 +748,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             iter_per_epoch,
         )?;
         Ok(match (progress.metrics.last(), own_final) {
-            (Some(m), _) if m.iteration == iters => m.test_acc,
+            (Some(m), _) if whole_evals && m.iteration == iters => m.test_acc,
             (_, Some(acc)) => acc,
             _ => match &mut inline {
                 Some(ev) => ev.accuracy(mm, &weights(&net), test, rows.map(|r| r.1)),

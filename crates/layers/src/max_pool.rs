@@ -83,52 +83,86 @@ impl MaxPool2d {
         }
     }
 
-    /// Calls `f(output index, input index of the window's first value)` for every output of
-    /// `planes` channel planes, in order.
-    fn windows(&self, planes: usize, mut f: impl FnMut(usize, usize)) {
-        let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
-        for k in 0..planes {
-            for oy in 0..self.oh {
-                for ox in 0..self.ow {
-                    let out = k * plane_out + oy * self.ow + ox;
-                    f(out, k * plane_in + oy * self.stride * self.w + ox * self.stride);
-                }
-            }
-        }
-    }
-
     /// `y` = the max of each window; in training also `cache` = its position in the window
     /// (`i·kw + j`, stored as a value of `T`, exact for any window below 2²⁴ values).
     /// Writes (never adds to) `y`.
     pub fn forward<T: Real>(&self, mode: Mode, x: &[T], y: &mut [T], cache: &mut [T]) {
-        let planes = x.len() / (self.h * self.w);
+        let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
         let train = mode == Mode::Train;
-        self.windows(planes, |out, first| {
-            let (mut best, mut at) = (x[first], 0);
-            for i in 0..self.kh {
-                let row = &x[first + i * self.w..first + i * self.w + self.kw];
-                for (j, &v) in row.iter().enumerate() {
-                    if v > best {
-                        (best, at) = (v, i * self.kw + j);
+        for (k, (xin, yout)) in x
+            .chunks_exact(plane_in)
+            .zip(y.chunks_exact_mut(plane_out))
+            .enumerate()
+        {
+            let at_out = if train {
+                &mut cache[k * plane_out..(k + 1) * plane_out]
+            } else {
+                &mut []
+            };
+            for oy in 0..self.oh {
+                let top = oy * self.stride * self.w;
+                let row = &mut yout[oy * self.ow..(oy + 1) * self.ow];
+                if self.kh == 2 && self.kw == 2 && self.stride == 2 {
+                    // The book's 2×2 windows, stride 2: two input rows, pairs of columns.
+                    let (r0, r1) = (&xin[top..top + self.w], &xin[top + self.w..top + 2 * self.w]);
+                    for (ox, out) in row.iter_mut().enumerate() {
+                        let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                        let (mut best, mut at) = (a, 0usize);
+                        if b > best {
+                            (best, at) = (b, 1);
+                        }
+                        if c > best {
+                            (best, at) = (c, 2);
+                        }
+                        if d > best {
+                            (best, at) = (d, 3);
+                        }
+                        *out = best;
+                        if train {
+                            at_out[oy * self.ow + ox] = T::from_usize(at);
+                        }
+                    }
+                    continue;
+                }
+                for (ox, out) in row.iter_mut().enumerate() {
+                    let first = top + ox * self.stride;
+                    let (mut best, mut at) = (xin[first], 0);
+                    for i in 0..self.kh {
+                        let r = &xin[first + i * self.w..first + i * self.w + self.kw];
+                        for (j, &v) in r.iter().enumerate() {
+                            if v > best {
+                                (best, at) = (v, i * self.kw + j);
+                            }
+                        }
+                    }
+                    *out = best;
+                    if train {
+                        at_out[oy * self.ow + ox] = T::from_usize(at);
                     }
                 }
             }
-            y[out] = best;
-            if train {
-                cache[out] = T::from_usize(at);
-            }
-        });
+        }
     }
 
     /// `dx` = each output's gradient at its window's max, 0 elsewhere. Writes (never adds
     /// to) `dx`.
     pub fn backward<T: Real>(&self, cache: &[T], dy: &[T], dx: &mut [T]) {
         dx.fill(T::ZERO);
-        let planes = dx.len() / (self.h * self.w);
-        self.windows(planes, |out, first| {
-            let at = cache[out].to_f64() as usize;
-            dx[first + (at / self.kw) * self.w + at % self.kw] += dy[out];
-        });
+        let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
+        for ((dxin, dyout), at) in dx
+            .chunks_exact_mut(plane_in)
+            .zip(dy.chunks_exact(plane_out))
+            .zip(cache.chunks_exact(plane_out))
+        {
+            for oy in 0..self.oh {
+                let top = oy * self.stride * self.w;
+                for ox in 0..self.ow {
+                    let o = oy * self.ow + ox;
+                    let k = at[o].to_f64() as usize;
+                    dxin[top + ox * self.stride + (k / self.kw) * self.w + k % self.kw] += dyout[o];
+                }
+            }
+        }
     }
 }
 

@@ -62,6 +62,7 @@ pub fn config() -> RunConfig {
         train_len: 10,
         train_limit: None,
         checkpoint_every: Some(5),
+        eval_samples: None,
     }
 }
 
