@@ -4,7 +4,7 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
 use crate::train::load_data;
-use crate::{CliError, EvalArgs, GradcheckArgs, InputArg, with_backend};
+use crate::{CliError, EvalArgs, GradcheckArgs, InputArg, PredictArgs, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::stack::Stack;
 use manabi_data::{DataError, FetchEvent, MIRRORS, TrainTest};
@@ -32,6 +32,68 @@ pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
             with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
         }
     }
+}
+
+/// `manabi predict FILE…`: the class and its probability for each picture, with a saved MLP
+/// or CNN.
+pub fn predict(args: &PredictArgs) -> Result<(), CliError> {
+    let model = model::load(&args.weights)?;
+    // Every picture is read (and refused) before the network runs.
+    let pictures = args
+        .files
+        .iter()
+        .map(|f| manabi_cli::digit::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let side = manabi_cli::digit::SIDE as usize;
+    if model.stack.input_len() != side * side {
+        return Err(CliError::BadFile(format!(
+            "{}: the network reads {} values per sample, not a 28x28 picture",
+            args.weights.display(),
+            model.stack.input_len()
+        )));
+    }
+    let rows = match model.dtype {
+        Dtype::F64 => with_backend!(args.backend, g => classify::<f64, _>(&model, &pictures, &g)),
+        _ => with_backend!(args.backend, g => classify::<f32, _>(&model, &pictures, &g)),
+    }?;
+    for (file, (class, p)) in args.files.iter().zip(rows) {
+        println!("{}: {class} (probability {p:.4})", file.display());
+    }
+    Ok(())
+}
+
+/// The arg-max class and its softmax probability for each 28×28 picture.
+fn classify<T: Elem, G: Gemm<T>>(
+    model: &model::Model,
+    pictures: &[[u8; 784]],
+    mm: &G,
+) -> Result<Vec<(usize, f64)>, CliError> {
+    let plan = model.stack.plan(1, 1, Training::Inference)?;
+    let mut arena = vec![T::ZERO; plan.total()];
+    let mut net = Network::new(&plan, &mut arena)?;
+    for (d, &v) in net.params_mut().iter_mut().zip(&model.params) {
+        *d = T::from_f64(v);
+    }
+    for (d, &v) in net.stats_mut().iter_mut().zip(&model.stats) {
+        *d = T::from_f64(v);
+    }
+    let mut out = Vec::with_capacity(pictures.len());
+    for picture in pictures {
+        // The same scaling as the training data: byte / 255.
+        for (x, &b) in net.input_mut(1).iter_mut().zip(picture.iter()) {
+            *x = T::from_f64(f64::from(b) / 255.0);
+        }
+        let logits: Vec<f64> = net
+            .forward(mm, Input::Arena(1), manabi_layers::Mode::Eval)
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let class = manabi_layers::argmax(&logits);
+        let top = logits[class];
+        let sum: f64 = logits.iter().map(|l| (l - top).exp()).sum();
+        out.push((class, 1.0 / sum));
+    }
+    Ok(out)
 }
 
 fn evaluate<T: Elem, G: Gemm<T> + Sync>(

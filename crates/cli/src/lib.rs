@@ -13,6 +13,7 @@
 //! - [`stack`]: the layer stack as `--net` text and as file metadata (an MLP keeps the fields
 //!   it always had).
 //! - [`evaluate`]: whole-set evaluation on several threads.
+//! - [`digit`]: a picture of a digit (PNG, PGM) prepared as MNIST's were, for `manabi predict`.
 //! - [`error`]: [`CliError`], one readable line.
 //!
 //! Loaders never panic and never allocate more than the input's size justifies: a header
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod digit;
 pub mod error;
 pub mod evaluate;
 pub mod model;

@@ -37,6 +37,9 @@ enum Command {
     Train(TrainArgs),
     /// Test accuracy and confusion matrix of saved weights.
     Eval(EvalArgs),
+    /// Classify pictures of digits (PNG or PGM, any size) with saved weights: each is made
+    /// light-on-black, fitted in 20x20 and centred by mass in 28x28 as MNIST's digits were.
+    Predict(PredictArgs),
     /// Backprop against the numerical gradient in f64 on 3 training images (the book's gradient_check.py).
     Gradcheck(GradcheckArgs),
     /// The book's chapter-6 experiments (BatchNorm, weight decay, Dropout) as `manabi train`
@@ -321,6 +324,20 @@ pub struct EvalArgs {
     pub input: Option<InputArg>,
 }
 
+/// `manabi predict` options.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Pictures to classify.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Weights written by `manabi train` (an MLP or a CNN on 28x28 inputs).
+    #[arg(long, default_value = "runs/mnist/model.safetensors")]
+    pub weights: PathBuf,
+    /// GEMM backend (default: the fastest built).
+    #[arg(long, value_enum)]
+    pub backend: Option<backend::BackendArg>,
+}
+
 /// `manabi gradcheck` options.
 #[derive(Args, Debug, Clone)]
 pub struct GradcheckArgs {
@@ -379,6 +396,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(&args).map(drop),
         Command::Eval(args) => commands::eval(&args),
+        Command::Predict(args) => commands::predict(&args),
         Command::Gradcheck(args) => commands::gradcheck(&args),
         Command::Experiment(args) => experiment::run(&args),
         Command::Data(DataCommand::Fetch { data_dir }) => commands::fetch(data_dir),

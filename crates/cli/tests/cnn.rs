@@ -1,0 +1,149 @@
+//! The book's SimpleConvNet from the command line: a short run trains, saves PyTorch-shaped weights, evaluates alike, resumes bit for bit, and `manabi predict` reads pictures of test digits.
+
+mod common;
+
+use common::{data_dir, run as manabi, s, scratch, text};
+use image::{GrayImage, Luma};
+use std::fs;
+use std::path::Path;
+
+/// The accuracy on the `final test acc …` line of a training run.
+fn final_accuracy(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("final test acc"))
+        .unwrap_or_else(|| panic!("no final line in:\n{out}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// The tensor shapes in a safetensors header.
+fn shapes(path: &Path) -> Vec<(String, Vec<usize>)> {
+    let bytes = fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut out: Vec<_> = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.shape.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Test digit `i` as a picture a user might draw: dark ink on white, three times the size,
+/// in a wider frame.
+fn drawn(test: &manabi_data::Dataset, i: usize) -> GrayImage {
+    let bytes = test.bytes().unwrap();
+    let digit = &bytes[i * 784..(i + 1) * 784];
+    GrayImage::from_fn(120, 90, |x, y| {
+        let (dx, dy) = (x as i64 - 25, y as i64 - 5);
+        if (0..84).contains(&dx) && (0..84).contains(&dy) {
+            Luma([255 - digit[(dy / 3 * 28 + dx / 3) as usize]])
+        } else {
+            Luma([255])
+        }
+    })
+}
+
+#[test]
+fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
+    let dir = scratch("simple-cnn");
+    let train = [
+        "train",
+        "--model",
+        "simple-cnn",
+        "--iters",
+        "300",
+        "--eval-samples",
+        "500",
+        "--checkpoint-every",
+        "150",
+        "--out",
+        s(&dir),
+    ];
+    let r = manabi(&train);
+    let out = text(&r);
+    assert!(r.status.success(), "{out}");
+    assert!(
+        out.contains("conv:30@5x5,relu,maxpool:2x2,affine:100,relu,affine:10, adam lr 0.001"),
+        "{out}"
+    );
+    // 300 Adam steps already reach about 94 %; the final figure is the whole test set's.
+    let acc = final_accuracy(&out);
+    assert!(acc > 0.92, "{acc}");
+    let weights = dir.join("model.safetensors");
+    let expect = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
+    assert_eq!(
+        shapes(&weights),
+        [
+            expect("W1", &[30, 1, 5, 5]),
+            expect("W2", &[4320, 100]),
+            expect("W3", &[100, 10]),
+            expect("b1", &[30]),
+            expect("b2", &[100]),
+            expect("b3", &[10]),
+        ]
+    );
+    // `eval` on the saved file reports the same accuracy over the whole test set.
+    let e = manabi(&["eval", "--weights", s(&weights)]);
+    assert!(e.status.success(), "{}", text(&e));
+    assert!(
+        text(&e).contains(&format!("test accuracy {acc:.4}")),
+        "{}",
+        text(&e)
+    );
+    // Resuming from the checkpoint of iteration 150 ends on the same bytes.
+    let first = fs::read(&weights).unwrap();
+    let r = manabi(&["train", "--resume", s(&dir)]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("at iteration 150 of 300"), "{}", text(&r));
+    assert_eq!(fs::read(&weights).unwrap(), first);
+
+    // Pictures of the first 20 test digits, drawn dark on white at another size; one PGM.
+    let sets = manabi_data::load(&data_dir(), manabi_data::Verify::Mnist).unwrap();
+    let pics = dir.join("pictures");
+    fs::create_dir_all(&pics).unwrap();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let path = pics.join(if i == 0 { "0.pgm".to_string() } else { format!("{i}.png") });
+        drawn(&sets.test, i).save(&path).unwrap();
+        files.push(path);
+    }
+    let mut args = vec!["predict", "--weights", s(&weights)];
+    args.extend(files.iter().map(|f| s(f)));
+    let p = manabi(&args);
+    let out = String::from_utf8_lossy(&p.stdout).into_owned();
+    assert!(p.status.success(), "{}", text(&p));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 20, "{out}");
+    let mut right = 0;
+    for (i, line) in lines.iter().enumerate() {
+        // "DIR/pictures/7.png: 2 (probability 0.9981)"
+        let (name, rest) = line.rsplit_once(": ").unwrap();
+        assert_eq!(name, s(&files[i]));
+        let class: usize = rest.split_whitespace().next().unwrap().parse().unwrap();
+        let p: f64 = rest
+            .trim_end_matches(')')
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(p > 0.1 && p <= 1.0, "{line}");
+        right += usize::from(class == sets.test.labels()[i]);
+    }
+    assert!(right >= 18, "{right} of 20 right:\n{out}");
+
+    // A file that is not a picture, and a blank picture: one clear line each, naming it.
+    let junk = pics.join("junk.png");
+    fs::write(&junk, b"not a png at all").unwrap();
+    let blank = pics.join("blank.png");
+    GrayImage::from_pixel(30, 30, Luma([255])).save(&blank).unwrap();
+    for (bad, says) in [(&junk, "decoding"), (&blank, "blank")] {
+        let r = manabi(&["predict", "--weights", s(&weights), s(&files[1]), s(bad)]);
+        assert!(!r.status.success());
+        let err = String::from_utf8_lossy(&r.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(s(bad)) && err.contains(says), "{err}");
+    }
+    let _ = fs::remove_dir_all(dir);
+}
