@@ -16,8 +16,8 @@
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use manabi_benches::{labels, uniform};
 use manabi_layers::{
-    Conv2d, Init, Input, MaxPool2d, Mode, Network, Plan, PlanConfig, Shape, Spec, Target,
-    Training, Update,
+    Conv2d, Init, Input, MaxPool2d, Mode, Network, Plan, PlanConfig, Shape, Spec, Target, Training,
+    Update,
 };
 use manabi_matmul::{Gemm, Naive};
 use manabi_optim::Adam;
@@ -117,7 +117,10 @@ fn assert_near(g: &str, what: &str, got: &[Vec<f32>], want: &[Vec<f32>], tol: f3
 fn bench_conv<G: Gemm<f32>>(c: &mut Criterion, g: &G, want: &[Vec<f32>]) {
     assert_near(g.name(), "conv2d", &conv_passes(g), want, 1e-5);
     let mut group = c.benchmark_group("conv");
-    for (l, name, first) in [(conv1(), "30@5x5 on 1x28x28", true), (conv2(), "30@3x3:p1 on 30x12x12", false)] {
+    for (l, name, first) in [
+        (conv1(), "30@5x5 on 1x28x28", true),
+        (conv2(), "30@3x3:p1 on 30x12x12", false),
+    ] {
         let x = uniform(BATCH * l.c * l.h * l.w, 0.0, 1.0, 1);
         let p = uniform(l.param_len(), -0.1, 0.1, 2);
         let dy = uniform(BATCH * l.filters * l.pixels(), -0.01, 0.01, 3);
@@ -227,7 +230,10 @@ fn bench_eval<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let mut group = c.benchmark_group("cnn-eval");
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function(
-        BenchmarkId::new(g.name(), format!("simple-cnn {EVAL_IMAGES} images t1 flop{flops}")),
+        BenchmarkId::new(
+            g.name(),
+            format!("simple-cnn {EVAL_IMAGES} images t1 flop{flops}"),
+        ),
         |b| b.iter(|| net.correct(g, black_box(&x), &labels)),
     );
     group.finish();

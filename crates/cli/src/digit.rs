@@ -105,7 +105,8 @@ pub fn mnist_like(picture: &GrayImage) -> Option<[u8; (SIDE * SIDE) as usize]> {
     };
     // The offset that puts the centre of mass at the field's centre, kept inside the field.
     let centre = f64::from(SIDE) / 2.0;
-    let place = |c: f64, size: u32| ((centre - c - 0.5).round() as i64).clamp(0, i64::from(SIDE - size));
+    let place =
+        |c: f64, size: u32| ((centre - c - 0.5).round() as i64).clamp(0, i64::from(SIDE - size));
     let (ox, oy) = (place(cx, sw), place(cy, sh));
     let mut out = [0u8; (SIDE * SIDE) as usize];
     for (x, y, p) in digit.enumerate_pixels() {
@@ -146,9 +147,14 @@ mod tests {
 
     #[test]
     fn light_on_black_is_kept_and_blank_pictures_are_refused() {
-        let inverted = GrayImage::from_fn(90, 60, |x, y| Luma([255 - bar_on_white().get_pixel(x, y)[0]]));
+        let inverted = GrayImage::from_fn(90, 60, |x, y| {
+            Luma([255 - bar_on_white().get_pixel(x, y)[0]])
+        });
         assert_eq!(mnist_like(&inverted), mnist_like(&bar_on_white()));
-        assert_eq!(mnist_like(&GrayImage::from_pixel(40, 40, Luma([200]))), None);
+        assert_eq!(
+            mnist_like(&GrayImage::from_pixel(40, 40, Luma([200]))),
+            None
+        );
         assert_eq!(mnist_like(&GrayImage::new(0, 0)), None);
     }
 

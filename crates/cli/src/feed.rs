@@ -198,7 +198,11 @@ impl<T: Real + Send> Feeder<T> {
                 let Some(r) = running.as_mut() else {
                     continue;
                 };
-                let data = if r.set == 0 { &evals.train } else { &evals.test };
+                let data = if r.set == 0 {
+                    &evals.train
+                } else {
+                    &evals.test
+                };
                 let sparse = rows.map(|(train, test)| if r.set == 0 { train } else { test });
                 let (n, right) = evaluator.correct_rows(mm, data, sparse, r.first);
                 r.correct[r.set] += right;

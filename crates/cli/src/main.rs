@@ -166,7 +166,15 @@ impl ModelArg {
 
     /// The protocol's optimizer, learning rate, initialisation, epochs (`None`: 10,000
     /// iterations) and samples evaluated per epoch (`None`: all).
-    pub fn protocol(self) -> (OptimizerArg, f64, manabi_layers::Init, Option<u64>, Option<u64>) {
+    pub fn protocol(
+        self,
+    ) -> (
+        OptimizerArg,
+        f64,
+        manabi_layers::Init,
+        Option<u64>,
+        Option<u64>,
+    ) {
         use manabi_layers::Init;
         match self {
             ModelArg::Mlp => (OptimizerArg::Sgd, 0.1, Init::Book, None, None),

@@ -305,7 +305,11 @@ mod tests {
 
     #[test]
     fn other_stacks_are_recorded_as_net_text_and_read_back() {
-        let net = Stack::parse(Shape::flat(784), "affine:100, batchnorm,relu,dropout:0.2,affine:10").unwrap();
+        let net = Stack::parse(
+            Shape::flat(784),
+            "affine:100, batchnorm,relu,dropout:0.2,affine:10",
+        )
+        .unwrap();
         assert_eq!(net.as_mlp(), None);
         assert_eq!(net.outputs(), 10);
         assert!(net.has_dropout());
@@ -313,7 +317,11 @@ mod tests {
             "affine:5,relu,affine:4,sigmoid,affine:3",
             "affine:5,relu,relu",
         ] {
-            assert_eq!(Stack::parse(Shape::flat(8), mixed).unwrap().as_mlp(), None, "{mixed}");
+            assert_eq!(
+                Stack::parse(Shape::flat(8), mixed).unwrap().as_mlp(),
+                None,
+                "{mixed}"
+            );
         }
         let mut f = BTreeMap::new();
         net.write_fields(&mut f);
@@ -331,6 +339,9 @@ mod tests {
         let e = Stack::parse(Shape::flat(784), "affine:100,convolution")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("\"convolution\"") && e.contains("unknown layer"), "{e}");
+        assert!(
+            e.contains("\"convolution\"") && e.contains("unknown layer"),
+            "{e}"
+        );
     }
 }

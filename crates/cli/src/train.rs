@@ -205,7 +205,10 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         weight_decay: args.weight_decay,
         iters: args
             .iters
-            .or(args.epochs.or(epochs).map(|e| e.saturating_mul(iter_per_epoch)))
+            .or(args
+                .epochs
+                .or(epochs)
+                .map(|e| e.saturating_mul(iter_per_epoch)))
             .unwrap_or(10_000),
         optimizer: args.optimizer.unwrap_or(optimizer).name().to_string(),
         init: args.init.unwrap_or(init),
@@ -592,8 +595,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // (the batches are the same: this thread still draws every index in order) and
         // evaluates parameter snapshots in between. With one thread both happen inline.
         let (mut feeder, mut inline) = if background {
-            let feed =
-                Feeder::<T>::spawn(scope, sets, eval_sets, rows, batch, start, evaluator, mm, finished)?;
+            let feed = Feeder::<T>::spawn(
+                scope, sets, eval_sets, rows, batch, start, evaluator, mm, finished,
+            )?;
             (Some(feed), None)
         } else {
             drop(finished);

@@ -104,7 +104,11 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     fs::create_dir_all(&pics).unwrap();
     let mut files = Vec::new();
     for i in 0..20 {
-        let path = pics.join(if i == 0 { "0.pgm".to_string() } else { format!("{i}.png") });
+        let path = pics.join(if i == 0 {
+            "0.pgm".to_string()
+        } else {
+            format!("{i}.png")
+        });
         drawn(&sets.test, i).save(&path).unwrap();
         files.push(path);
     }
@@ -137,7 +141,9 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     let junk = pics.join("junk.png");
     fs::write(&junk, b"not a png at all").unwrap();
     let blank = pics.join("blank.png");
-    GrayImage::from_pixel(30, 30, Luma([255])).save(&blank).unwrap();
+    GrayImage::from_pixel(30, 30, Luma([255]))
+        .save(&blank)
+        .unwrap();
     for (bad, says) in [(&junk, "decoding"), (&blank, "blank")] {
         let r = manabi(&["predict", "--weights", s(&weights), s(&files[1]), s(bad)]);
         assert!(!r.status.success());

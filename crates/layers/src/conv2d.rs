@@ -250,7 +250,8 @@ impl Conv2d {
                         if s == 1 {
                             out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
                         } else {
-                            for (o, &v) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(s))
+                            for (o, &v) in
+                                out[lo..hi].iter_mut().zip(src[first..].iter().step_by(s))
                             {
                                 *o = v;
                             }
@@ -470,8 +471,8 @@ mod tests {
                                     {
                                         continue;
                                     }
-                                    let xv = x[((n * l.c + ci) * l.h + iy as usize) * l.w
-                                        + ix as usize];
+                                    let xv =
+                                        x[((n * l.c + ci) * l.h + iy as usize) * l.w + ix as usize];
                                     let wv = p[((f * l.c + ci) * l.kh + ki) * l.kw + kj];
                                     acc += wv * xv;
                                 }
@@ -538,18 +539,8 @@ mod tests {
                 let mut s = vec![0.0; l.scratch_len(false)];
                 l.forward(&Naive, p, x, y, &mut s);
             };
-            assert_close(
-                &dx,
-                &numeric_grad(|x, y| fwd(&p, x, y), &x, &r),
-                1e-8,
-                1e-6,
-            );
-            assert_close(
-                &dp,
-                &numeric_grad(|p, y| fwd(p, &x, y), &p, &r),
-                1e-8,
-                1e-6,
-            );
+            assert_close(&dx, &numeric_grad(|x, y| fwd(&p, x, y), &x, &r), 1e-8, 1e-6);
+            assert_close(&dp, &numeric_grad(|p, y| fwd(p, &x, y), &p, &r), 1e-8, 1e-6);
         }
     }
 

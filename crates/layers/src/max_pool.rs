@@ -104,7 +104,10 @@ impl MaxPool2d {
                 let row = &mut yout[oy * self.ow..(oy + 1) * self.ow];
                 if self.kh == 2 && self.kw == 2 && self.stride == 2 {
                     // The book's 2×2 windows, stride 2: two input rows, pairs of columns.
-                    let (r0, r1) = (&xin[top..top + self.w], &xin[top + self.w..top + 2 * self.w]);
+                    let (r0, r1) = (
+                        &xin[top..top + self.w],
+                        &xin[top + self.w..top + 2 * self.w],
+                    );
                     for (ox, out) in row.iter_mut().enumerate() {
                         let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
                         let (mut best, mut at) = (a, 0usize);
@@ -226,11 +229,7 @@ mod tests {
             l.forward(Mode::Train, &x, &mut y, &mut cache);
             let mut dx = vec![f64::NAN; x.len()];
             l.backward(&cache, &r, &mut dx);
-            let numeric = numeric_grad(
-                |x, y| l.forward(Mode::Eval, x, y, &mut []),
-                &x,
-                &r,
-            );
+            let numeric = numeric_grad(|x, y| l.forward(Mode::Eval, x, y, &mut []), &x, &r);
             assert_close(&dx, &numeric, 1e-8, 1e-6);
         }
     }

@@ -124,7 +124,12 @@ fn train(fused: bool, steps: usize) -> Vec<f64> {
             let mut grads = Update::<f64, NoOptimizer>::gradients(&plan)
                 .and_then(|u| u.with_weight_decay(0.01))
                 .unwrap();
-            net.train_step(&Naive, Input::Dense(&x), Target::Labels(&labels), &mut grads);
+            net.train_step(
+                &Naive,
+                Input::Dense(&x),
+                Target::Labels(&labels),
+                &mut grads,
+            );
             let g = net.grads().to_vec();
             for (p, g) in net.params_mut().iter_mut().zip(g) {
                 *p -= lr * g;
@@ -201,13 +206,17 @@ fn the_text_form_round_trips_and_names_bad_sizes() {
         assert_eq!(spec.to_string(), text);
     }
     // A square window may be written once.
-    assert_eq!(
-        Spec::parse("conv:4@3").unwrap().to_string(),
-        "conv:4@3x3"
-    );
+    assert_eq!(Spec::parse("conv:4@3").unwrap().to_string(), "conv:4@3x3");
     for bad in [
-        "conv", "conv:30", "conv:0@5x5", "conv:3@0x5", "conv:3@5x5:s0", "conv:3@5x5:q1",
-        "maxpool", "maxpool:0x2", "maxpool:2x2:p1",
+        "conv",
+        "conv:30",
+        "conv:0@5x5",
+        "conv:3@0x5",
+        "conv:3@5x5:s0",
+        "conv:3@5x5:q1",
+        "maxpool",
+        "maxpool:0x2",
+        "maxpool:2x2:p1",
     ] {
         let e = Spec::parse(bad).unwrap_err().to_string();
         assert!(e.contains("conv") || e.contains("maxpool"), "{bad}: {e}");
@@ -295,12 +304,27 @@ fn the_book_simple_conv_net_plans_with_pytorch_shaped_weights() {
     let adam = manabi_optim::Adam::new(0.001);
     let mut update = Update::optimizer(&plan, &adam, 1).unwrap();
     let gemm = DefaultGemm::default();
-    let first = net.train_step(&gemm, Input::Dense(&x), Target::Labels(&labels), &mut update);
+    let first = net.train_step(
+        &gemm,
+        Input::Dense(&x),
+        Target::Labels(&labels),
+        &mut update,
+    );
     assert!((first - 10f32.ln()).abs() < 0.05, "{first}");
     for _ in 0..20 {
-        net.train_step(&gemm, Input::Dense(&x), Target::Labels(&labels), &mut update);
+        net.train_step(
+            &gemm,
+            Input::Dense(&x),
+            Target::Labels(&labels),
+            &mut update,
+        );
     }
-    let later = net.train_step(&gemm, Input::Dense(&x), Target::Labels(&labels), &mut update);
+    let later = net.train_step(
+        &gemm,
+        Input::Dense(&x),
+        Target::Labels(&labels),
+        &mut update,
+    );
     // Memorising 100 random labels: Adam at 0.001 brings the loss down 0.06 in 21 steps.
     assert!(later < first - 0.03, "{first} → {later}");
 }
