@@ -320,7 +320,7 @@ proptest! {
 /// Parameters and running statistics of a stack, written out independently of the library:
 /// an affine layer from `d` to `n` holds `d·n + n`, a BatchNorm over `d` holds `2d` of each.
 fn common_lens(stack: &manabi_cli::stack::Stack) -> (usize, usize) {
-    let (mut width, mut params, mut stats) = (stack.input, 0, 0);
+    let (mut width, mut params, mut stats) = (stack.input_len(), 0, 0);
     for spec in &stack.layers {
         match *spec {
             manabi_layers::Spec::Affine(n) => {
