@@ -15,8 +15,8 @@ use manabi_tensor::{Error, Real, Result, Rng};
 /// nothing is cached), `dcol = Wᵀ·dy`, and col2im adds `dcol` back onto `dx`; `db = Σ dy`.
 ///
 /// # Shapes
-/// `x: [batch, c, h, w]`, `y: [batch, filters, oh, ow]` with `oh = (h + 2·pad − kh)/stride
-/// + 1` (likewise `ow`); parameters `[W | b]` with `W: [filters, c, kh, kw]` (PyTorch's
+/// `x: [batch, c, h, w]`, `y: [batch, filters, oh, ow]` with
+/// `oh = (h + 2·pad − kh)/stride + 1` (likewise `ow`); parameters `[W | b]` with `W: [filters, c, kh, kw]` (PyTorch's
 /// `Conv2d.weight` layout) and `b: [filters]`; scratch `patch·pixels` values for evaluation,
 /// twice that for training (`col` and `dcol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
