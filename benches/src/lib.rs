@@ -158,8 +158,9 @@ impl fmt::Display for Id<'_> {
     }
 }
 
-/// The products of the book's 784-50-10 network at batch 100, plus evaluation and a square one.
-pub const SHAPES: [Shape; 8] = [
+/// The products of the book's 784-50-10 network at batch 100, plus evaluation, SimpleConvNet's
+/// products and a square one.
+pub const SHAPES: [Shape; 13] = [
     // First layer forward: x[100×784]·W1[784×50].
     Shape {
         label: "forward",
@@ -223,6 +224,51 @@ pub const SHAPES: [Shape; 8] = [
         ta: false,
         tb: false,
     },
+    // SimpleConvNet, per sample: the convolution's W[30×25]·col[25×576] forward.
+    Shape {
+        label: "conv",
+        m: 30,
+        k: 25,
+        n: 576,
+        ta: false,
+        tb: false,
+    },
+    // Its weight gradient per sample: dW[30×25] += dy[30×576]·colᵀ with col stored 25×576.
+    Shape {
+        label: "convdW",
+        m: 30,
+        k: 576,
+        n: 25,
+        ta: false,
+        tb: true,
+    },
+    // SimpleConvNet's affine 4320 → 100 forward at batch 100.
+    Shape {
+        label: "fc",
+        m: 100,
+        k: 4320,
+        n: 100,
+        ta: false,
+        tb: false,
+    },
+    // Its weight gradient, xᵀ·dy with x stored 100×4320.
+    Shape {
+        label: "fcdW",
+        m: 4320,
+        k: 100,
+        n: 100,
+        ta: true,
+        tb: false,
+    },
+    // Its input gradient, dy·Wᵀ with W stored 4320×100.
+    Shape {
+        label: "fcdx",
+        m: 100,
+        k: 100,
+        n: 4320,
+        ta: false,
+        tb: true,
+    },
     Shape {
         label: "square",
         m: 512,
@@ -257,6 +303,11 @@ mod tests {
                 "chunk m2000 k784 n50",
                 "chunkT m50 k784 n2000 At Bt",
                 "eval m10000 k784 n50",
+                "conv m30 k25 n576",
+                "convdW m30 k576 n25 Bt",
+                "fc m100 k4320 n100",
+                "fcdW m4320 k100 n100 At",
+                "fcdx m100 k100 n4320 Bt",
                 "square m512 k512 n512",
             ]
         );

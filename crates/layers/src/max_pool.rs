@@ -108,21 +108,24 @@ impl MaxPool2d {
                         &xin[top..top + self.w],
                         &xin[top + self.w..top + 2 * self.w],
                     );
+                    // Selects, not branches, so the loop runs without mispredictions; the
+                    // same first-of-ties order as the general loop below.
                     for (ox, out) in row.iter_mut().enumerate() {
                         let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-                        let (mut best, mut at) = (a, 0usize);
-                        if b > best {
-                            (best, at) = (b, 1);
-                        }
-                        if c > best {
-                            (best, at) = (c, 2);
-                        }
-                        if d > best {
-                            (best, at) = (d, 3);
-                        }
+                        let mut best = a;
+                        let mut at = T::ZERO;
+                        let b_wins = b > best;
+                        best = if b_wins { b } else { best };
+                        at = if b_wins { T::ONE } else { at };
+                        let c_wins = c > best;
+                        best = if c_wins { c } else { best };
+                        at = if c_wins { T::TWO } else { at };
+                        let d_wins = d > best;
+                        best = if d_wins { d } else { best };
+                        at = if d_wins { T::from_usize(3) } else { at };
                         *out = best;
                         if train {
-                            at_out[oy * self.ow + ox] = T::from_usize(at);
+                            at_out[oy * self.ow + ox] = at;
                         }
                     }
                     continue;
@@ -150,8 +153,39 @@ impl MaxPool2d {
     /// `dx` = each output's gradient at its window's max, 0 elsewhere. Writes (never adds
     /// to) `dx`.
     pub fn backward<T: Real>(&self, cache: &[T], dy: &[T], dx: &mut [T]) {
-        dx.fill(T::ZERO);
         let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
+        if self.kh == 2 && self.kw == 2 && self.stride == 2 && self.h % 2 == 0 && self.w % 2 == 0 {
+            // The book's windows tile the input exactly: every input is written once, as its
+            // output's gradient or 0, with no fill and no division.
+            let two = T::TWO;
+            let three = T::from_usize(3);
+            for ((dxin, dyout), at) in dx
+                .chunks_exact_mut(plane_in)
+                .zip(dy.chunks_exact(plane_out))
+                .zip(cache.chunks_exact(plane_out))
+            {
+                for (oy, pair) in dxin.chunks_exact_mut(2 * self.w).enumerate() {
+                    let (r0, r1) = pair.split_at_mut(self.w);
+                    let o = oy * self.ow..(oy + 1) * self.ow;
+                    for (ox, (&g, &k)) in dyout[o.clone()].iter().zip(&at[o]).enumerate() {
+                        let pick = |want: T| if k == want { g } else { T::ZERO };
+                        r0[2 * ox] = pick(T::ZERO);
+                        r0[2 * ox + 1] = pick(T::ONE);
+                        r1[2 * ox] = pick(two);
+                        r1[2 * ox + 1] = pick(three);
+                    }
+                }
+            }
+            return;
+        }
+        self.backward_windows(cache, dy, dx);
+    }
+
+    /// [`MaxPool2d::backward`] for any windows: zero `dx`, then add each gradient at its
+    /// window's max (windows may overlap). The slow twin of the 2×2 path.
+    fn backward_windows<T: Real>(&self, cache: &[T], dy: &[T], dx: &mut [T]) {
+        let (plane_in, plane_out) = (self.h * self.w, self.oh * self.ow);
+        dx.fill(T::ZERO);
         for ((dxin, dyout), at) in dx
             .chunks_exact_mut(plane_in)
             .zip(dy.chunks_exact(plane_out))
@@ -175,6 +209,7 @@ mod tests {
     use super::*;
     use manabi_testkit::{assert_close, numeric_grad, probe};
     use std::vec;
+    use std::vec::Vec;
 
     #[test]
     fn forward_and_backward_by_hand() {
@@ -217,12 +252,39 @@ mod tests {
     }
 
     #[test]
+    fn the_2x2_paths_equal_the_definition_on_ties() {
+        // Values from {0, 1, 2}: most windows hold ties, which go to the first maximum.
+        let l = MaxPool2d::new(Shape::image(3, 6, 8), 2, 2, 2).unwrap();
+        let x: Vec<f32> = (0..3 * 6 * 8)
+            .map(|i| ((i * 7 + i / 5) % 3) as f32)
+            .collect();
+        let outs = 3 * l.oh * l.ow;
+        let (mut y, mut cache) = (vec![f32::NAN; outs], vec![f32::NAN; outs]);
+        l.forward(Mode::Train, &x, &mut y, &mut cache);
+        for (o, (&v, &k)) in y.iter().zip(&cache).enumerate() {
+            let (ch, oy, ox) = (o / (l.oh * l.ow), o / l.ow % l.oh, o % l.ow);
+            let window: Vec<f32> = (0..4)
+                .map(|t| x[(ch * 6 + 2 * oy + t / 2) * 8 + 2 * ox + t % 2])
+                .collect();
+            let max = window.iter().copied().fold(f32::MIN, f32::max);
+            let first = window.iter().position(|&w| w == max).unwrap();
+            assert_eq!((v, k), (max, first as f32), "output {o}");
+        }
+        let dy: Vec<f32> = (0..outs).map(|i| i as f32 + 0.5).collect();
+        let (mut fast, mut slow) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+        l.backward(&cache, &dy, &mut fast);
+        l.backward_windows(&cache, &dy, &mut slow);
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
     fn max_pool_grads_match_finite_differences() {
         // Overlapping windows (stride 1) and disjoint ones; the probe input has distinct
         // values, so no max is tied and the loss is smooth around it.
-        for (kh, kw, stride) in [(2, 2, 2), (3, 2, 1), (2, 3, 2)] {
-            let l = MaxPool2d::new(Shape::image(2, 5, 6), kh, kw, stride).unwrap();
-            let x = probe(2 * 2 * 5 * 6, 12);
+        // 5×6 takes the general 2×2 path (an odd side), 6×6 the exact tiling's.
+        for (kh, kw, stride, h) in [(2, 2, 2, 5), (2, 2, 2, 6), (3, 2, 1, 5), (2, 3, 2, 5)] {
+            let l = MaxPool2d::new(Shape::image(2, h, 6), kh, kw, stride).unwrap();
+            let x = probe(2 * 2 * h * 6, 12);
             let outs = 2 * 2 * l.oh * l.ow;
             let r = probe(outs, 13);
             let (mut y, mut cache) = (vec![0.0; outs], vec![0.0; outs]);
