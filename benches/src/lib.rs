@@ -318,7 +318,9 @@ mod tests {
         // 2·100·784·50 = 7_840_000, by hand.
         assert_eq!(SHAPES[0].flops(), 7_840_000.0);
         // 2·512³ = 268_435_456.
-        assert_eq!(SHAPES[7].flops(), 268_435_456.0);
+        assert_eq!(SHAPES[12].flops(), 268_435_456.0);
+        // SimpleConvNet's convolution per sample: 2·30·25·576 = 864_000.
+        assert_eq!(SHAPES[7].flops(), 864_000.0);
         // Both chunk formulations do the same 2·2000·784·50 = 156_800_000 flops.
         assert_eq!(SHAPES[4].flops(), 156_800_000.0);
         assert_eq!(SHAPES[5].flops(), 156_800_000.0);
