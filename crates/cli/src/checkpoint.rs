@@ -103,6 +103,11 @@ pub struct RunConfig {
     /// and test samples (the book's convnet trainer: 1,000); the final test accuracy is
     /// always over the whole test set.
     pub eval_samples: Option<usize>,
+    /// Networks each step's batch is split between, one per thread (data parallelism: their
+    /// gradients averaged by rows, one optimizer step): 1 or 2. Summing the gradient in two
+    /// halves rounds differently from one sum, so it is part of the result. Checkpoints
+    /// without the field had 1.
+    pub replicas: usize,
 }
 
 /// The `--init` text of an initialisation: `book`, `xavier`, `he` or the scale `s` of
@@ -228,6 +233,9 @@ impl RunConfig {
         if let Some(n) = self.eval_samples {
             f.insert("eval_samples", n.to_string());
         }
+        if self.replicas != 1 {
+            f.insert("replicas", self.replicas.to_string());
+        }
         f
     }
 
@@ -345,9 +353,14 @@ impl RunConfig {
             None => None,
             Some(_) => Some(to_usize("eval_samples", int("eval_samples", 1, u64::MAX)?)?),
         };
+        let replicas = match f.get("replicas") {
+            None => 1,
+            Some(_) => to_usize("replicas", int("replicas", 1, 2)?)?,
+        };
         let config = RunConfig {
             stack,
             eval_samples,
+            replicas,
             batch: to_usize("batch", int("batch", 1, limit)?)?,
             lr: float("lr")?,
             weight_decay: float("weight_decay")?,

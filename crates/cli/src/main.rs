@@ -12,6 +12,7 @@ mod commands;
 mod experiment;
 mod feed;
 
+mod parallel;
 mod train;
 
 // The file formats live in the library half (src/lib.rs) so fuzz targets and tests can load bytes.
@@ -289,7 +290,11 @@ pub struct TrainArgs {
     /// GEMM backend (default: the fastest built).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
-    /// Threads for evaluating whole sets (default: the cores available).
+    /// Threads (default: the cores available). With two or more, a second thread gathers
+    /// batches and evaluates while training goes on, and a convolutional network without
+    /// BatchNorm trains data-parallel: each batch split in two halves, one per thread, the
+    /// gradients averaged (the result then differs from one thread's by rounding; a
+    /// resumed run keeps the split it started with).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
     /// How the first layer reads its input: sparse rows skip the zeros (same results as dense

@@ -15,13 +15,16 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::feed::Feeder;
 use crate::model::{self, Elem};
+use crate::parallel::Twin;
 use crate::{ActivationArg, CliError, InputArg, ModelArg, SamplingArg, TrainArgs, with_backend};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::stack::{Stack, data_shape};
 use manabi_data::{Batcher, Sampling, TrainTest, Verify, gather_rows};
-use manabi_layers::{Input, Network, NoOptimizer, Plan, Shape, SparseBatch, Spec, Target, Update};
+use manabi_layers::{
+    Input, Network, NoOptimizer, Plan, Shape, SparseBatch, Spec, Target, Training, Update,
+};
 use manabi_matmul::Gemm;
 use manabi_optim::AnyOptimizer;
 use manabi_tensor::{Csr, CsrBuf, Real, Rng};
@@ -199,7 +202,7 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         )));
     }
     let config = RunConfig {
-        stack,
+        stack: stack.clone(),
         batch,
         lr: args.lr.unwrap_or(lr),
         weight_decay: args.weight_decay,
@@ -224,6 +227,7 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         train_limit,
         checkpoint_every: args.checkpoint_every,
         eval_samples: args.eval_samples.or(eval_samples).map(|n| n as usize),
+        replicas: replicas(&stack, crate::threads(args.threads), sparse, batch),
     };
     dispatch(
         &config,
@@ -234,6 +238,19 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
         zeros,
         None,
     )
+}
+
+/// Networks to split each batch between: two (data parallelism, see `parallel`) for a
+/// convolutional stack on dense input with a second thread and at least two rows a batch;
+/// one for the rest. An MLP's step is too short to gain from the hand-over, and BatchNorm's
+/// batch statistics would be per half.
+fn replicas(stack: &Stack, threads: usize, sparse: bool, batch: usize) -> usize {
+    let batch_norm = stack.layers.iter().any(|s| matches!(s, Spec::BatchNorm));
+    if threads > 1 && stack.reads_images() && !batch_norm && !sparse && batch > 1 {
+        2
+    } else {
+        1
+    }
 }
 
 /// Keeps the first `limit` training samples (`--train-limit`), as the book's experiments
@@ -440,11 +457,30 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // Plain SGD, the book's, runs fused into the backward pass: each layer's update is the
     // weight-gradient product itself (`W ← (1 − lr·λ)·W − lr·xᵀ·dy`, one product with α = −lr),
     // so no gradient buffer is written and read back. Other optimizers need the gradients whole.
+    // Data-parallel steps average gradients, so they need them whole.
+    let split = config.replicas > 1;
     let fused_lr = match &opt {
-        AnyOptimizer::Sgd(sgd) => Some(sgd.lr),
+        AnyOptimizer::Sgd(sgd) if !split => Some(sgd.lr),
         _ => None,
     };
-    let plan = config.plan(fused_lr.is_some())?;
+    if split && stack.layers.iter().any(|s| matches!(s, Spec::BatchNorm)) {
+        return Err(CliError::Usage(
+            "a data-parallel run (replicas 2) cannot hold BatchNorm, whose batch statistics would be per half".into(),
+        ));
+    }
+    // Each of the replicas' arenas holds its share of a batch.
+    let plan = if split {
+        let rows = batch.div_ceil(config.replicas);
+        stack.plan(
+            rows,
+            rows,
+            Training::Backprop {
+                optimizer_slots: config.slots()?,
+            },
+        )?
+    } else {
+        config.plan(fused_lr.is_some())?
+    };
     let name = stack.short();
     println!(
         "network: {}, {} lr {}{}, batch {batch}, {iters} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
@@ -462,7 +498,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let (p, g, s, a) = plan.breakdown();
     // With more than one thread, whole-set evaluations run on a worker thread on snapshots of
     // the parameters while training goes on: the book's numbers, off the critical path.
-    let background = threads > 1;
+    // (A data-parallel run resumed with `--threads 1` keeps its replicas and this worker,
+    // which hands them whole batches, so that it ends as it would have.)
+    let background = threads > 1 || split;
     // Either way one thread evaluates: the worker on the second core, a chunk at a time
     // between batches, or this thread inline.
     let evaluator = Evaluator::<T>::new(stack, 1)?;
@@ -490,8 +528,17 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         if evaluator.threads() == 1 { "" } else { "s" },
         if background { " in the background" } else { "" }
     );
+    let arenas = if split {
+        format!(
+            "{} data-parallel arenas of {} rows",
+            config.replicas,
+            plan.batch()
+        )
+    } else {
+        "arena".to_string()
+    };
     println!(
-        "backend: {} ({}), input as {input}, evaluation {evaluation}; arena: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+        "backend: {} ({}), input as {input}, evaluation {evaluation}; {arenas}: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
         mm.name(),
         T::NAME,
         plan.total(),
@@ -517,6 +564,12 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
 
     let mut arena = vec![T::ZERO; plan.total()];
     let mut net = Network::new(&plan, &mut arena)?;
+    let mut twin_arena = vec![T::ZERO; if split { plan.total() } else { 0 }];
+    let twin_net = if split {
+        Some(Network::new(&plan, &mut twin_arena)?)
+    } else {
+        None
+    };
     let (mut rng, mut batcher, mut progress) = match ckpt {
         None => {
             let mut rng = Rng::new(config.seed);
@@ -603,6 +656,10 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             drop(finished);
             (None, Some(evaluator))
         };
+        let mut twin = match twin_net {
+            Some(n) => Some(Twin::spawn(scope, n, mm, decay)?),
+            None => None,
+        };
         let mut pending = 0usize;
         for i in start..iters {
             let loss = match &mut feeder {
@@ -617,11 +674,18 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     // the worker's hands while this one trains.
                     feed.request(&mut batcher, &mut rng, until)?;
                     let b = feed.take()?;
-                    let input = match b.sparse()? {
-                        Some(sb) => Input::Sparse(sb),
-                        None => Input::Dense(b.x()),
+                    let loss = match (&mut twin, &mut update, b.sparse()?) {
+                        (Some(twin), Step::Optimizer(u), None) => {
+                            twin.step(&mut net, mm, b.x(), b.labels(), u)?
+                        }
+                        (_, _, sparse) => {
+                            let input = match sparse {
+                                Some(sb) => Input::Sparse(sb),
+                                None => Input::Dense(b.x()),
+                            };
+                            update.step(&mut net, mm, input, Target::Labels(b.labels()))
+                        }
                     };
-                    let loss = update.step(&mut net, mm, input, Target::Labels(b.labels()));
                     feed.give_back(b);
                     loss
                 }

@@ -359,6 +359,13 @@ impl<'a, T: Real> Network<'a, T> {
         &self.buf[s.start..s.end()]
     }
 
+    /// The gradients, writable: to combine them with another replica's before
+    /// [`Network::optimizer_step`] (data-parallel training averages them).
+    pub fn grads_mut(&mut self) -> &mut [T] {
+        let s = self.plan.grads;
+        &mut self.buf[s.start..s.end()]
+    }
+
     /// The optimizer state (for checkpoints).
     pub fn state(&self) -> &[T] {
         let s = self.plan.state;
@@ -665,6 +672,26 @@ impl<'a, T: Real> Network<'a, T> {
             }
         }
         loss
+    }
+
+    /// The update's optimizer step alone, on the gradients as they stand, counting one step:
+    /// the second half of [`Network::train_step`] for gradients written by steps with
+    /// [`Update::gradients`] and combined by the caller (replicas of a data-parallel step,
+    /// each on part of the batch, averaged by their rows).
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] unless `update` is an [`Update::optimizer`].
+    pub fn optimizer_step<O: Optimizer<T>>(&mut self, update: &mut Update<'_, T, O>) -> Result<()> {
+        let Rule::Optimizer(opt) = update.rule else {
+            return Err(Error::InvalidValue {
+                what: "an optimizer step needs an Update::optimizer",
+            });
+        };
+        let plan = self.plan;
+        let [p, g, s] = spans_mut(self.buf, [plan.params, plan.grads, plan.state]);
+        opt.step(update.t, p, g, s);
+        update.t += 1;
+        Ok(())
     }
 
     /// Correct predictions (arg-max of the logits, evaluation mode) over a whole set, in

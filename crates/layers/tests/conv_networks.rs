@@ -328,3 +328,70 @@ fn the_book_simple_conv_net_plans_with_pytorch_shaped_weights() {
     // Memorising 100 random labels: Adam at 0.001 brings the loss down 0.06 in 21 steps.
     assert!(later < first - 0.03, "{first} → {later}");
 }
+
+/// Data parallelism as the CLI runs it: two replicas with the same parameters each take half
+/// of a batch, their gradients averaged by rows, then one optimizer step. Without Dropout
+/// or BatchNorm this is the whole batch's step up to rounding; with weight decay too.
+#[test]
+fn two_half_batches_averaged_are_the_whole_batch_step() {
+    let layers = &SMALL_CNN[..6]
+        .iter()
+        .chain(&SMALL_CNN[7..])
+        .copied()
+        .collect::<Vec<_>>();
+    let (rows, d) = (7, 2 * 8 * 8);
+    let adam = manabi_optim::Adam::new(1e-3);
+    let training = Training::Backprop { optimizer_slots: 2 };
+    let plan = plan(layers, rows, training);
+    let mut rng = Rng::new(17);
+    let x = images(&mut rng, rows * d);
+    let labels = [0usize, 2, 1, 1, 0, 2, 2];
+    let mut arenas = [0, 1, 2].map(|_| vec![0.0f64; plan.total()]);
+    let [whole, a, b] = &mut arenas;
+    let mut whole = Network::new(&plan, whole).unwrap();
+    whole.init(Init::He, &mut Rng::new(5));
+    let mut a = Network::new(&plan, a).unwrap();
+    let mut b = Network::new(&plan, b).unwrap();
+    let decay = 0.01;
+    let mut step = Update::optimizer(&plan, &adam, 1)
+        .unwrap()
+        .with_weight_decay(decay)
+        .unwrap();
+    let mut split_step = step;
+    let mut grads = Update::gradients(&plan)
+        .unwrap()
+        .with_weight_decay(decay)
+        .unwrap();
+    a.params_mut().copy_from_slice(whole.params());
+    for _ in 0..3 {
+        let loss = whole.train_step(&Naive, Input::Dense(&x), Target::Labels(&labels), &mut step);
+        b.params_mut().copy_from_slice(a.params());
+        let ra = 4;
+        let la = a.train_step(
+            &Naive,
+            Input::Dense(&x[..ra * d]),
+            Target::Labels(&labels[..ra]),
+            &mut grads,
+        );
+        let lb = b.train_step(
+            &Naive,
+            Input::Dense(&x[ra * d..]),
+            Target::Labels(&labels[ra..]),
+            &mut grads,
+        );
+        let (wa, wb) = (ra as f64 / rows as f64, (rows - ra) as f64 / rows as f64);
+        let gb = b.grads().to_vec();
+        for (g, h) in a.grads_mut().iter_mut().zip(&gb) {
+            *g = wa * *g + wb * h;
+        }
+        a.optimizer_step(&mut split_step).unwrap();
+        assert!((wa * la + wb * lb - loss).abs() < 1e-12 * loss.abs());
+        for (p, q) in a.params().iter().zip(whole.params()) {
+            assert!((p - q).abs() < 1e-12, "{p} against {q}");
+        }
+        assert_ne!(a.params(), b.params(), "the step moved the parameters");
+    }
+    assert_eq!(split_step.t(), 4);
+    // Only an optimizer update can step.
+    assert!(a.optimizer_step(&mut grads).is_err());
+}

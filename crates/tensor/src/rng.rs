@@ -121,6 +121,30 @@ impl Rng {
         }
     }
 
+    /// Advances the generator by 2¹²⁸ draws at the cost of 256: generators jumped 1, 2, 3…
+    /// times from one state give streams that never overlap in practice (one per thread of
+    /// a data-parallel step). The polynomial is the one published with xoshiro256++.
+    pub fn jump(&mut self) {
+        const JUMP: [u64; 4] = [
+            0x180e_c6d3_3cfd_0aba,
+            0xd5a6_1266_f0c9_392c,
+            0xa958_2618_e03f_c9aa,
+            0x39ab_dc45_29b1_661c,
+        ];
+        let mut acc = [0u64; 4];
+        for word in JUMP {
+            for bit in 0..64 {
+                if word & (1 << bit) != 0 {
+                    for (a, s) in acc.iter_mut().zip(self.s) {
+                        *a ^= s;
+                    }
+                }
+                self.next_u64();
+            }
+        }
+        self.s = acc;
+    }
+
     /// Shuffles `items` in place (Fisher–Yates).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
@@ -133,6 +157,45 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The state transition of xoshiro is linear over GF(2): a 256×256 bit matrix `M` (row
+    /// `i` is the image of state bit `i`). Squaring it 128 times gives `M^(2^128)`, which
+    /// must move any state where [`Rng::jump`] does.
+    #[test]
+    fn jump_is_two_to_the_128_steps() {
+        type Bits = [u64; 4];
+        let step = |s: Bits| {
+            let mut r = Rng { s };
+            r.next_u64();
+            r.s
+        };
+        // apply(m, v): the image of state v under the matrix whose rows are m.
+        let apply = |m: &[Bits], v: Bits| {
+            let mut out = [0u64; 4];
+            for (i, row) in m.iter().enumerate() {
+                if v[i / 64] >> (i % 64) & 1 == 1 {
+                    for (o, r) in out.iter_mut().zip(row) {
+                        *o ^= r;
+                    }
+                }
+            }
+            out
+        };
+        let mut m: [Bits; 256] = core::array::from_fn(|i| {
+            let mut e = [0u64; 4];
+            e[i / 64] = 1 << (i % 64);
+            step(e)
+        });
+        for _ in 0..128 {
+            // (M·M) maps e_i to M(M(e_i)): each row through the matrix once more.
+            m = core::array::from_fn(|i| apply(&m, m[i]));
+        }
+        let mut r = Rng::new(2026);
+        let start = r.s;
+        r.jump();
+        assert_eq!(r.s, apply(&m, start));
+        assert_ne!(r.s, start);
+    }
 
     #[test]
     fn first_outputs_match_the_reference_algorithm() {

@@ -63,6 +63,7 @@ pub fn config() -> RunConfig {
         train_limit: None,
         checkpoint_every: Some(5),
         eval_samples: None,
+        replicas: 1,
     }
 }
 
