@@ -415,8 +415,7 @@ impl Conv2d {
             }
         }
         for (k, channel) in dy.chunks_exact(pixels).enumerate() {
-            let sum = channel.iter().fold(T::ZERO, |acc, &g| acc + g);
-            b[k % self.filters] -= lr * sum;
+            b[k % self.filters] -= lr * lane_sum(channel);
         }
         for (n, (xn, dyn_)) in x
             .chunks_exact(in_len)
@@ -439,9 +438,36 @@ impl Conv2d {
     fn bias_grad<T: Real>(&self, dy: &[T], db: &mut [T]) {
         db.fill(T::ZERO);
         for (k, channel) in dy.chunks_exact(self.pixels()).enumerate() {
-            db[k % self.filters] += channel.iter().fold(T::ZERO, |acc, &g| acc + g);
+            db[k % self.filters] += lane_sum(channel);
         }
     }
+}
+
+/// `Σ xs` in 32 independent lanes, so that it vectorises (one running sum is a chain of
+/// dependent additions, about 0.9 ms of SimpleConvNet's bias gradient at batch 50), then the
+/// lanes pairwise and the tail.
+fn lane_sum<T: Real>(xs: &[T]) -> T {
+    let (mut lo, mut hi) = ([T::ZERO; 16], [T::ZERO; 16]);
+    let chunks = xs.chunks_exact(32);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let (a, b) = c.split_at(16);
+        for k in 0..16 {
+            lo[k] += a[k];
+            hi[k] += b[k];
+        }
+    }
+    for k in 0..16 {
+        lo[k] += hi[k];
+    }
+    let mut width = 8;
+    while width > 0 {
+        for k in 0..width {
+            lo[k] += lo[k + width];
+        }
+        width /= 2;
+    }
+    tail.iter().fold(lo[0], |acc, &g| acc + g)
 }
 
 #[cfg(test)]
@@ -452,6 +478,16 @@ mod tests {
     use manabi_testkit::{assert_close, numeric_grad, probe};
     use std::vec;
     use std::vec::Vec;
+
+    /// Lane sums are the sum up to rounding, for every length around the lane counts
+    /// (exactly, on integers).
+    #[test]
+    fn lane_sums_are_sums() {
+        for n in [0, 1, 15, 16, 31, 32, 33, 64, 100, 576] {
+            let xs: Vec<f64> = (0..n).map(|i| (i % 7) as f64 - 2.0).collect();
+            assert_eq!(lane_sum(&xs), xs.iter().sum::<f64>(), "{n}");
+        }
+    }
 
     /// The definition, as nested sums: the slow twin im2col is checked against.
     fn direct(l: &Conv2d, p: &[f64], x: &[f64]) -> Vec<f64> {
