@@ -1,5 +1,6 @@
 //! `manabi eval`, `manabi gradcheck` and `manabi data fetch`.
 
+use crate::backend::default_backend;
 use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
@@ -24,12 +25,15 @@ pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
         sets.test.features(),
         sets.classes,
     )?;
+    let backend = args
+        .backend
+        .unwrap_or_else(|| default_backend(model.stack.reads_images()));
     match model.dtype {
         Dtype::F64 => {
-            with_backend!(args.backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
+            with_backend!(backend, g => evaluate::<f64, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
         }
         _ => {
-            with_backend!(args.backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
+            with_backend!(backend, g => evaluate::<f32, _>(&model, &sets, &g, crate::threads(args.threads), args.input))
         }
     }
 }
@@ -52,9 +56,12 @@ pub fn predict(args: &PredictArgs) -> Result<(), CliError> {
             model.stack.input_len()
         )));
     }
+    let backend = args
+        .backend
+        .unwrap_or_else(|| default_backend(model.stack.reads_images()));
     let rows = match model.dtype {
-        Dtype::F64 => with_backend!(args.backend, g => classify::<f64, _>(&model, &pictures, &g)),
-        _ => with_backend!(args.backend, g => classify::<f32, _>(&model, &pictures, &g)),
+        Dtype::F64 => with_backend!(backend, g => classify::<f64, _>(&model, &pictures, &g)),
+        _ => with_backend!(backend, g => classify::<f32, _>(&model, &pictures, &g)),
     }?;
     for (file, (class, p)) in args.files.iter().zip(rows) {
         println!("{}: {class} (probability {p:.4})", file.display());

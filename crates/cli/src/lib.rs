@@ -20,9 +20,10 @@
 //! declaring sizes larger than the file is refused before anything is sized from it.
 //!
 //! # Features
-//! - `matrixmultiply` (default): the pure-Rust GEMM backend for the binary.
-//! - `blas`: OpenBLAS (system `libopenblas`); becomes the binary's default backend.
-//! - `gemm`: the pure-Rust `gemm` crate (faer's kernels); the binary's default backend unless `blas`.
+//! - `matrixmultiply` (default): the pure-Rust GEMM backend; the binary's default for MLPs.
+//! - `gemm` (default): the pure-Rust `gemm` crate (faer's kernels); the binary's default for
+//!   convolutional networks.
+//! - `blas`: OpenBLAS (system `libopenblas`); becomes the binary's default backend for both.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 //!
 //! MSRV: Rust 1.89 (see `Cargo.toml`).

@@ -1,9 +1,10 @@
 //! The `manabi` command: argument parsing and wiring; the work is in the library crates.
 //!
 //! # Features
-//! - `matrixmultiply` (default): the pure-Rust GEMM backend.
-//! - `blas`: OpenBLAS (system `libopenblas`); becomes the default backend.
-//! - `gemm`: the pure-Rust `gemm` crate (faer's kernels); the default backend unless `blas`.
+//! - `matrixmultiply` (default): the pure-Rust GEMM backend; an MLP's default.
+//! - `gemm` (default): the pure-Rust `gemm` crate (faer's kernels); a convolutional network's
+//!   default.
+//! - `blas`: OpenBLAS (system `libopenblas`); becomes every network's default backend.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 
 mod backend;
@@ -287,7 +288,8 @@ pub struct TrainArgs {
     /// Train in f64 instead of f32.
     #[arg(long)]
     pub f64: bool,
-    /// GEMM backend (default: the fastest built).
+    /// GEMM backend (default: openblas if built, else gemm for a convolutional network and
+    /// matrixmultiply for an MLP: the fastest measured for each).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
     /// Threads (default: the cores available). With two or more, a second thread gathers
@@ -325,7 +327,8 @@ pub struct EvalArgs {
     /// Weights written by `manabi train`.
     #[arg(long, default_value = "runs/mnist/model.safetensors")]
     pub weights: PathBuf,
-    /// GEMM backend (default: the fastest built).
+    /// GEMM backend (default: openblas if built, else gemm for a convolutional network and
+    /// matrixmultiply for an MLP: the fastest measured for each).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
     /// Threads for evaluating whole sets (default: the cores available).
@@ -346,7 +349,8 @@ pub struct PredictArgs {
     /// Weights written by `manabi train` (an MLP or a CNN on 28x28 inputs).
     #[arg(long, default_value = "runs/mnist/model.safetensors")]
     pub weights: PathBuf,
-    /// GEMM backend (default: the fastest built).
+    /// GEMM backend (default: openblas if built, else gemm for a convolutional network and
+    /// matrixmultiply for an MLP: the fastest measured for each).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
 }

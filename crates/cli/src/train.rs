@@ -185,7 +185,9 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
             Stack::mlp(features, &hidden, sets.classes, activation)
         }
     };
-    let backend = args.backend.unwrap_or_else(default_backend);
+    let backend = args
+        .backend
+        .unwrap_or_else(|| default_backend(stack.reads_images()));
     let starts_affine = matches!(stack.layers.first(), Some(Spec::Affine(_)));
     let (sparse, zeros) = match args.input {
         // Only an affine first layer reads sparse rows; `auto` does not ask the others.
@@ -313,9 +315,9 @@ fn dispatch(
     let threads = crate::threads(threads);
     let input = (config.sparse, zeros);
     if config.f64 {
-        with_backend!(Some(backend), g => train::<f64, _>(config, out, sets, &g, threads, input, ckpt))
+        with_backend!(backend, g => train::<f64, _>(config, out, sets, &g, threads, input, ckpt))
     } else {
-        with_backend!(Some(backend), g => train::<f32, _>(config, out, sets, &g, threads, input, ckpt))
+        with_backend!(backend, g => train::<f32, _>(config, out, sets, &g, threads, input, ckpt))
     }
 }
 
