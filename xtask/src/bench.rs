@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The package holding the benches.
 const PACKAGE: &str = "manabi-benches";
 /// Criterion arguments that `--quick` adds: short warm-up and measurement, the fewest samples.
-const QUICK: &[&str] = &[
+pub const QUICK: &[&str] = &[
     "--warm-up-time",
     "0.2",
     "--measurement-time",
@@ -44,7 +44,8 @@ const E2E_RUNS: usize = 5;
 /// Whole training runs per build with `--quick`.
 const E2E_RUNS_QUICK: usize = 1;
 /// The usage line for errors.
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--e2e-runs N] [-- <criterion args>]";
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick] [--cnn] [--e2e-runs N] [-- <criterion args>]";
 /// Groups in the order the summary lists them; others follow in run order.
 const GROUP_ORDER: &[&str] = &[
     "peak",
@@ -56,6 +57,10 @@ const GROUP_ORDER: &[&str] = &[
     "eval",
     "eval-sparse",
     "gradient",
+    "conv",
+    "pool",
+    "cnn-step",
+    "cnn-eval",
 ];
 
 /// A build of the CLI timed end to end.
@@ -162,6 +167,8 @@ pub struct Options {
     pub quick: bool,
     /// Whole training runs per build (0 skips them).
     pub e2e_runs: usize,
+    /// The SimpleConvNet protocol against PyTorch instead (`bench_cnn`).
+    pub cnn: bool,
     /// Passed to criterion after `--`.
     pub criterion: Vec<String>,
 }
@@ -173,12 +180,17 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         None => (args, &[][..]),
     };
     let mut quick = false;
+    let mut cnn = false;
     let mut runs = None;
     let mut it = ours.iter();
     while let Some(a) = it.next() {
         let value = match a.as_str() {
             "--quick" => {
                 quick = true;
+                continue;
+            }
+            "--cnn" => {
+                cnn = true;
                 continue;
             }
             "--e2e-runs" => it.next().map(String::as_str),
@@ -192,9 +204,20 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
             .ok_or_else(|| format!("--e2e-runs needs a whole number; {USAGE}"))?;
         runs = Some(n);
     }
+    let default_runs = match (cnn, quick) {
+        (true, _) => crate::bench_cnn::RUNS,
+        (false, true) => E2E_RUNS_QUICK,
+        (false, false) => E2E_RUNS,
+    };
+    if cnn && !criterion.is_empty() {
+        return Err(format!(
+            "--cnn runs its own benches, without criterion arguments; {USAGE}"
+        ));
+    }
     Ok(Options {
         quick,
-        e2e_runs: runs.unwrap_or(if quick { E2E_RUNS_QUICK } else { E2E_RUNS }),
+        cnn,
+        e2e_runs: runs.unwrap_or(default_runs),
         criterion: criterion.to_vec(),
     })
 }
@@ -262,6 +285,9 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// Runs the bench task with the arguments after `bench`.
 pub fn bench(args: &[String]) -> Result<(), Failure> {
     let opts = parse_options(args).map_err(Failure::msg)?;
+    if opts.cnn {
+        return crate::bench_cnn::bench_cnn(args, opts.e2e_runs.max(1), opts.quick);
+    }
     let load_before = load_average();
     let blas = Provides::Library("libopenblas.so").present();
     if !blas {
@@ -379,7 +405,7 @@ pub fn bench(args: &[String]) -> Result<(), Failure> {
 
 /// Prints and runs a cargo command (without [`run::cargo_run_vars`]); a failure names its exit
 /// status.
-fn run_cargo(cmd: &mut Command) -> Result<(), Failure> {
+pub fn run_cargo(cmd: &mut Command) -> Result<(), Failure> {
     for var in run::cargo_run_vars() {
         cmd.env_remove(var);
     }
@@ -398,7 +424,7 @@ fn run_cargo(cmd: &mut Command) -> Result<(), Failure> {
 }
 
 /// `$MANABI_DATA`, else the default folder if it exists.
-fn data_dir() -> Option<PathBuf> {
+pub fn data_dir() -> Option<PathBuf> {
     std::env::var_os("MANABI_DATA")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -413,29 +439,9 @@ fn data_dir() -> Option<PathBuf> {
 /// Builds each variant of the CLI, then times `runs` whole `manabi train` runs of each with
 /// the book's defaults, interleaved so that a burst of other work hits both builds alike.
 fn end_to_end(builds: &[Build], runs: usize, data: &Path) -> Result<Vec<E2e>, Failure> {
-    let bin_dir = run::target_dir().join("bench").join("bin");
-    fs::create_dir_all(&bin_dir)
-        .map_err(|e| Failure::msg(format!("cannot create {}: {e}", bin_dir.display())))?;
-    let exe = format!("manabi{}", std::env::consts::EXE_SUFFIX);
     let mut bins = Vec::new();
     for b in builds {
-        let mut cmd = run::cargo();
-        cmd.args(["build", "--release", "-p", "manabi-cli"]);
-        if let Some(f) = b.features {
-            cmd.args(["--features", f]);
-        }
-        run_cargo(&mut cmd)?;
-        // Both builds write target/release/manabi: keep a copy of each.
-        let built = run::target_dir().join("release").join(&exe);
-        let kept = bin_dir.join(format!("manabi-{}{}", b.name, std::env::consts::EXE_SUFFIX));
-        fs::copy(&built, &kept).map_err(|e| {
-            Failure::msg(format!(
-                "cannot copy {} to {}: {e}",
-                built.display(),
-                kept.display()
-            ))
-        })?;
-        bins.push(kept);
+        bins.push(build_cli(b.name, b.features)?);
     }
     let mut results: Vec<E2e> = builds
         .iter()
@@ -453,7 +459,9 @@ fn end_to_end(builds: &[Build], runs: usize, data: &Path) -> Result<Vec<E2e>, Fa
                 .join("bench")
                 .join(format!("e2e-{}", b.name));
             let mut cmd = run::program(&bin.to_string_lossy());
-            cmd.arg("train")
+            // The build's backend by name: with gemm in the default build, an MLP's default
+            // is matrixmultiply whatever else is built.
+            cmd.args(["train", "--backend", b.backend])
                 .arg("--out")
                 .arg(&out)
                 .env("MANABI_DATA", data);
@@ -488,6 +496,31 @@ fn end_to_end(builds: &[Build], runs: usize, data: &Path) -> Result<Vec<E2e>, Fa
     Ok(results)
 }
 
+/// Builds the CLI in release with `features` and keeps a copy of the binary as
+/// `target/bench/bin/manabi-<name>` (every build writes target/release/manabi).
+pub fn build_cli(name: &str, features: Option<&str>) -> Result<PathBuf, Failure> {
+    let bin_dir = run::target_dir().join("bench").join("bin");
+    fs::create_dir_all(&bin_dir)
+        .map_err(|e| Failure::msg(format!("cannot create {}: {e}", bin_dir.display())))?;
+    let exe = format!("manabi{}", std::env::consts::EXE_SUFFIX);
+    let mut cmd = run::cargo();
+    cmd.args(["build", "--release", "-p", "manabi-cli"]);
+    if let Some(f) = features {
+        cmd.args(["--features", f]);
+    }
+    run_cargo(&mut cmd)?;
+    let built = run::target_dir().join("release").join(&exe);
+    let kept = bin_dir.join(format!("manabi-{name}{}", std::env::consts::EXE_SUFFIX));
+    fs::copy(&built, &kept).map_err(|e| {
+        Failure::msg(format!(
+            "cannot copy {} to {}: {e}",
+            built.display(),
+            kept.display()
+        ))
+    })?;
+    Ok(kept)
+}
+
 /// The number after `prefix` at the start of the first line that has it.
 pub fn number_after(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -497,7 +530,7 @@ pub fn number_after(text: &str, prefix: &str) -> Option<f64> {
 }
 
 /// The number after `phrase` anywhere in the text (its first occurrence).
-fn number_after_word(text: &str, phrase: &str) -> Option<f64> {
+pub fn number_after_word(text: &str, phrase: &str) -> Option<f64> {
     let at = text.find(phrase)? + phrase.len();
     text[at..]
         .split_whitespace()
@@ -989,7 +1022,7 @@ fn command_line(args: &[String]) -> String {
 }
 
 /// The first three fields of /proc/loadavg.
-fn load_average() -> String {
+pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1006,7 +1039,7 @@ fn cpuinfo_field(info: &str, key: &str) -> Option<String> {
 }
 
 /// "model name (family F model M; avx2 fma …), N logical CPUs", from /proc/cpuinfo.
-fn cpu_description() -> String {
+pub fn cpu_description() -> String {
     let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo_field(&info, "model name").unwrap_or_else(|| "unknown".into());
     let flags = cpuinfo_field(&info, "flags").unwrap_or_default();
@@ -1037,7 +1070,7 @@ fn logical_cpus() -> usize {
 }
 
 /// Now, as `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -7,6 +7,7 @@
 //! test matrix, the no_std builds and the docs job. Adding a row is a one-line change.
 
 mod bench;
+mod bench_cnn;
 mod embedded;
 mod fuzz;
 mod json;
@@ -138,6 +139,10 @@ const TASKS: &[(&str, &str)] = &[
     (
         "bench [--quick] [--e2e-runs N] [-- <criterion args>]",
         "criterion benches, peak, timed `manabi train` runs; summary vs issue-5 targets (target/bench/summary.md)",
+    ),
+    (
+        "bench --cnn [--quick] [--e2e-runs N]",
+        "SimpleConvNet protocol: manabi vs PyTorch (venv + pip install torch), alternating, medians (target/bench/cnn-summary.md)",
     ),
     (
         "embedded [--full]",
