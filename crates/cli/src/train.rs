@@ -470,6 +470,11 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             "a data-parallel run (replicas 2) cannot hold BatchNorm, whose batch statistics would be per half".into(),
         ));
     }
+    if split && sparse {
+        return Err(CliError::Usage(
+            "a data-parallel run (replicas 2) reads dense rows, not sparse ones".into(),
+        ));
+    }
     // Each of the replicas' arenas holds its share of a batch.
     let plan = if split {
         let rows = batch.div_ceil(config.replicas);
