@@ -453,6 +453,9 @@ mod tests {
             v[1]
         );
         let table = entrant_table(&entrants, peaks.two);
-        assert!(table.contains("|      80.0 s |") && table.contains("|    66.0 |"), "{table}");
+        assert!(
+            table.contains("|      80.0 s |") && table.contains("|    66.0 |"),
+            "{table}"
+        );
     }
 }

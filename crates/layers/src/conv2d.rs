@@ -176,7 +176,8 @@ impl Conv2d {
         self.filters * self.patch() + self.filters
     }
 
-    /// Scratch for one sample's `col` (evaluation), or `col` and `dcol` (training).
+    /// Scratch for one sample's `col` (evaluation, or training as a network's first layer,
+    /// which computes no `dx`), or `col` and `dcol` (training with `dx`).
     pub const fn scratch_len(&self, trains: bool) -> usize {
         let col = self.patch() * self.pixels();
         if trains { 2 * col } else { col }
@@ -347,7 +348,11 @@ impl Conv2d {
         let (patch, pixels) = (self.patch(), self.pixels());
         let (dw, db) = dp.split_at_mut(self.filters * patch);
         let (col, rest) = scratch.split_at_mut(patch * pixels);
-        let dcol = &mut rest[..patch * pixels];
+        // A network's first layer has no `dx`, and its plan no room for `dcol`.
+        let dcol: &mut [T] = match dx {
+            Some(_) => &mut rest[..patch * pixels],
+            None => &mut [],
+        };
         let w = view(&p[..self.filters * patch], self.filters, patch);
         let in_len = self.c * self.h * self.w;
         self.bias_grad(dy, db);

@@ -314,7 +314,8 @@ impl Plan {
         let mut scratch_len = 0;
         l = 0;
         while l < n {
-            let need = layers[l].scratch_len(trains);
+            // The first layer's backward computes no input gradient (nothing reads it).
+            let need = layers[l].scratch_len(trains && l > 0);
             if need > scratch_len {
                 scratch_len = need;
             }
@@ -423,7 +424,7 @@ impl Plan {
     }
 
     /// Elements of the shared scratch span (the largest convolution's `col`, and `dcol` when
-    /// training).
+    /// training a convolution after the first layer).
     pub const fn scratch_len(&self) -> usize {
         self.scratch.len
     }
