@@ -1,11 +1,13 @@
 //! Board support for manabi's firmware on QEMU: semihosting I/O, exit status, faults, counters.
 //!
-//! Three programs use it (`src/bin`), each run by `cargo xtask embedded`:
+//! Four programs use it (`src/bin`), each run by `cargo xtask embedded`:
 //! - `smoke`: XOR and three Gaussian blobs trained with the library's layers and optimizers
 //!   (Cortex-M4F on `mps2-an386`, and Cortex-M0 on `microbit` with 16 KiB of RAM);
 //! - `mnist-train`: the book's 784-50-10 network initialised and trained on the device with
 //!   fused SGD on sparse rows of the pixels, streaming MNIST from the host's files, then
 //!   evaluated on the test set;
+//! - `cnn-train`: a small convolutional network (conv 8@5×5, max-pool, affine 10) initialised
+//!   and trained on the device for a few epochs the same way, scored after each;
 //! - `mnist-infer`: weights trained on the host by `manabi train`, embedded in flash,
 //!   evaluated on the test set; its confusion matrix must equal `manabi eval --backend naive`.
 //!
@@ -21,6 +23,7 @@
 //! - [`Fixed`]: decimals printed without the float formatting machinery.
 #![no_std]
 
+pub mod cnn;
 pub mod idx;
 pub mod mnist;
 

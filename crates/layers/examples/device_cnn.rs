@@ -1,0 +1,137 @@
+//! The host's twin of the firmware's `cnn-train`: the same network, plan, seed, batches and learning rates on the Naive backend, so its weights' digest must equal the device's.
+//!
+//! `cargo run --release -p manabi-layers --example device_cnn -- DIR EPOCHS TRAIN [TEST]` reads
+//! MNIST from DIR (raw or `.gz`), trains EPOCHS epochs of the first TRAIN images in file order,
+//! and prints `weights_fnv1a D` and `test_correct C of N` over the first TEST test images, the
+//! lines `cargo xtask embedded` compares with the device's `metric` lines.
+//!
+//! The constants repeat `firmware/src/cnn.rs` (the firmware is a separate workspace for a
+//! thumb target); a drift on either side shows as differing digests.
+
+use manabi_data::Verify;
+use manabi_layers::{
+    Init, Input, Mode, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update, argmax,
+};
+use manabi_matmul::Naive;
+use manabi_tensor::Rng;
+use std::path::Path;
+use std::process::ExitCode;
+
+const LAYERS: [Spec; 4] = [
+    Spec::Conv2d {
+        filters: 8,
+        kh: 5,
+        kw: 5,
+        stride: 1,
+        pad: 0,
+    },
+    Spec::Relu,
+    Spec::MaxPool2d {
+        kh: 2,
+        kw: 2,
+        stride: 2,
+    },
+    Spec::Affine(10),
+];
+const BATCH: usize = 2;
+const SEED: u64 = 1;
+const LR: f32 = 0.05;
+const LR_DECAY: f32 = 0.9;
+const PIXELS: usize = 784;
+
+fn lr(seen: usize, total: usize) -> f32 {
+    LR * (1.0 - LR_DECAY * seen as f32 / total as f32)
+}
+
+fn digest(params: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in params {
+        for b in p.to_bits().to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn to_input(pixels: &[u8], input: &mut [f32]) {
+    for (x, &b) in input.iter_mut().zip(pixels) {
+        *x = f32::from(b) / 255.0;
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let usage = "usage: device_cnn DIR EPOCHS TRAIN [TEST]";
+    let number = |i: usize, default: Option<usize>| -> Result<usize, String> {
+        match args.get(i) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("not a count: {v:?}; {usage}")),
+            None => default.ok_or_else(|| usage.to_string()),
+        }
+    };
+    let dir = args.first().ok_or(usage)?;
+    let (epochs, train_limit, test_limit) =
+        (number(1, None)?, number(2, None)?, number(3, Some(10_000))?);
+    let sets = manabi_data::load(Path::new(dir), Verify::Mnist).map_err(|e| e.to_string())?;
+    let (train, test) = (&sets.train, &sets.test);
+    let train_bytes = train.bytes().ok_or("the training set holds no bytes")?;
+    let test_bytes = test.bytes().ok_or("the test set holds no bytes")?;
+    let plan = Plan::new(&PlanConfig {
+        input: Shape::image(1, 28, 28),
+        layers: &LAYERS,
+        batch: BATCH,
+        eval_batch: BATCH,
+        training: Training::FusedSgd,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut arena = vec![0.0f32; plan.total()];
+    let mut net = Network::new(&plan, &mut arena).map_err(|e| e.to_string())?;
+    net.init(Init::He, &mut Rng::new(SEED));
+    let mut sgd = Update::fused_sgd(&plan, LR).map_err(|e| e.to_string())?;
+    let per_epoch = train.len().min(train_limit);
+    let total = per_epoch * epochs;
+    let mut seen = 0;
+    for _ in 0..epochs {
+        for first in (0..per_epoch).step_by(BATCH) {
+            let n = BATCH.min(per_epoch - first);
+            sgd.set_lr(lr(seen, total)).map_err(|e| e.to_string())?;
+            to_input(
+                &train_bytes[first * PIXELS..(first + n) * PIXELS],
+                net.input_mut(n),
+            );
+            let labels = &train.labels()[first..first + n];
+            net.train_step(&Naive, Input::Arena(n), Target::Labels(labels), &mut sgd);
+            seen += n;
+        }
+    }
+    println!("weights_fnv1a {}", digest(net.params()));
+    let scored = test.len().min(test_limit);
+    let mut correct = 0;
+    for first in (0..scored).step_by(BATCH) {
+        let n = BATCH.min(scored - first);
+        to_input(
+            &test_bytes[first * PIXELS..(first + n) * PIXELS],
+            net.input_mut(n),
+        );
+        let logits = net.forward(&Naive, Input::Arena(n), Mode::Eval);
+        for (row, &label) in logits
+            .chunks_exact(10)
+            .zip(&test.labels()[first..first + n])
+        {
+            correct += usize::from(argmax(row) == label);
+        }
+    }
+    println!("test_correct {correct} of {scored}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("device_cnn: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

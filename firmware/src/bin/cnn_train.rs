@@ -1,0 +1,175 @@
+//! A convolutional network trained on the device: conv 8@5×5 → ReLU → max-pool 2×2 → affine 10, f32, within 256 KiB of RAM.
+//!
+//! Weights are drawn on the device (`Init::He`, seed 1). Each epoch streams the host's raw
+//! training files through semihosting in file order, two images at a time, and trains with
+//! SGD fused into the backward pass; the learning rate falls linearly from 0.05 to 0.005 over
+//! all epochs. After each epoch the test images are streamed and scored.
+//!
+//! Command line (QEMU `-append "..."`): `data=DIR` (the raw IDX files), `epochs=N` (default 3),
+//! `train=N` (training images per epoch, default all 60,000), `test=N` (test images scored
+//! after each epoch, default all 10,000), `floor=P` (least final test accuracy in percent,
+//! default 98). The weights' digest after training (`metric weights_fnv1a`) is what the host
+//! twin, `cargo run -p manabi-layers --example device_cnn`, computes with the same arithmetic.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use manabi_firmware::cnn::{self, BATCH, INPUT, LAYERS, SEED};
+use manabi_firmware::mnist::{
+    self, CLASSES, Confusion, PIXELS, Stream, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+};
+use manabi_firmware::{
+    Args, BOARD, Clock, Error, Fixed, Percent, StaticBuf, exit, fail, metric, println,
+};
+use manabi_layers::{
+    Init, Input, Mode, Network, Plan, PlanConfig, Target, Training, Update, argmax,
+};
+use manabi_matmul::Naive;
+use manabi_tensor::Rng;
+
+/// The memory plan: weights, one batch of activations and their gradients, one `col`.
+static PLAN: Plan = match Plan::new(&PlanConfig {
+    input: INPUT,
+    layers: &LAYERS,
+    batch: BATCH,
+    eval_batch: BATCH,
+    training: Training::FusedSgd,
+}) {
+    Ok(p) => p,
+    Err(_) => panic!("the CNN plan is invalid"),
+};
+
+/// The network's one arena, sized by the plan at compile time.
+static ARENA: StaticBuf<[f32; PLAN.total()]> = StaticBuf::new([0.0; PLAN.total()]);
+/// One batch of images as bytes, as read from the host.
+static PIXEL_BYTES: StaticBuf<[u8; BATCH * PIXELS]> = StaticBuf::new([0; BATCH * PIXELS]);
+
+#[entry]
+fn main() -> ! {
+    match run() {
+        Ok(true) => exit(true),
+        Ok(false) => fail(format_args!("test accuracy below the floor")),
+        Err(e) => fail(format_args!("{e}")),
+    }
+}
+
+/// Scores the first `limit` test images.
+fn evaluate(
+    net: &mut Network<'_, f32>,
+    dir: &str,
+    limit: usize,
+    pixels: &mut [u8],
+) -> Result<Confusion, Error> {
+    let mut test = Stream::open(dir, TEST_IMAGES, TEST_LABELS, limit)?;
+    let mut labels = [0usize; BATCH];
+    let mut confusion = Confusion::default();
+    while test.left() > 0 {
+        let n = test.next(pixels, &mut labels)?;
+        mnist::to_input(&pixels[..n * PIXELS], net.input_mut(n));
+        let logits = net.forward(&Naive, Input::Arena(n), Mode::Eval);
+        for (row, &label) in logits.chunks_exact(CLASSES).zip(&labels[..n]) {
+            confusion.add(label, argmax(row));
+        }
+    }
+    Ok(confusion)
+}
+
+fn run() -> Result<bool, Error> {
+    let Some(core) = cortex_m::Peripherals::take() else {
+        fail(format_args!("core peripherals taken twice"))
+    };
+    let clock = Clock::start(core.SYST);
+    let args = Args::get();
+    let dir = args.value("data").unwrap_or("");
+    let epochs: usize = args.parse("epochs", 3)?;
+    let limit: usize = args.parse("train", usize::MAX)?;
+    let test_limit: usize = args.parse("test", usize::MAX)?;
+    let floor: f32 = args.parse("floor", 98.0)?;
+    let (Some(arena), Some(pixels)) = (ARENA.take(), PIXEL_BYTES.take()) else {
+        fail(format_args!("buffers taken twice"))
+    };
+    let mut net = Network::new(&PLAN, arena)?;
+    net.init(Init::He, &mut Rng::new(SEED));
+    let mut sgd = Update::fused_sgd(&PLAN, cnn::LR)?;
+    let (params, _, _, activations) = PLAN.breakdown();
+    println!(
+        "CNN conv 8@5x5, relu, maxpool 2x2, affine 10 on {}: arena {} bytes ({} parameters, {} activation values, {} scratch), batch {}",
+        BOARD,
+        PLAN.bytes::<f32>(),
+        params,
+        activations,
+        PLAN.scratch_len(),
+        BATCH
+    );
+    let per_epoch = Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?.left();
+    let total = per_epoch * epochs;
+    println!(
+        "training {} epochs of {} images streamed from the host, SGD lr {} -> {}",
+        epochs,
+        per_epoch,
+        Fixed(cnn::lr(0, total), 3),
+        Fixed(cnn::lr(total, total), 3)
+    );
+    let mut labels = [0usize; BATCH];
+    let (mut seen, mut train_instructions, mut eval_instructions) = (0usize, 0u64, 0u64);
+    let (mut tested, mut last) = (0u64, Confusion::default());
+    for epoch in 1..=epochs {
+        let mut train = Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?;
+        let (mut loss_sum, mut steps) = (0.0f32, 0u32);
+        let start = clock.instructions();
+        while train.left() > 0 {
+            let n = train.next(pixels, &mut labels)?;
+            sgd.set_lr(cnn::lr(seen, total))?;
+            mnist::to_input(&pixels[..n * PIXELS], net.input_mut(n));
+            let target = Target::Labels(&labels[..n]);
+            loss_sum += net.train_step(&Naive, Input::Arena(n), target, &mut sgd);
+            steps += 1;
+            seen += n;
+        }
+        train_instructions += clock.instructions() - start;
+        let start = clock.instructions();
+        last = evaluate(&mut net, dir, test_limit, pixels)?;
+        eval_instructions += clock.instructions() - start;
+        tested += u64::from(last.total());
+        println!(
+            "epoch {}: mean loss {}, test accuracy {} ({} of {})",
+            epoch,
+            Fixed(loss_sum / steps.max(1) as f32, 4),
+            Percent(last.correct(), last.total()),
+            last.correct(),
+            last.total()
+        );
+        println!("metric test_correct_epoch{} {}", epoch, last.correct());
+    }
+    let (correct, scored) = (last.correct(), last.total());
+    last.print();
+    println!(
+        "test accuracy {} ({} of {}) after {} epochs of {} images; floor {} %",
+        Percent(correct, scored),
+        correct,
+        scored,
+        epochs,
+        per_epoch,
+        Fixed(floor, 1)
+    );
+    let stack = manabi_firmware::stack_usage();
+    let per = |n: u64, k: u64| n / k.max(1);
+    metric!("arena_bytes", PLAN.bytes::<f32>());
+    metric!("scratch_values", PLAN.scratch_len());
+    metric!("epochs", epochs);
+    metric!("train_images", total);
+    metric!(
+        "instructions_per_train_sample",
+        per(train_instructions, total as u64)
+    );
+    metric!(
+        "instructions_per_test_sample",
+        per(eval_instructions, tested)
+    );
+    metric!("weights_fnv1a", cnn::digest(net.params()));
+    metric!("test_correct", correct);
+    metric!("test_total", scored);
+    metric!("stack_peak_bytes", stack.peak);
+    metric!("stack_size_bytes", stack.size);
+    Ok(correct as f32 * 100.0 >= floor * scored as f32)
+}
