@@ -4,11 +4,11 @@
 //! halve it, as PyTorch's intra-op threads do. The twin is a second arena of the same plan;
 //! before each step it receives the main network's parameters and a Dropout generator jumped
 //! 2¹²⁸ draws past the main one ([`Rng::jump`](manabi_tensor::Rng::jump)), so a run depends
-//! on its seed alone and a
-//! checkpoint of the main network resumes it exactly. After both halves' backward passes the
-//! main network's gradient becomes `(rows_a·g_a + rows_b·g_b) / rows`, the whole batch's mean
-//! gradient up to rounding (the test `two_half_batches_averaged_are_the_whole_batch_step` in
-//! `manabi-layers` checks it), and the optimizer steps once.
+//! on its seed alone and a checkpoint of the main network resumes it exactly. After both
+//! halves' backward passes the main network's gradient becomes
+//! `(rows_a·g_a + rows_b·g_b) / rows`, the whole batch's mean gradient up to rounding
+//! (`manabi-layers`' test `two_half_batches_averaged_are_the_whole_batch_step` checks it), and
+//! the optimizer steps once.
 //!
 //! BatchNorm normalises by its batch's statistics, which two halves would not share, so
 //! stacks with it train on one network (see `train::replicas`).
