@@ -5,53 +5,25 @@
 //! and prints `weights_fnv1a D` and `test_correct C of N` over the first TEST test images, the
 //! lines `cargo xtask embedded` compares with the device's `metric` lines.
 //!
-//! The constants repeat `firmware/src/cnn.rs` (the firmware is a separate workspace for a
-//! thumb target); a drift on either side shows as differing digests.
+//! The network and its schedule are `firmware/src/cnn.rs` itself, compiled here as a module
+//! (the firmware is a separate workspace for a thumb target, so it cannot be a dependency).
 
 use manabi_data::Verify;
 use manabi_layers::{
-    Init, Input, Mode, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update, argmax,
+    Init, Input, Mode, Network, Plan, PlanConfig, Target, Training, Update, argmax,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
 use std::path::Path;
 use std::process::ExitCode;
 
-const LAYERS: [Spec; 4] = [
-    Spec::Conv2d {
-        filters: 8,
-        kh: 5,
-        kw: 5,
-        stride: 1,
-        pad: 0,
-    },
-    Spec::Relu,
-    Spec::MaxPool2d {
-        kh: 2,
-        kw: 2,
-        stride: 2,
-    },
-    Spec::Affine(10),
-];
-const BATCH: usize = 2;
-const SEED: u64 = 1;
-const LR: f32 = 0.05;
-const LR_DECAY: f32 = 0.9;
+/// The network, batch, seed, learning-rate schedule and digest: the firmware's own file.
+#[path = "../../../firmware/src/cnn.rs"]
+mod cnn;
+
+use cnn::{BATCH, LAYERS, SEED, digest, lr};
+
 const PIXELS: usize = 784;
-
-fn lr(seen: usize, total: usize) -> f32 {
-    LR * (1.0 - LR_DECAY * seen as f32 / total as f32)
-}
-
-fn digest(params: &[f32]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in params {
-        for b in p.to_bits().to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
 
 fn to_input(pixels: &[u8], input: &mut [f32]) {
     for (x, &b) in input.iter_mut().zip(pixels) {
@@ -77,7 +49,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let train_bytes = train.bytes().ok_or("the training set holds no bytes")?;
     let test_bytes = test.bytes().ok_or("the test set holds no bytes")?;
     let plan = Plan::new(&PlanConfig {
-        input: Shape::image(1, 28, 28),
+        input: cnn::INPUT,
         layers: &LAYERS,
         batch: BATCH,
         eval_batch: BATCH,
@@ -87,7 +59,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut arena = vec![0.0f32; plan.total()];
     let mut net = Network::new(&plan, &mut arena).map_err(|e| e.to_string())?;
     net.init(Init::He, &mut Rng::new(SEED));
-    let mut sgd = Update::fused_sgd(&plan, LR).map_err(|e| e.to_string())?;
+    let mut sgd = Update::fused_sgd(&plan, cnn::LR).map_err(|e| e.to_string())?;
     let per_epoch = train.len().min(train_limit);
     let total = per_epoch * epochs;
     let mut seen = 0;
