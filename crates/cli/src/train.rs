@@ -13,7 +13,7 @@ use crate::backend::{BackendArg, default_backend};
 use crate::chart::{self, EpochPoint};
 use crate::error::Context;
 use crate::evaluate::Evaluator;
-use crate::feed::Feeder;
+use crate::feed::{Batch, Feeder};
 use crate::model::{self, Elem};
 use crate::parallel::Twin;
 use crate::{ActivationArg, CliError, InputArg, ModelArg, SamplingArg, TrainArgs, with_backend};
@@ -21,7 +21,7 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
 use manabi_cli::stack::{Stack, data_shape};
-use manabi_data::{Batcher, Sampling, TrainTest, Verify, gather_rows};
+use manabi_data::{Batcher, Dataset, Sampling, TrainTest, Verify, gather_rows};
 use manabi_layers::{
     Input, Network, NoOptimizer, Plan, Shape, SparseBatch, Spec, Target, Training, Update,
 };
@@ -362,40 +362,6 @@ fn evaluate_row<T: Real, G: Gemm<T> + Sync>(
     }
 }
 
-/// Prints an evaluated row like the book and keeps it.
-fn record(bar: &ProgressBar, metrics: &mut Vec<MetricRow>, row: MetricRow, iter_per_epoch: u64) {
-    bar.suspend(|| {
-        println!(
-            "epoch {:>3}  iter {:>6}  train acc {:.4}  test acc {:.4}  loss {:.4}  ({:.1} s)",
-            (row.iteration - 1) / iter_per_epoch,
-            row.iteration,
-            row.train_acc,
-            row.test_acc,
-            row.loss,
-            row.elapsed
-        )
-    });
-    metrics.push(row);
-}
-
-/// Waits for every evaluation handed out so far.
-fn drain(
-    done: &mpsc::Receiver<MetricRow>,
-    pending: &mut usize,
-    bar: &ProgressBar,
-    metrics: &mut Vec<MetricRow>,
-    iter_per_epoch: u64,
-) -> Result<(), CliError> {
-    while *pending > 0 {
-        let row = done
-            .recv()
-            .map_err(|_| CliError::Worker("the evaluation thread stopped"))?;
-        *pending -= 1;
-        record(bar, metrics, row, iter_per_epoch);
-    }
-    Ok(())
-}
-
 /// The run's update: plain SGD fused into backward, or another optimizer after it.
 enum Step<'o, T> {
     Fused(Update<'static, T, NoOptimizer>),
@@ -421,6 +387,291 @@ impl<T: Real> Step<'_, T> {
 /// The parameters followed by the running statistics: what an evaluation reads.
 fn weights<T: Real>(net: &Network<'_, T>) -> Vec<T> {
     net.params().iter().chain(net.stats()).copied().collect()
+}
+
+/// Where a run's minibatches come from.
+enum Batches<'e, T> {
+    /// A worker on the second core gathers them a few iterations ahead (the batches are the
+    /// same: this thread still draws every index in order) and evaluates parameter
+    /// snapshots in between.
+    Fed(Feeder<T>),
+    /// This thread gathers sparse rows in place: the indices, the rows, their transpose,
+    /// and all of the training set's rows.
+    SparseHere(Vec<usize>, CsrBuf<T>, CsrBuf<T>, Csr<'e, T>),
+    /// This thread copies dense rows into the network's input.
+    DenseHere,
+}
+
+/// One drawn minibatch; for the batches drawn here, the labels are in the loop's buffer.
+enum Drawn<'b, T> {
+    /// A batch the worker gathered, to be given back after the step.
+    Fed(Batch<T>),
+    /// This many compressed rows.
+    Sparse(SparseBatch<'b, T>, usize),
+    /// This many rows already in the network's input.
+    Arena(usize),
+}
+
+impl<T: Real + Send> Batches<'_, T> {
+    /// Draws the next minibatch (the book's `np.random.choice` and `x_train[batch_mask]`).
+    /// `until` bounds how far ahead the worker may draw: nothing past the next checkpoint, so
+    /// that a checkpoint holds the generator and batcher as of its own iteration.
+    fn draw(
+        &mut self,
+        batcher: &mut Batcher,
+        rng: &mut Rng,
+        until: u64,
+        (train, net, labels): (&Dataset, &mut Network<'_, T>, &mut [usize]),
+    ) -> Result<Drawn<'_, T>, CliError> {
+        Ok(match self {
+            Batches::Fed(feed) => {
+                // Refills the buffer the last step gave back: DEPTH − 1 batches are in the
+                // worker's hands while this one trains.
+                feed.request(batcher, rng, until)?;
+                Drawn::Fed(feed.take()?)
+            }
+            Batches::SparseHere(indices, x, xt, all) => {
+                let rows = batcher.next_indices(rng, indices);
+                gather_rows(*all, train.labels(), &indices[..rows], x, labels);
+                xt.transpose_from(x.view());
+                Drawn::Sparse(SparseBatch::new(x.view(), xt.view())?, rows)
+            }
+            Batches::DenseHere => {
+                let batch = labels.len();
+                Drawn::Arena(batcher.next_batch(rng, train, net.input_mut(batch), labels))
+            }
+        })
+    }
+
+    /// Returns a worker's batch for reuse.
+    fn give_back(&mut self, b: Batch<T>) {
+        if let Batches::Fed(feed) = self {
+            feed.give_back(b);
+        }
+    }
+}
+
+/// One training step on a drawn batch (the book's `gradient` and parameter update); a
+/// data-parallel run splits it with the twin. Returns the batch's mean loss.
+fn step<T: Real + Send, G: Gemm<T>>(
+    net: &mut Network<'_, T>,
+    mm: &G,
+    (update, twin): (&mut Step<'_, T>, Option<&mut Twin<'_, T>>),
+    drawn: &Drawn<'_, T>,
+    labels: &[usize],
+) -> Result<T, CliError> {
+    Ok(match drawn {
+        Drawn::Fed(b) => match (twin, update, b.sparse()?) {
+            (Some(twin), Step::Optimizer(u), None) => twin.step(net, mm, b.x(), b.labels(), u)?,
+            (_, update, sparse) => {
+                let input = match sparse {
+                    Some(sb) => Input::Sparse(sb),
+                    None => Input::Dense(b.x()),
+                };
+                update.step(net, mm, input, Target::Labels(b.labels()))
+            }
+        },
+        Drawn::Sparse(sb, rows) => {
+            let target = Target::Labels(&labels[..*rows]);
+            update.step(net, mm, Input::Sparse(*sb), target)
+        }
+        Drawn::Arena(rows) => {
+            let target = Target::Labels(&labels[..*rows]);
+            update.step(net, mm, Input::Arena(*rows), target)
+        }
+    })
+}
+
+/// What made the run diverge after a step, if anything: a non-finite loss, weight or (when
+/// a checkpoint is about to be written) optimizer state.
+///
+/// The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays off can
+/// leave it finite. Checking every weight is one vectorised pass, about 1 % of an MLP step.
+fn divergence<T: Real>(net: &Network<'_, T>, loss: T, checkpoint_due: bool) -> Option<String> {
+    if !loss.is_finite() {
+        return Some(format!("the loss is {loss}"));
+    }
+    if let Some((tensor, at, v)) = first_non_finite(net.plan(), net.params()) {
+        return Some(format!(
+            "weight {tensor}[{at}] is {v} (the loss was {loss})"
+        ));
+    }
+    if checkpoint_due && net.state().iter().any(|v| !v.is_finite()) {
+        return Some("the optimizer state is not finite".into());
+    }
+    None
+}
+
+/// Where a run's evaluations run, and the rows they have given back so far.
+struct Evaluations<'e, T> {
+    /// This thread's evaluator, when there is no worker.
+    inline: Option<Evaluator<T>>,
+    /// The sets each evaluation reads (the whole sets, or their first `--eval-samples`).
+    sets: &'e TrainTest,
+    /// Both sets as compressed rows, for sparse runs.
+    rows: Option<(Csr<'e, T>, Csr<'e, T>)>,
+    /// The worker's finished rows, in order.
+    done: mpsc::Receiver<MetricRow>,
+    /// Evaluations handed to the worker and not yet received.
+    pending: usize,
+    /// For the epoch column of the printed lines.
+    iter_per_epoch: u64,
+}
+
+impl<T: Real + Send> Evaluations<'_, T> {
+    /// Evaluates the network's accuracies for `row` (the book's per-epoch `accuracy`): on the
+    /// worker if there is one, else here and reported at once.
+    fn evaluate<G: Gemm<T> + Sync>(
+        &mut self,
+        batches: &Batches<'_, T>,
+        (net, mm): (&Network<'_, T>, &G),
+        row: MetricRow,
+        (bar, metrics): (&ProgressBar, &mut Vec<MetricRow>),
+    ) -> Result<(), CliError> {
+        if let Batches::Fed(feed) = batches {
+            feed.evaluate(row, net.params(), net.stats())?;
+            self.pending += 1;
+        } else if let Some(ev) = &mut self.inline {
+            let row = evaluate_row(ev, mm, &weights(net), row, self.sets, self.rows);
+            self.report(bar, metrics, row);
+        }
+        Ok(())
+    }
+
+    /// Prints an evaluated row like the book and keeps it.
+    fn report(&self, bar: &ProgressBar, metrics: &mut Vec<MetricRow>, row: MetricRow) {
+        bar.suspend(|| {
+            println!(
+                "epoch {:>3}  iter {:>6}  train acc {:.4}  test acc {:.4}  loss {:.4}  ({:.1} s)",
+                (row.iteration - 1) / self.iter_per_epoch,
+                row.iteration,
+                row.train_acc,
+                row.test_acc,
+                row.loss,
+                row.elapsed
+            )
+        });
+        metrics.push(row);
+    }
+
+    /// Reports the worker's evaluations that have finished, without waiting.
+    fn report_finished(&mut self, bar: &ProgressBar, metrics: &mut Vec<MetricRow>) {
+        while self.pending > 0 {
+            let Ok(row) = self.done.try_recv() else { break };
+            self.pending -= 1;
+            self.report(bar, metrics, row);
+        }
+    }
+
+    /// Waits for every evaluation handed out so far and reports it.
+    fn drain(&mut self, bar: &ProgressBar, metrics: &mut Vec<MetricRow>) -> Result<(), CliError> {
+        while self.pending > 0 {
+            let row = self
+                .done
+                .recv()
+                .map_err(|_| CliError::Worker("the evaluation thread stopped"))?;
+            self.pending -= 1;
+            self.report(bar, metrics, row);
+        }
+        Ok(())
+    }
+}
+
+/// Slack for a safetensors file's header and metadata, beyond its tensors.
+const HEADER_BYTES: u64 = 4096;
+/// A checkpoint's fixed state, in `u64` words at most: the two generators (4 each), the
+/// batch position, the iteration, the loss window and the elapsed time.
+const STATE_WORDS: u64 = 10;
+/// Bytes of one evaluation in a checkpoint's `metrics` tensor (six `f64`).
+const METRIC_BYTES: u64 = 8 * checkpoint::METRIC_COLUMNS as u64;
+/// Bytes of one `metrics.csv` line, at most.
+const CSV_LINE_BYTES: u64 = 80;
+
+/// What a run writes at most into `--out`: the weights, two checkpoints while one replaces
+/// the other (weights, optimizer state, batcher permutation, metrics), the chart and the CSV.
+/// `params` and `state` are element counts of `T::BYTES` each.
+fn output_bytes<T: Elem>(
+    config: &RunConfig,
+    params: usize,
+    state: usize,
+    iter_per_epoch: u64,
+) -> u64 {
+    // The book's evaluation points, plus the first and the last.
+    let evals = config.iters / iter_per_epoch + 2;
+    let weights = (params * T::BYTES) as u64 + HEADER_BYTES;
+    let permutation = match config.sampling {
+        Sampling::EpochShuffle => config.train_len as u64,
+        Sampling::Random => 0,
+    };
+    let checkpoint = if config.checkpoint_every.is_some() {
+        weights + (state * T::BYTES) as u64 + 8 * (permutation + STATE_WORDS) + METRIC_BYTES * evals
+    } else {
+        0
+    };
+    weights + 2 * checkpoint + CHART_BYTES + CSV_LINE_BYTES * evals
+}
+
+/// Starts a run's state: the network initialised from the seed, or everything restored from
+/// a checkpoint. Returns the batch generator, the batcher and the progress.
+fn start<T: Real>(
+    config: &RunConfig,
+    net: &mut Network<'_, T>,
+    train_len: usize,
+    ckpt: Option<Checkpoint>,
+) -> Result<(Rng, Batcher, Progress), CliError> {
+    Ok(match ckpt {
+        None => {
+            let mut rng = Rng::new(config.seed);
+            net.init(config.init, &mut rng);
+            let batcher = Batcher::new(config.sampling, config.batch, train_len)?;
+            (rng, batcher, Progress::default())
+        }
+        Some(c) => {
+            // `parse` checked every length against the configuration this plan was built from.
+            for (d, &v) in net.params_mut().iter_mut().zip(&c.params) {
+                *d = T::from_f64(v);
+            }
+            for (d, &v) in net.stats_mut().iter_mut().zip(&c.stats) {
+                *d = T::from_f64(v);
+            }
+            for (d, &v) in net.state_mut().iter_mut().zip(&c.opt_state) {
+                *d = T::from_f64(v);
+            }
+            if let Some(state) = c.dropout_rng {
+                net.set_rng(Rng::from_state(state)?);
+            }
+            (
+                Rng::from_state(c.rng)?,
+                Batcher::from_state(c.batcher)?,
+                c.progress,
+            )
+        }
+    })
+}
+
+/// The plan of a run: the whole batch in one arena, or each replica's share of it.
+fn plan_run(config: &RunConfig, fused: bool, sparse: bool) -> Result<Plan, CliError> {
+    let split = config.replicas > 1;
+    let stack = &config.stack;
+    if split && stack.layers.iter().any(|s| matches!(s, Spec::BatchNorm)) {
+        return Err(CliError::Usage(
+            "a data-parallel run (replicas 2) cannot hold BatchNorm, whose batch statistics would be per half".into(),
+        ));
+    }
+    if split && sparse {
+        return Err(CliError::Usage(
+            "a data-parallel run (replicas 2) reads dense rows, not sparse ones".into(),
+        ));
+    }
+    if split {
+        let rows = config.batch.div_ceil(config.replicas);
+        let training = Training::Backprop {
+            optimizer_slots: config.slots()?,
+        };
+        stack.plan(rows, rows, training)
+    } else {
+        config.plan(fused)
+    }
 }
 
 fn train<T: Elem, G: Gemm<T> + Sync>(
@@ -465,30 +716,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         AnyOptimizer::Sgd(sgd) if !split => Some(sgd.lr),
         _ => None,
     };
-    if split && stack.layers.iter().any(|s| matches!(s, Spec::BatchNorm)) {
-        return Err(CliError::Usage(
-            "a data-parallel run (replicas 2) cannot hold BatchNorm, whose batch statistics would be per half".into(),
-        ));
-    }
-    if split && sparse {
-        return Err(CliError::Usage(
-            "a data-parallel run (replicas 2) reads dense rows, not sparse ones".into(),
-        ));
-    }
-    // Each of the replicas' arenas holds its share of a batch.
-    let plan = if split {
-        let rows = batch.div_ceil(config.replicas);
-        stack.plan(
-            rows,
-            rows,
-            Training::Backprop {
-                optimizer_slots: config.slots()?,
-            },
-        )?
-    } else {
-        config.plan(fused_lr.is_some())?
-    };
-    let name = stack.short();
+    let plan = plan_run(config, fused_lr.is_some(), sparse)?;
     println!(
         "network: {}, {} lr {}{}, batch {batch}, {iters} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
         stack.describe(),
@@ -511,8 +739,8 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     // Either way one thread evaluates: the worker on the second core, a chunk at a time
     // between batches, or this thread inline.
     let evaluator = Evaluator::<T>::new(stack, 1)?;
-    // Sparse input: both sets become compressed rows once (MNIST: 10.5 million nonzeros, about
-    // 50 ms); batches copy rows from there and evaluations read them in place.
+    // Sparse input: both sets become compressed rows once (MNIST: 10.5 million nonzeros);
+    // batches copy rows from there and evaluations read them in place.
     let sparse_sets = if sparse {
         Some((train.to_sparse::<T>()?, test.to_sparse::<T>()?))
     } else {
@@ -551,23 +779,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         plan.total(),
         plan.bytes::<T>() as f64 / 1024.0
     );
-    // What the run will write at most: the weights, two checkpoints while one replaces the
-    // other (weights, optimizer state, batcher permutation, metrics), the chart and the CSV.
-    let evals = iters / iter_per_epoch + 2;
-    let weight_bytes = (p * T::BYTES) as u64 + 4096;
-    let perm = match config.sampling {
-        Sampling::EpochShuffle => train.len() as u64,
-        Sampling::Random => 0,
-    };
-    let ckpt_bytes = if config.checkpoint_every.is_some() {
-        weight_bytes + (s * T::BYTES) as u64 + 8 * (perm + 10) + 48 * evals
-    } else {
-        0
-    };
-    check_space(
-        out,
-        weight_bytes + 2 * ckpt_bytes + CHART_BYTES + 80 * evals,
-    )?;
+    check_space(out, output_bytes::<T>(config, p, s, iter_per_epoch))?;
 
     let mut arena = vec![T::ZERO; plan.total()];
     let mut net = Network::new(&plan, &mut arena)?;
@@ -577,67 +789,18 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     } else {
         None
     };
-    let (mut rng, mut batcher, mut progress) = match ckpt {
-        None => {
-            let mut rng = Rng::new(config.seed);
-            net.init(config.init, &mut rng);
-            let batcher = Batcher::new(config.sampling, batch, train.len())?;
-            (rng, batcher, Progress::default())
-        }
-        Some(c) => {
-            // `parse` checked every length against the configuration this plan was built from.
-            for (d, &v) in net.params_mut().iter_mut().zip(&c.params) {
-                *d = T::from_f64(v);
-            }
-            for (d, &v) in net.stats_mut().iter_mut().zip(&c.stats) {
-                *d = T::from_f64(v);
-            }
-            for (d, &v) in net.state_mut().iter_mut().zip(&c.opt_state) {
-                *d = T::from_f64(v);
-            }
-            if let Some(state) = c.dropout_rng {
-                net.set_rng(Rng::from_state(state)?);
-            }
-            (
-                Rng::from_state(c.rng)?,
-                Batcher::from_state(c.batcher)?,
-                c.progress,
-            )
-        }
-    };
-    let start = progress.iteration;
+    let (mut rng, mut batcher, mut progress) = start(config, &mut net, train.len(), ckpt)?;
+    let first = progress.iteration;
     // The update, checked against the plan once; optimizer steps count on from the checkpoint.
     let mut update = match fused_lr {
         Some(lr) => Step::Fused(Update::fused_sgd(&plan, lr)?.with_weight_decay(decay)?),
         None => {
-            Step::Optimizer(Update::optimizer(&plan, &opt, start + 1)?.with_weight_decay(decay)?)
+            Step::Optimizer(Update::optimizer(&plan, &opt, first + 1)?.with_weight_decay(decay)?)
         }
     };
     let mut labels = vec![0usize; batch];
-    // Gathering in place on sparse rows: the indices, the rows and their transpose.
-    let mut in_place_sparse = match rows {
-        Some((all, _)) if threads <= 1 => Some((
-            vec![0usize; batch],
-            CsrBuf::<T>::new(batch, train.features())?,
-            CsrBuf::<T>::new(train.features(), batch)?,
-            all,
-        )),
-        _ => None,
-    };
     let ckpt_path = checkpoint::path_in(out);
     let mut last_checkpoint: Option<u64> = None;
-    let diverged = |iteration: u64, what: String, last: Option<u64>| {
-        let kept = match last {
-            Some(c) => format!(
-                "; the last checkpoint ({}, iteration {c}) is intact",
-                ckpt_path.display()
-            ),
-            None => String::new(),
-        };
-        CliError::Diverged(format!(
-            "training diverged at iteration {iteration}: {what}; try a smaller --lr{kept}"
-        ))
-    };
 
     let bar = ProgressBar::with_draw_target(Some(iters), ProgressDrawTarget::stderr_with_hz(8));
     if let Ok(style) =
@@ -645,92 +808,75 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     {
         bar.set_style(style);
     }
-    bar.set_position(start);
+    bar.set_position(first);
     let started = Instant::now();
     let elapsed_before = progress.elapsed;
     let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
     let final_test = std::thread::scope(|scope| -> Result<f64, CliError> {
         let (finished, done) = mpsc::channel::<MetricRow>();
-        // With a second core, one worker there gathers minibatches a few iterations ahead
-        // (the batches are the same: this thread still draws every index in order) and
-        // evaluates parameter snapshots in between. With one thread both happen inline.
-        let (mut feeder, mut inline) = if background {
-            let feed = Feeder::<T>::spawn(
-                scope, sets, eval_sets, rows, batch, start, evaluator, mm, finished,
-            )?;
-            (Some(feed), None)
-        } else {
-            drop(finished);
-            (None, Some(evaluator))
+        let (mut batches, inline) = match (background, rows) {
+            (true, _) => {
+                let feed = Feeder::<T>::spawn(
+                    scope, sets, eval_sets, rows, batch, first, evaluator, mm, finished,
+                )?;
+                (Batches::Fed(feed), None)
+            }
+            (false, Some((all, _))) => {
+                let here = Batches::SparseHere(
+                    vec![0usize; batch],
+                    CsrBuf::<T>::new(batch, train.features())?,
+                    CsrBuf::<T>::new(train.features(), batch)?,
+                    all,
+                );
+                (here, Some(evaluator))
+            }
+            (false, None) => (Batches::DenseHere, Some(evaluator)),
+        };
+        let mut evals = Evaluations {
+            inline,
+            sets: eval_sets,
+            rows,
+            done,
+            pending: 0,
+            iter_per_epoch,
         };
         let mut twin = match twin_net {
             Some(n) => Some(Twin::spawn(scope, n, mm, decay)?),
             None => None,
         };
-        let mut pending = 0usize;
-        for i in start..iters {
-            let loss = match &mut feeder {
-                Some(feed) => {
-                    // Nothing past the next checkpoint is drawn before it is written, so a
-                    // checkpoint holds the generator and batcher as of its own iteration.
-                    let until = config
-                        .checkpoint_every
-                        .filter(|&every| every > 0)
-                        .map_or(iters, |every| iters.min((i / every + 1) * every));
-                    // Refills the buffer the last step gave back: DEPTH − 1 batches are in
-                    // the worker's hands while this one trains.
-                    feed.request(&mut batcher, &mut rng, until)?;
-                    let b = feed.take()?;
-                    let loss = match (&mut twin, &mut update, b.sparse()?) {
-                        (Some(twin), Step::Optimizer(u), None) => {
-                            twin.step(&mut net, mm, b.x(), b.labels(), u)?
-                        }
-                        (_, _, sparse) => {
-                            let input = match sparse {
-                                Some(sb) => Input::Sparse(sb),
-                                None => Input::Dense(b.x()),
-                            };
-                            update.step(&mut net, mm, input, Target::Labels(b.labels()))
-                        }
-                    };
-                    feed.give_back(b);
-                    loss
-                }
-                None => match &mut in_place_sparse {
-                    Some((indices, x, xt, all)) => {
-                        let rows = batcher.next_indices(&mut rng, indices);
-                        gather_rows(*all, train.labels(), &indices[..rows], x, &mut labels);
-                        xt.transpose_from(x.view());
-                        let sb = SparseBatch::new(x.view(), xt.view())?;
-                        let target = Target::Labels(&labels[..rows]);
-                        update.step(&mut net, mm, Input::Sparse(sb), target)
-                    }
-                    None => {
-                        let rows =
-                            batcher.next_batch(&mut rng, train, net.input_mut(batch), &mut labels);
-                        let target = Target::Labels(&labels[..rows]);
-                        update.step(&mut net, mm, Input::Arena(rows), target)
-                    }
-                },
-            };
-            // The loss alone is not enough: an infinite or NaN weight behind a ReLU that stays
-            // off can leave it finite. Checking all weights takes about 4 µs for 784-50-10
-            // (measured), around 1% of a step.
-            if !loss.is_finite() {
-                bar.finish_and_clear();
-                return Err(diverged(
-                    i + 1,
-                    format!("the loss is {loss}"),
-                    last_checkpoint,
-                ));
+        for i in first..iters {
+            let checkpoint_due = config
+                .checkpoint_every
+                .is_some_and(|every| (i + 1) % every == 0 && i + 1 < iters);
+            // Draw.
+            let until = config
+                .checkpoint_every
+                .filter(|&every| every > 0)
+                .map_or(iters, |every| iters.min((i / every + 1) * every));
+            let drawn = batches.draw(
+                &mut batcher,
+                &mut rng,
+                until,
+                (train, &mut net, &mut labels),
+            )?;
+            // Step.
+            let loss = step(&mut net, mm, (&mut update, twin.as_mut()), &drawn, &labels)?;
+            if let Drawn::Fed(b) = drawn {
+                batches.give_back(b);
             }
-            if let Some((tensor, at, v)) = first_non_finite(net.plan(), net.params()) {
+            if let Some(what) = divergence(&net, loss, checkpoint_due) {
                 bar.finish_and_clear();
-                return Err(diverged(
-                    i + 1,
-                    format!("weight {tensor}[{at}] is {v} (the loss was {loss})"),
-                    last_checkpoint,
-                ));
+                let kept = match last_checkpoint {
+                    Some(c) => format!(
+                        "; the last checkpoint ({}, iteration {c}) is intact",
+                        ckpt_path.display()
+                    ),
+                    None => String::new(),
+                };
+                return Err(CliError::Diverged(format!(
+                    "training diverged at iteration {}: {what}; try a smaller --lr{kept}",
+                    i + 1
+                )));
             }
             progress.loss_sum += loss.to_f64();
             progress.loss_count += 1;
@@ -739,13 +885,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             if i % 50 == 0 {
                 bar.set_message(format!("{:.4}", loss.to_f64()));
             }
-            // Results of earlier evaluations, in order, as the worker finishes them.
-            while pending > 0 {
-                let Ok(row) = done.try_recv() else { break };
-                pending -= 1;
-                record(&bar, &mut progress.metrics, row, iter_per_epoch);
-            }
-            // The book evaluates after iterations 0, 600, 1200, …: 17 times in 10,000 iterations.
+            // Report what earlier evaluations found, in order, as the worker finishes them.
+            evals.report_finished(&bar, &mut progress.metrics);
+            // Evaluate: the book does after iterations 0, 600, 1200, …, 17 times in 10,000.
             if i % iter_per_epoch == 0 {
                 let row = MetricRow {
                     iteration: i + 1,
@@ -756,34 +898,11 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     elapsed: elapsed(),
                 };
                 (progress.loss_sum, progress.loss_count) = (0.0, 0);
-                if let Some(feed) = &feeder {
-                    feed.evaluate(row, net.params(), net.stats())?;
-                    pending += 1;
-                } else if let Some(ev) = &mut inline {
-                    let row = evaluate_row(ev, mm, &weights(&net), row, eval_sets, rows);
-                    record(&bar, &mut progress.metrics, row, iter_per_epoch);
-                }
+                evals.evaluate(&batches, (&net, mm), row, (&bar, &mut progress.metrics))?;
             }
-            if let Some(every) = config.checkpoint_every
-                && (i + 1) % every == 0
-                && i + 1 < iters
-            {
-                if net.state().iter().any(|v| !v.is_finite()) {
-                    bar.finish_and_clear();
-                    return Err(diverged(
-                        i + 1,
-                        "the optimizer state is not finite".into(),
-                        last_checkpoint,
-                    ));
-                }
+            if checkpoint_due {
                 // A checkpoint holds every evaluation up to its iteration.
-                drain(
-                    &done,
-                    &mut pending,
-                    &bar,
-                    &mut progress.metrics,
-                    iter_per_epoch,
-                )?;
+                evals.drain(&bar, &mut progress.metrics)?;
                 progress.elapsed = elapsed();
                 let bytes = Snapshot {
                     config,
@@ -799,33 +918,28 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 .to_bytes()?;
                 model::write_atomic(&ckpt_path, &bytes)?;
                 last_checkpoint = Some(i + 1);
+                stop_after_checkpoint(i + 1);
             }
         }
         // The weights saved are those after the last iteration: report their test accuracy.
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
-        let own_final = match &inline {
-            None if !whole_evals || !iters.saturating_sub(1).is_multiple_of(iter_per_epoch) => {
-                Some(Evaluator::<T>::new(stack, 1)?.accuracy(
-                    mm,
-                    &weights(&net),
-                    test,
-                    rows.map(|r| r.1),
-                ))
-            }
+        let last_was_evaluated =
+            whole_evals && iters.saturating_sub(1).is_multiple_of(iter_per_epoch);
+        let own_final = match &evals.inline {
+            None if !last_was_evaluated => Some(Evaluator::<T>::new(stack, 1)?.accuracy(
+                mm,
+                &weights(&net),
+                test,
+                rows.map(|r| r.1),
+            )),
             _ => None,
         };
-        drain(
-            &done,
-            &mut pending,
-            &bar,
-            &mut progress.metrics,
-            iter_per_epoch,
-        )?;
+        evals.drain(&bar, &mut progress.metrics)?;
         Ok(match (progress.metrics.last(), own_final) {
             (Some(m), _) if whole_evals && m.iteration == iters => m.test_acc,
             (_, Some(acc)) => acc,
-            _ => match &mut inline {
+            _ => match &mut evals.inline {
                 Some(ev) => ev.accuracy(mm, &weights(&net), test, rows.map(|r| r.1)),
                 None => Evaluator::<T>::new(stack, 1)?.accuracy(
                     mm,
@@ -841,30 +955,67 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     println!(
         "final test acc {final_test:.4} after {iters} iterations; training took {train_time:.2} s"
     );
+    write_outputs(
+        config,
+        out,
+        (&net, mm.name(), sparse),
+        &opt,
+        final_test,
+        &progress.metrics,
+    )?;
+    Ok(progress.metrics)
+}
 
+/// For tests of interrupted runs: `MANABI_STOP_AFTER_CHECKPOINT=N` makes the process wait,
+/// without returning, once the checkpoint of iteration N is written, so that a test can
+/// SIGKILL it at a known point instead of after a guessed delay. Not a user option.
+fn stop_after_checkpoint(iteration: u64) {
+    let wanted = std::env::var("MANABI_STOP_AFTER_CHECKPOINT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if wanted == Some(iteration) {
+        println!("stopped after the checkpoint of iteration {iteration}");
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Writes the run's results into `out`: the weights, `metrics.csv` and the chart.
+fn write_outputs<T: Elem>(
+    config: &RunConfig,
+    out: &Path,
+    (net, backend, sparse): (&Network<'_, T>, &str, bool),
+    opt: &AnyOptimizer<T>,
+    final_test: f64,
+    metrics: &[MetricRow],
+) -> Result<(), CliError> {
     let extra = [
-        ("backend", mm.name().to_string()),
+        ("backend", backend.to_string()),
         ("input", if sparse { "sparse" } else { "dense" }.to_string()),
         ("seed", config.seed.to_string()),
-        ("iterations", iters.to_string()),
+        ("iterations", config.iters.to_string()),
         ("test_accuracy", final_test.to_string()),
     ];
-    let bytes = model::to_safetensors(stack, net.plan(), net.params(), net.stats(), &extra)?;
+    let bytes =
+        model::to_safetensors(&config.stack, net.plan(), net.params(), net.stats(), &extra)?;
     let model_path = out.join("model.safetensors");
     model::write_atomic(&model_path, &bytes)?;
     let csv: String = std::iter::once(checkpoint::CSV_HEADER.to_string())
-        .chain(progress.metrics.iter().map(MetricRow::csv_line))
+        .chain(metrics.iter().map(MetricRow::csv_line))
         .collect();
     model::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
     let chart_path = out.join("accuracy.png");
     let tmp = out.join(format!(".accuracy.tmp-{}.png", std::process::id()));
     let title = format!(
-        "manabi {name}, {} lr {}, batch {batch}: final test accuracy {final_test:.4}",
+        "manabi {}, {} lr {}, batch {}: final test accuracy {final_test:.4}",
+        config.stack.short(),
         opt.name(),
-        config.lr
+        config.lr,
+        config.batch
     );
-    let points: Vec<EpochPoint> = progress
-        .metrics
+    let points: Vec<EpochPoint> = metrics
         .iter()
         .map(|m| EpochPoint {
             epoch: m.epoch,
@@ -886,7 +1037,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         out.join("metrics.csv").display(),
         chart_path.display()
     );
-    Ok(progress.metrics)
+    Ok(())
 }
 
 #[cfg(test)]
