@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::idx::{Dims, IdxError};
@@ -11,11 +12,18 @@ use crate::idx::{Dims, IdxError};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DataError {
-    /// A file or directory could not be read or written (or a gzip stream is damaged).
+    /// A file or directory could not be read or written.
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// What the operating system (or the gzip decoder) reported.
+        /// What the operating system reported.
+        source: io::Error,
+    },
+    /// A gzip file's compressed stream is damaged (bad data or checksum) or cut short.
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// What the gzip decoder reported; kind `UnexpectedEof` when the stream is cut short.
         source: io::Error,
     },
     /// A file is not a valid IDX file.
@@ -34,13 +42,14 @@ pub enum DataError {
         /// The digest of the decompressed file, lowercase hex.
         got: String,
     },
-    /// An IDX file has the wrong rank for its role (images need rank ≥ 2, labels rank 1).
+    /// An IDX file's header has the wrong rank for its role (images need rank 2 or more,
+    /// labels rank 1); checked before the payload is read.
     BadShape {
         /// The file.
         path: PathBuf,
         /// Its dimensions.
         dims: Vec<usize>,
-        /// What was expected, e.g. `"labels must have rank 1 (n)"`.
+        /// What was expected, e.g. `"a label file needs exactly 1 dimension, count"`.
         expected: &'static str,
     },
     /// The image and label files hold different numbers of samples.
@@ -65,6 +74,47 @@ pub enum DataError {
         /// Its per-sample dimensions.
         test_dims: Vec<usize>,
     },
+    /// Inferring the class count: a class below the largest label has no sample in either
+    /// set, while the sets are large enough for that to be suspicious (see
+    /// [`load_with_classes`](crate::load_with_classes)).
+    LabelGap {
+        /// The label file holding the offending label.
+        path: PathBuf,
+        /// The label's index in that file (0 = first).
+        index: usize,
+        /// The offending label: the smallest one above the empty classes.
+        label: usize,
+        /// The classes without a sample, all below `label`.
+        empty: Range<usize>,
+        /// The class count that accepts these labels: the largest label plus one.
+        classes: usize,
+    },
+    /// Inferring the class count: the largest label occurs exactly once, while the sets are
+    /// large enough for that to be suspicious (see
+    /// [`load_with_classes`](crate::load_with_classes)).
+    LoneLabel {
+        /// The label file holding it.
+        path: PathBuf,
+        /// Its index in that file (0 = first).
+        index: usize,
+        /// The label (the largest of both sets).
+        label: usize,
+        /// Training and test labels together.
+        samples: usize,
+    },
+    /// A label is not below the class count given.
+    LabelOutOfRange {
+        /// The label file holding it.
+        path: PathBuf,
+        /// Its index in that file (0 = first).
+        index: usize,
+        /// The label.
+        label: usize,
+        /// The class count given.
+        classes: usize,
+    },
+    /// A class count of 0 was given.
+    ZeroClasses,
     /// No data directory holds the MNIST files.
     NotFound {
         /// Every directory (or file) that was looked at, in order.
@@ -89,6 +139,19 @@ impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::Gzip { path, source } if source.kind() == io::ErrorKind::UnexpectedEof => {
+                write!(
+                    f,
+                    "{}: the gzip stream ends early, before its end-of-stream trailer (decoder: {source}); \
+                     the file is incomplete, fetch or copy it again",
+                    path.display()
+                )
+            }
+            Self::Gzip { path, source } => write!(
+                f,
+                "{}: the gzip stream is damaged (decoder: {source}); fetch or copy the file again",
+                path.display()
+            ),
             Self::Idx { path, source } => write!(f, "{}: {source}", path.display()),
             Self::Checksum {
                 path,
@@ -106,8 +169,9 @@ impl fmt::Display for DataError {
                 expected,
             } => write!(
                 f,
-                "{}: dimensions {} but {expected}",
+                "{}: {expected}, but its header has {}: {}",
                 path.display(),
+                dims.len(),
                 Dims(dims)
             ),
             Self::CountMismatch {
@@ -128,11 +192,58 @@ impl fmt::Display for DataError {
                 test_dims,
             } => write!(
                 f,
-                "training images in {} are {} but test images in {} are {}",
+                "training images in {} are {} but test images in {} are {} (both sets need one sample shape)",
                 train.display(),
                 Dims(train_dims),
                 test.display(),
                 Dims(test_dims)
+            ),
+            Self::LabelGap {
+                path,
+                index,
+                label,
+                empty,
+                classes,
+            } => {
+                write!(f, "{}: label {label} at index {index} skips ", path.display())?;
+                if empty.len() == 1 {
+                    write!(f, "class {}", empty.start)?;
+                } else {
+                    write!(f, "classes {} to {}", empty.start, empty.end - 1)?;
+                }
+                write!(
+                    f,
+                    ", which no training or test label uses (a stray label?); \
+                     if the gap is intended, `--classes {classes}` accepts it"
+                )
+            }
+            Self::LoneLabel {
+                path,
+                index,
+                label,
+                samples,
+            } => write!(
+                f,
+                "{}: label {label} at index {index} is the only sample of class {label} among \
+                 {samples} training and test labels (a stray label?); if the class is intended, \
+                 `--classes {}` accepts it",
+                path.display(),
+                label + 1
+            ),
+            Self::LabelOutOfRange {
+                path,
+                index,
+                label,
+                classes,
+            } => write!(
+                f,
+                "{}: label {label} at index {index} is out of range for {classes} classes \
+                 (expected 0 to {})",
+                path.display(),
+                classes.saturating_sub(1)
+            ),
+            Self::ZeroClasses => f.write_str(
+                "a class count of 0 cannot hold any label: labels are class indices 0 to N−1, so N must be at least 1",
             ),
             Self::NotFound { looked } => {
                 f.write_str("MNIST files not found (looked in ")?;

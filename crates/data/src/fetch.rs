@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::DataError;
+use crate::idx::Role;
 use crate::mnist::{MNIST_FILES, MnistFile, locate, read_checked};
 
 /// Public MNIST mirrors, tried in order. Each is a URL prefix to which the file name
@@ -120,7 +121,7 @@ pub fn fetch_with_agent(
     })?;
     for f in &MNIST_FILES {
         if let Some(path) = locate(dir, f.name)
-            && read_checked(&path, Some(f.sha256)).is_ok()
+            && read_checked(&path, Role::Any, Some(f.sha256)).is_ok()
         {
             progress(FetchEvent::Present { path: &path });
             continue;
@@ -270,7 +271,7 @@ fn download(
     out.sync_all().map_err(local(&part.path))?;
     drop(out);
 
-    if let Err(e) = read_checked(&part.path, Some(f.sha256)) {
+    if let Err(e) = read_checked(&part.path, Role::Any, Some(f.sha256)) {
         let reason = match e {
             DataError::Checksum { got, .. } => format!(
                 "content does not match the MNIST digest (SHA-256 {got}, expected {})",
@@ -278,6 +279,9 @@ fn download(
             ),
             DataError::Idx { source, .. } => format!("not a valid IDX file: {source}"),
             DataError::Io { source, .. } => format!("unreadable download: {source}"),
+            DataError::Gzip { source, .. } => {
+                format!("damaged or incomplete gzip download: {source}")
+            }
             other => other.to_string(),
         };
         return Err(Failure::Mirror(reason));

@@ -13,8 +13,11 @@
 //! Truncated payloads and trailing bytes are both errors. Gzip is recognised by its magic
 //! bytes `1f 8b`, never by the file name, and is decompressed through a reader bounded by
 //! what the header announces, so a small file claiming a huge payload (a "gzip bomb" or a
-//! lying header) is refused without a matching allocation.
+//! lying header) is refused without a matching allocation. A damaged or cut-short gzip
+//! stream is reported as such ([`DataError::Gzip`]); every other message is the same for a
+//! raw file and its gzip copy.
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -33,6 +36,10 @@ pub const TYPE_U8: u8 = 0x08;
 
 /// The first two bytes of every gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// How many trailing bytes of a gzip stream are counted before giving up (raw files are
+/// measured exactly, from their length).
+pub const TRAILING_COUNT_MAX: usize = 1 << 20;
 
 /// Deflate never expands more than about 1032:1; used only to cap the first allocation.
 const MAX_DEFLATE_RATIO: usize = 1032;
@@ -99,7 +106,9 @@ pub enum IdxError {
         dims: Vec<usize>,
         /// Payload bytes the header announces.
         expected: usize,
-        /// How many extra bytes, when known (gzip streams are not read past the first).
+        /// How many extra bytes; `None` when a gzip stream holds more than
+        /// [`TRAILING_COUNT_MAX`] of them (decompression stops counting there, so that a
+        /// "gzip bomb" costs no more time than it must).
         extra: Option<usize>,
     },
 }
@@ -135,39 +144,46 @@ fn type_name(code: u8) -> Option<&'static str> {
 impl fmt::Display for IdxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::HeaderTruncated { need: 4, got: 0 } => {
+                f.write_str("not an IDX file: it is empty, expected at least a 4-byte header")
+            }
+            Self::HeaderTruncated { need: 4, got } => write!(
+                f,
+                "not an IDX file: it ends after {got} bytes, expected at least a 4-byte header"
+            ),
             Self::HeaderTruncated { need, got } => write!(
                 f,
-                "not an IDX file: it ends after {got} bytes, inside the {need}-byte header"
+                "IDX header cut short: rank {} needs {need} header bytes (4, then 4 per dimension) \
+                 but the file ends after {got}",
+                need.saturating_sub(4) / 4
             ),
             Self::BadMagic { found } => write!(
                 f,
-                "not an IDX file: it starts with {:02x} {:02x}, not 00 00",
+                "not an IDX file: expected the magic bytes 00 00, found {:02x} {:02x}",
                 found[0], found[1]
             ),
             Self::UnsupportedType { code } => match type_name(*code) {
                 Some(name) => write!(
                     f,
-                    "IDX element type 0x{code:02X} ({name}) is not supported; only 0x08 (unsigned byte) is"
+                    "unsupported IDX element type: expected 0x08 (unsigned byte), found 0x{code:02X} ({name})"
                 ),
                 None => write!(
                     f,
-                    "unknown IDX element type 0x{code:02X}; only 0x08 (unsigned byte) is supported"
+                    "unknown IDX element type: expected 0x08 (unsigned byte), found 0x{code:02X}"
                 ),
             },
-            Self::BadRank { rank } => {
-                write!(
-                    f,
-                    "IDX rank {rank} is not supported (must be 1 to {MAX_RANK})"
-                )
-            }
-            Self::ZeroDim { axis, dims } => write!(
+            Self::BadRank { rank } => write!(
                 f,
-                "IDX header says {} but dimension {axis} must not be zero",
+                "unsupported IDX rank: expected 1 to {MAX_RANK} dimensions, found {rank}"
+            ),
+            Self::ZeroDim { dims, .. } => write!(
+                f,
+                "IDX dimensions must all be at least 1, but the header has {}",
                 Dims(dims)
             ),
             Self::TooLarge { dims } => write!(
                 f,
-                "IDX header says {}, more bytes than this machine can address",
+                "IDX header has {}, more bytes of data than this machine can address",
                 Dims(dims)
             ),
             Self::Truncated {
@@ -176,7 +192,7 @@ impl fmt::Display for IdxError {
                 got,
             } => write!(
                 f,
-                "header says {} = {expected} bytes of data but the file holds {got}",
+                "IDX data cut short: header says {} = {expected} bytes of data, but the file holds {got}",
                 Dims(dims)
             ),
             Self::TrailingData {
@@ -185,7 +201,7 @@ impl fmt::Display for IdxError {
                 extra: Some(extra),
             } => write!(
                 f,
-                "header says {} = {expected} bytes of data but {extra} more bytes follow them",
+                "IDX data too long: header says {} = {expected} bytes of data, but {extra} more bytes follow them",
                 Dims(dims)
             ),
             Self::TrailingData {
@@ -194,7 +210,8 @@ impl fmt::Display for IdxError {
                 extra: None,
             } => write!(
                 f,
-                "header says {} = {expected} bytes of data but more data follows them",
+                "IDX data too long: header says {} = {expected} bytes of data, but more than \
+                 {TRAILING_COUNT_MAX} more bytes follow them",
                 Dims(dims)
             ),
         }
@@ -317,29 +334,65 @@ pub fn parse_idx(bytes: &[u8]) -> Result<Idx, IdxError> {
 /// Reads an IDX file, raw or gzip (told apart by the first two bytes, not the name).
 ///
 /// # Errors
-/// [`DataError::Io`] when the file can't be read or its gzip stream is damaged;
-/// [`DataError::Idx`] when the contents are not a valid IDX file (see [`parse_idx`]).
-/// Both name the file.
+/// [`DataError::Io`] when the file can't be read, [`DataError::Gzip`] when its gzip stream
+/// is damaged or cut short, [`DataError::Idx`] when the contents are not a valid IDX file
+/// (see [`parse_idx`]). All name the file.
 pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
-    read_idx_digest(path, false).map(|(idx, _)| idx)
+    read_idx_digest(path, Role::Any, false).map(|(idx, _)| idx)
+}
+
+/// What an IDX file is read for: its rank is checked against it as soon as the header has
+/// been read, before the payload is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Any rank (`read_idx`).
+    Any,
+    /// Samples: `count × rows × columns`, `count × features` or `count × rows × columns × channels`.
+    Images,
+    /// One label per sample: `count`.
+    Labels,
+}
+
+impl Role {
+    /// `Err(what was expected)` when `dims` has the wrong rank for this role.
+    pub(crate) fn check(self, dims: &[usize]) -> Result<(), &'static str> {
+        match self {
+            Self::Images if dims.len() < 2 => {
+                Err("an image file needs 3 dimensions, count × rows × columns \
+                 (or 2, count × features; or 4, with channels last)")
+            }
+            Self::Labels if dims.len() != 1 => Err("a label file needs exactly 1 dimension, count"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Why a stream could not be decoded.
 enum StreamError {
+    /// Reading the file failed.
     Io(io::Error),
+    /// The gzip decoder refused the stream (damaged or cut short).
+    Gzip(io::Error),
+    /// The bytes are not a valid IDX file.
     Idx(IdxError),
+    /// A valid header with the wrong rank for the file's [`Role`].
+    Shape {
+        dims: Vec<usize>,
+        expected: &'static str,
+    },
 }
 
 impl StreamError {
     fn at(self, path: &Path) -> DataError {
+        let path = path.to_path_buf();
         match self {
-            Self::Io(source) => DataError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            Self::Idx(source) => DataError::Idx {
-                path: path.to_path_buf(),
-                source,
+            Self::Io(source) => DataError::Io { path, source },
+            Self::Gzip(source) => DataError::Gzip { path, source },
+            Self::Idx(source) => DataError::Idx { path, source },
+            Self::Shape { dims, expected } => DataError::BadShape {
+                path,
+                dims,
+                expected,
             },
         }
     }
@@ -357,9 +410,27 @@ impl From<IdxError> for StreamError {
     }
 }
 
-/// Reads an IDX file and, if asked, the SHA-256 of its decompressed bytes.
+/// Passes reads through and remembers whether the file itself failed, so that the gzip
+/// decoder's own errors (a damaged or cut-short stream) are told apart from I/O errors.
+struct Watched<'a, R> {
+    inner: R,
+    failed: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed.set(true);
+            }
+        })
+    }
+}
+
+/// Reads an IDX file for `role` and, if asked, the SHA-256 of its decompressed bytes.
 pub(crate) fn read_idx_digest(
     path: &Path,
+    role: Role,
     digest: bool,
 ) -> Result<(Idx, Option<[u8; 32]>), DataError> {
     let io_err = |source| DataError::Io {
@@ -380,9 +451,23 @@ pub(crate) fn read_idx_digest(
     let mut hasher = digest.then(Sha256::new);
     let idx = if gzip {
         let cap = file_len.saturating_mul(MAX_DEFLATE_RATIO);
-        decode_stream(MultiGzDecoder::new(reader), cap, None, hasher.as_mut())
+        let failed = Cell::new(false);
+        let watched = Watched {
+            inner: reader,
+            failed: &failed,
+        };
+        match decode_stream(
+            MultiGzDecoder::new(watched),
+            role,
+            cap,
+            None,
+            hasher.as_mut(),
+        ) {
+            Err(StreamError::Io(e)) if !failed.get() => Err(StreamError::Gzip(e)),
+            other => other,
+        }
     } else {
-        decode_stream(reader, file_len, Some(file_len), hasher.as_mut())
+        decode_stream(reader, role, file_len, Some(file_len), hasher.as_mut())
     }
     .map_err(|e| e.at(path))?;
     Ok((idx, hasher.map(|h| h.finalize().into())))
@@ -402,13 +487,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Decodes one IDX stream.
+/// Decodes one IDX stream read for `role`.
 ///
 /// `cap` bounds the first allocation (the payload buffer never grows past what the header
 /// announces, because reading goes through `take`); `total`, when the stream length is
 /// known in advance (a raw file), lets a wrong length be reported before reading the payload.
+/// The header is judged whole (format, then rank for the role) before the payload is.
 fn decode_stream(
     mut r: impl Read,
+    role: Role,
     cap: usize,
     total: Option<usize>,
     mut hasher: Option<&mut Sha256>,
@@ -422,6 +509,12 @@ fn decode_stream(
     let header_len = 4 + 4 * rank;
     let got = 4 + read_full(&mut r, &mut head[4..header_len])?;
     let h = parse_header(&head[..got])?;
+    if let Err(expected) = role.check(&h.dims) {
+        return Err(StreamError::Shape {
+            dims: h.dims,
+            expected,
+        });
+    }
     if let Some(total) = total {
         let got = total.saturating_sub(h.header_len);
         if got < h.payload_len {
@@ -460,10 +553,18 @@ fn decode_stream(
     // makes the decoder check the stream's CRC and length trailer.
     let mut probe = [0u8; 1];
     if read_full(&mut r, &mut probe)? != 0 {
+        // Only a stream of unknown length gets here (a raw file's length was checked
+        // above): count what follows, up to a bound, without keeping it.
+        let bound = u64::try_from(TRAILING_COUNT_MAX).unwrap_or(u64::MAX);
+        let more = io::copy(&mut (&mut r).take(bound), &mut io::sink())?;
+        let extra = usize::try_from(more)
+            .ok()
+            .filter(|&m| m < TRAILING_COUNT_MAX)
+            .map(|m| m + 1);
         return Err(IdxError::TrailingData {
             dims: h.dims,
             expected: h.payload_len,
-            extra: None,
+            extra,
         }
         .into());
     }
@@ -498,10 +599,13 @@ mod tests {
         let e = parse_idx(&idx_bytes(&[60000, 28, 28], &[0; 1000])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "header says 60000×28×28 = 47040000 bytes of data but the file holds 1000"
+            "IDX data cut short: header says 60000×28×28 = 47040000 bytes of data, but the file holds 1000"
         );
         let e = parse_idx(&[0, 0, 0x0D, 1]).unwrap_err();
-        assert!(e.to_string().contains("0x0D (f32)"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "unsupported IDX element type: expected 0x08 (unsigned byte), found 0x0D (f32)"
+        );
     }
 
     #[test]
@@ -509,7 +613,8 @@ mod tests {
         let bytes = [0u8, 0, 8, 3, 0, 0];
         let slice = parse_idx(&bytes).unwrap_err();
         assert_eq!(slice, IdxError::HeaderTruncated { need: 16, got: 6 });
-        let Err(StreamError::Idx(stream)) = decode_stream(&bytes[..], 16, None, None) else {
+        let Err(StreamError::Idx(stream)) = decode_stream(&bytes[..], Role::Any, 16, None, None)
+        else {
             panic!("stream decoding must fail with an IDX error");
         };
         assert_eq!(stream, slice);

@@ -60,5 +60,6 @@ pub use error::DataError;
 pub use fetch::{FetchEvent, MIRRORS, fetch, fetch_with_agent};
 pub use idx::{Idx, IdxError, parse_idx, read_idx};
 pub use mnist::{
-    Dataset, MNIST_FILES, MnistFile, TrainTest, Verify, find_data_dir, load, load_dataset, locate,
+    Dataset, MNIST_FILES, MnistFile, STRAY_MIN_SAMPLES, TrainTest, Verify, find_data_dir, load,
+    load_dataset, load_with_classes, locate,
 };

@@ -57,7 +57,7 @@ fn element_types_other_than_u8_are_refused_by_name() {
         parse_idx(&b)
             .unwrap_err()
             .to_string()
-            .contains("unknown IDX element type 0x42")
+            .contains("unknown IDX element type: expected 0x08 (unsigned byte), found 0x42")
     );
 }
 
@@ -97,7 +97,7 @@ fn truncated_payload_and_trailing_garbage_are_refused() {
     );
     assert_eq!(
         e.to_string(),
-        "header says 2×3 = 6 bytes of data but the file holds 5"
+        "IDX data cut short: header says 2×3 = 6 bytes of data, but the file holds 5"
     );
     let mut long = full.clone();
     long.extend_from_slice(b"xyz");
@@ -181,7 +181,7 @@ fn gzip_files_are_as_strict_as_raw_ones() {
         matches!(
             &e,
             DataError::Idx {
-                source: IdxError::TrailingData { extra: None, .. },
+                source: IdxError::TrailingData { extra: Some(1), .. },
                 ..
             }
         ),
