@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use crate::idx::{Dims, IdxError};
 
-/// The crate's error type. Each variant names the file (or files) involved, and its
-/// `Display` is one line meant for the end user.
+/// The crate's error type. Each variant about a file names it (or them), and its `Display`
+/// is one line meant for the end user, saying what was expected and what was found.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DataError {

@@ -2,13 +2,22 @@
 //!
 //! - [`idx`]: [`parse_idx`] / [`read_idx`] read the IDX format strictly (magic, element type
 //!   `0x08`, rank 1 ..= 4, nonzero dimensions, exact payload length) and bound every
-//!   allocation by what the header announces; gzip is recognised by its magic bytes.
+//!   allocation by what the header announces; gzip is recognised by its magic bytes, and a
+//!   damaged or cut-short stream is reported as such ([`DataError::Gzip`]).
 //! - [`mnist`]: [`find_data_dir`] (flag, then `$MANABI_DATA`, then `./data/mnist`),
 //!   [`load`] the four MNIST files with SHA-256 checks ([`Verify`]) or any IDX data set,
-//!   [`load_dataset`] for one image/label pair. Samples stay one contiguous buffer of
-//!   bytes (a quarter of the memory traffic of `f32`); they become values `byte / 255` in
-//!   `[0, 1]` as `f32` or `f64` when copied out ([`Dataset::copy_rows`], minibatches), or
-//!   become compressed sparse rows of their nonzeros ([`Dataset::to_sparse`]).
+//!   [`load_dataset`] for one image/label pair. Each file's rank is judged from its header
+//!   before its payload: images need 2 to 4 dimensions (count first), labels exactly 1.
+//!   Samples stay one contiguous buffer of bytes (a quarter of the memory traffic of `f32`);
+//!   they become values `byte / 255` in `[0, 1]` as `f32` or `f64` when copied out
+//!   ([`Dataset::copy_rows`], minibatches), or become compressed sparse rows of their
+//!   nonzeros ([`Dataset::to_sparse`]).
+//! - Classes: [`load`] infers the count (largest label + 1) but refuses labels that look
+//!   like they hold a stray one, a gap or a lone largest label once the most common class
+//!   has [`STRAY_MIN_SAMPLES`] samples ([`DataError::LabelGap`], [`DataError::LoneLabel`]);
+//!   [`load_with_classes`] takes the count instead (`--classes N` on the command line),
+//!   checks only that every label is below it ([`DataError::LabelOutOfRange`]), and with
+//!   `None` is [`load`].
 //! - [`batch`]: [`Batcher`] draws minibatches ([`Sampling::Random`] as in the book, or
 //!   [`Sampling::EpochShuffle`]) into caller-owned buffers with the caller's
 //!   [`manabi_tensor::Rng`], and saves/restores its position for checkpoints; [`gather`]
