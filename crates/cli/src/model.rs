@@ -47,7 +47,20 @@ impl Elem for f64 {
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a mix:
 /// a temporary file in the same directory, fsync, rename over `path`, fsync the directory.
+///
+/// The temporary file (`tempfile`'s, removed on any error) is named `.<name>.tmp-<pid>-…`,
+/// so that a later run can tell the leftovers of a killed writer by its pid.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    write_atomic_or_pause(path, bytes, false)
+}
+
+/// [`write_atomic`], or with `pause_midway` (for kill tests only) a writer that stops for
+/// good after half of `bytes`, as a process killed inside the write leaves it.
+pub fn write_atomic_or_pause(
+    path: &Path,
+    bytes: &[u8],
+    pause_midway: bool,
+) -> Result<(), CliError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -56,21 +69,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-{}-", std::process::id()))
+            .tempfile_in(dir)?;
+        if pause_midway {
+            tmp.write_all(&bytes[..bytes.len() / 2])?;
+            tmp.as_file().sync_all()?;
+            println!("paused inside the write of {}", path.display());
+            std::io::stdout().flush()?;
+            loop {
+                std::thread::park();
+            }
+        }
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
         // Make the rename itself durable; directories can be opened read-only on Unix.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok::<(), std::io::Error>(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.context(|| format!("writing {}", path.display()))
 }
 

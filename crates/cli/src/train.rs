@@ -81,7 +81,7 @@ fn prepare_out(out: &Path) -> Result<(), CliError> {
     fs::remove_file(&probe).context(|| format!("cleaning up {}", probe.display()))
 }
 
-/// Removes `.<output>.tmp-<pid>` files (and `.accuracy.tmp-<pid>.png`) whose writer is no
+/// Removes `.<output>.tmp-<pid>-…` files (and `.accuracy.tmp-<pid>.png`) whose writer is no
 /// longer running. Where there is no `/proc` to ask, nothing is removed.
 fn remove_stale_temporaries(out: &Path) {
     let Ok(entries) = fs::read_dir(out) else {
@@ -99,6 +99,8 @@ fn remove_stale_temporaries(out: &Path) {
                 name.strip_prefix(".accuracy.tmp-")
                     .and_then(|r| r.strip_suffix(".png"))
             });
+        // `write_atomic` names them `.<output>.tmp-<pid>-<random>`.
+        let pid = pid.map(|p| p.split_once('-').map_or(p, |(pid, _)| pid));
         if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
             && pid != std::process::id()
             && !Path::new(&format!("/proc/{pid}")).exists()
@@ -916,9 +918,17 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                     progress: &progress,
                 }
                 .to_bytes()?;
-                model::write_atomic(&ckpt_path, &bytes)?;
+                let kill_point = KillPoint::from_env(i + 1);
+                let pause = kill_point == Some(KillPoint::InCheckpoint);
+                model::write_atomic_or_pause(&ckpt_path, &bytes, pause)?;
                 last_checkpoint = Some(i + 1);
-                stop_after_checkpoint(i + 1);
+                if kill_point == Some(KillPoint::AfterCheckpoint) {
+                    bar.suspend(|| println!("paused after the checkpoint of iteration {}", i + 1));
+                    let _ = std::io::stdout().flush();
+                    loop {
+                        std::thread::park();
+                    }
+                }
             }
         }
         // The weights saved are those after the last iteration: report their test accuracy.
@@ -966,18 +976,28 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     Ok(progress.metrics)
 }
 
-/// For tests of interrupted runs: `MANABI_STOP_AFTER_CHECKPOINT=N` makes the process wait,
-/// without returning, once the checkpoint of iteration N is written, so that a test can
-/// SIGKILL it at a known point instead of after a guessed delay. Not a user option.
-fn stop_after_checkpoint(iteration: u64) {
-    let wanted = std::env::var("MANABI_STOP_AFTER_CHECKPOINT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok());
-    if wanted == Some(iteration) {
-        println!("stopped after the checkpoint of iteration {iteration}");
-        let _ = std::io::stdout().flush();
-        loop {
-            std::thread::park();
+/// Where a kill test wants the run to stop for good, so that it can SIGKILL the process at a
+/// known point rather than after a guessed delay: `MANABI_KILL_POINT=after-checkpoint:N`
+/// (once the checkpoint of iteration N is written) or `in-checkpoint:N` (half-way through
+/// writing it). Each prints a `paused …` line and then waits. Not a user option.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KillPoint {
+    AfterCheckpoint,
+    InCheckpoint,
+}
+
+impl KillPoint {
+    /// The kill point `MANABI_KILL_POINT` sets at the checkpoint of `iteration`, if any.
+    fn from_env(iteration: u64) -> Option<Self> {
+        let text = std::env::var("MANABI_KILL_POINT").ok()?;
+        let (point, at) = text.split_once(':')?;
+        if at.parse::<u64>().ok()? != iteration {
+            return None;
+        }
+        match point {
+            "after-checkpoint" => Some(Self::AfterCheckpoint),
+            "in-checkpoint" => Some(Self::InCheckpoint),
+            _ => None,
         }
     }
 }

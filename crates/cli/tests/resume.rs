@@ -5,9 +5,9 @@ mod common;
 use common::{run, s, scratch, text};
 use manabi_cli::checkpoint;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The run the kill test interrupts: 1200 iterations (2 epochs), a checkpoint every 200.
 const RUN: [&str; 7] = [
@@ -20,41 +20,50 @@ const RUN: [&str; 7] = [
     "3",
 ];
 
-fn spawn(args: &[&str]) -> Child {
-    common::manabi()
+/// Starts `manabi ARGS` with `MANABI_KILL_POINT=point` and waits until it has paused there
+/// (its `paused …` line), so that the SIGKILL that follows lands at a known point.
+fn run_until_paused(args: &[&str], point: &str) -> Child {
+    let mut child = common::manabi()
         .args(args)
-        .stdout(Stdio::null())
+        .env("MANABI_KILL_POINT", point)
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the manabi binary starts")
-}
-
-/// 0 to 150 ms, from the clock: where in the run the kill lands varies from run to run.
-fn jitter() -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(u64::from(nanos % 151))
-}
-
-/// Polls `dir` until its checkpoint is past iteration `after` (returning that iteration) or
-/// `child` exits (returning `None`). Every checkpoint seen must parse: a reader never meets
-/// a half-written file.
-fn wait_for_checkpoint(dir: &Path, after: u64, child: &mut Child) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if checkpoint::path_in(dir).exists() {
-            let c = checkpoint::load(dir).unwrap_or_else(|e| panic!("unreadable checkpoint: {e}"));
-            if c.progress.iteration > after {
-                return Some(c.progress.iteration);
-            }
+        .expect("the manabi binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("stdout");
+        if line.starts_with("paused ") {
+            return child;
         }
-        if child.try_wait().expect("try_wait").is_some() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        seen.push(line);
     }
-    panic!("no checkpoint after iteration {after} in {}", dir.display());
+    panic!(
+        "manabi {args:?} ended without pausing at {point}: {}",
+        seen.join("\n")
+    );
+}
+
+/// SIGKILL (`Child::kill` on Unix), then reap.
+fn kill(mut child: Child) {
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// The temporary files a writer left in `dir`.
+fn temporaries(dir: &Path) -> Vec<(String, u64)> {
+    let mut found: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .map(|e| {
+            let len = e.metadata().unwrap().len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// The CSV without its last column (seconds differ between runs).
@@ -74,32 +83,55 @@ fn killed_runs_resume_to_byte_identical_weights() {
     let r = run(&args);
     assert!(r.status.success(), "{}", text(&r));
 
-    // First kill: SIGKILL (`Child::kill` on Unix) some time after the first checkpoint.
+    // First kill: SIGKILL right after the checkpoint of iteration 400.
     let mut args = RUN.to_vec();
     args.extend(["--out", s(&killed)]);
-    let mut child = spawn(&args);
-    let first = wait_for_checkpoint(&killed, 0, &mut child).expect("a checkpoint before the end");
-    std::thread::sleep(jitter());
-    child.kill().expect("kill");
-    child.wait().expect("wait");
-    assert!(
-        !killed.join("model.safetensors").exists(),
-        "the run finished before the kill (checkpoint at {first}): nothing was interrupted"
-    );
+    kill(run_until_paused(&args, "after-checkpoint:400"));
+    assert!(!killed.join("model.safetensors").exists());
     let at = checkpoint::load(&killed).expect("the checkpoint survives SIGKILL");
-    assert!(at.progress.iteration.is_multiple_of(200) && at.progress.iteration < 1200);
+    assert_eq!(at.progress.iteration, 400);
 
-    // Second kill, of the resumed run, if it writes another checkpoint before it ends.
-    let mut child = spawn(&["train", "--resume", s(&killed)]);
-    if wait_for_checkpoint(&killed, at.progress.iteration, &mut child).is_some() {
-        std::thread::sleep(jitter());
-        child.kill().expect("kill");
-    }
-    child.wait().expect("wait");
+    // Second kill, of the resumed run, inside the write of the checkpoint of iteration 600:
+    // half of the new checkpoint is in a temporary file, the old one is untouched.
+    let resume = ["train", "--resume", s(&killed)];
+    let child = run_until_paused(&resume, "in-checkpoint:600");
+    let pid = child.id();
+    kill(child);
+    let at = checkpoint::load(&killed).expect("the previous checkpoint stays readable");
+    assert_eq!(at.progress.iteration, 400);
+    let left = temporaries(&killed);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0]
+            .0
+            .starts_with(&format!(".checkpoint.safetensors.tmp-{pid}-")),
+        "{left:?}"
+    );
+    // The whole checkpoint of iteration 600, from a third run paused after it.
+    let reference = scratch("reference");
+    let mut args = RUN.to_vec();
+    args.extend(["--out", s(&reference)]);
+    kill(run_until_paused(&args, "after-checkpoint:600"));
+    let whole_len = fs::metadata(checkpoint::path_in(&reference)).unwrap().len();
+    assert_eq!(
+        left[0].1,
+        whole_len / 2,
+        "half of the checkpoint was written"
+    );
+    assert!(!killed.join("model.safetensors").exists());
 
-    let r = run(&["train", "--resume", s(&killed)]);
+    let r = run(&resume);
     assert!(r.status.success(), "{}", text(&r));
-    assert!(text(&r).contains("resuming"), "{}", text(&r));
+    assert!(
+        text(&r).contains("resuming") && text(&r).contains("at iteration 400 of 1200"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(
+        temporaries(&killed),
+        [],
+        "the killed writer's file is removed"
+    );
     let a = fs::read(whole.join("model.safetensors")).unwrap();
     let b = fs::read(killed.join("model.safetensors")).unwrap();
     assert!(
@@ -107,7 +139,7 @@ fn killed_runs_resume_to_byte_identical_weights() {
         "the resumed weights differ from the uninterrupted run's"
     );
     assert_eq!(metrics_without_time(&whole), metrics_without_time(&killed));
-    for d in [whole, killed] {
+    for d in [whole, killed, reference] {
         let _ = fs::remove_dir_all(d);
     }
 }
