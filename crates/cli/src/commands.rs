@@ -19,7 +19,7 @@ use std::time::Instant;
 /// `manabi eval --weights FILE`: test accuracy and confusion matrix.
 pub fn eval(args: &EvalArgs) -> Result<(), CliError> {
     let model = model::load(&args.weights)?;
-    let sets = load_data(&args.data)?;
+    let sets = load_data(&args.data, Some(model.stack.outputs()))?;
     model.check_data(
         &args.weights.display().to_string(),
         sets.test.features(),
@@ -160,7 +160,7 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
 
 /// `manabi gradcheck`: the book's gradient_check.py in f64.
 pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
-    let sets = load_data(&args.data)?;
+    let sets = load_data(&args.data, None)?;
     let train = &sets.train;
     let rows = (args.images as usize).min(train.len());
     let stack = match &args.net {

@@ -90,7 +90,9 @@ pub struct ExperimentArgs {
     /// GEMM backend of every run (default: the fastest built).
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
-    /// Threads for evaluating whole sets (default: the cores available).
+    /// Threads of every run, as `manabi train --threads` takes them: with two or more, a
+    /// second thread gathers batches and evaluates, and convolutional networks without
+    /// BatchNorm train data-parallel (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 }

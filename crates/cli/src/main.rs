@@ -71,6 +71,11 @@ pub struct DataArgs {
     /// Skip the MNIST SHA-256 checks (for other IDX data sets).
     #[arg(long, global = true)]
     pub no_verify: bool,
+    /// Number of classes: every label must be below N. Without it the count is the largest
+    /// label plus one, and a label set with a gap or a lone largest label is refused as a
+    /// likely stray label.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub classes: Option<u32>,
 }
 
 /// Activation between layers.
@@ -308,7 +313,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every: Option<u64>,
     /// Continue the run whose checkpoint is in DIR, with the configuration stored there, and
-    /// write its outputs to DIR; only --data-dir, --no-verify, --threads and
+    /// write its outputs to DIR; only --data-dir, --no-verify, --classes, --threads and
     /// --checkpoint-every may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "hidden", "activation", "net", "model", "batch", "lr", "weight_decay", "iters", "epochs",
@@ -331,7 +336,8 @@ pub struct EvalArgs {
     /// matrixmultiply for an MLP: the fastest measured for each).
     #[arg(long, value_enum)]
     pub backend: Option<backend::BackendArg>,
-    /// Threads for evaluating whole sets (default: the cores available).
+    /// Threads that evaluate the test set, each on its own share of the samples (default:
+    /// the cores available); the result does not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
     /// How the first layer reads its input (see `manabi train --help`; `auto` looks at the

@@ -35,7 +35,9 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 /// Loads the data the flags point at (all of it; `--train-limit` cuts the training set after).
-pub fn load_data(data: &crate::DataArgs) -> Result<TrainTest, CliError> {
+/// The class count is `--classes`, else `known` (a model's or checkpoint's outputs), else
+/// inferred from the labels.
+pub fn load_data(data: &crate::DataArgs, known: Option<usize>) -> Result<TrainTest, CliError> {
     let dir = manabi_data::find_data_dir(data.data_dir.as_deref())?;
     let verify = if data.no_verify {
         Verify::Skip
@@ -43,7 +45,8 @@ pub fn load_data(data: &crate::DataArgs) -> Result<TrainTest, CliError> {
         Verify::Mnist
     };
     let t0 = Instant::now();
-    let sets = manabi_data::load(&dir, verify)?;
+    let classes = data.classes.map(|n| n as usize).or(known);
+    let sets = manabi_data::load_with_classes(&dir, verify, classes)?;
     println!(
         "data: {} ({} training, {} test samples of {} features, {} classes; loaded in {:.2} s)",
         dir.display(),
@@ -152,7 +155,7 @@ pub fn run(args: &TrainArgs) -> Result<Vec<MetricRow>, CliError> {
     if let Some(text) = &args.net {
         Stack::parse(Shape::flat(1), text)?;
     }
-    let mut sets = load_data(&args.data)?;
+    let mut sets = load_data(&args.data, None)?;
     let train_limit = args.train_limit.map(|n| n as usize);
     limit_train(&mut sets, train_limit)?;
     let batch = args.batch as usize;
@@ -293,7 +296,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<Vec<MetricRow>, CliError> {
     if args.checkpoint_every.is_some() {
         config.checkpoint_every = args.checkpoint_every;
     }
-    let mut sets = load_data(&args.data)?;
+    let mut sets = load_data(&args.data, Some(config.stack.outputs()))?;
     limit_train(&mut sets, config.train_limit)?;
     config.check_data(sets.train.features(), sets.classes, sets.train.len())?;
     println!(

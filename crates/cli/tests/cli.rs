@@ -235,3 +235,82 @@ fn gradcheck_matches_the_book() {
     }
     assert!(out.contains("79520 loss evaluations"));
 }
+
+/// Writes a small digits set under the MNIST names: 200 training and 20 test samples of
+/// 28×28, labels `i % 10`, with training label `stray_at` set to `stray`.
+fn write_digits_with_a_stray_label(dir: &Path, (stray_at, stray): (usize, u8)) {
+    std::fs::create_dir_all(dir).unwrap();
+    let images = |n: u32| {
+        let mut b = vec![0, 0, 8, 3];
+        for d in [n, 28, 28] {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend((0..n * 784).map(|i| (i % 251) as u8));
+        b
+    };
+    let labels = |n: u32| {
+        let mut b = vec![0, 0, 8, 1];
+        b.extend_from_slice(&n.to_be_bytes());
+        b.extend((0..n).map(|i| (i % 10) as u8));
+        b
+    };
+    let mut train_labels = labels(200);
+    train_labels[8 + stray_at] = stray;
+    let files = [
+        ("train-images-idx3-ubyte", images(200)),
+        ("train-labels-idx1-ubyte", train_labels),
+        ("t10k-images-idx3-ubyte", images(20)),
+        ("t10k-labels-idx1-ubyte", labels(20)),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_stray_label_is_refused_unless_classes_says_how_many() {
+    let data = scratch("stray-label");
+    write_digits_with_a_stray_label(&data, (57, 200));
+    let out = scratch("stray-label-out");
+    let labels = data.join("train-labels-idx1-ubyte");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data-dir", common::s(&data), "--no-verify"];
+        args.extend(["--iters", "3", "--out", common::s(&out)]);
+        args.extend(extra);
+        manabi(&args)
+    };
+
+    let r = train(&[]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stderr),
+        format!(
+            "manabi: error: {}: label 200 at index 57 skips classes 10 to 199, which no training or test label uses (a stray label?); if the gap is intended, `--classes 201` accepts it\n",
+            labels.display()
+        )
+    );
+    let r = train(&["--classes", "10"]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stderr),
+        format!(
+            "manabi: error: {}: label 200 at index 57 is out of range for 10 classes (expected 0 to 9)\n",
+            labels.display()
+        )
+    );
+    assert!(!out.join("model.safetensors").exists());
+
+    // Told there are 201 classes, it trains a 201-way classifier.
+    let r = train(&["--classes", "201"]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        text(&r).contains("200 training, 20 test samples of 784 features, 201 classes"),
+        "{}",
+        text(&r)
+    );
+    let weights = model::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(weights.stack.outputs(), 201);
+    for d in [data, out] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
