@@ -19,7 +19,6 @@
 //! time, the least disturbed by other work) on one core for single-thread rows, on two for
 //! `t2` rows; f64 rows are compared with half of it (half the lanes per FMA).
 
-use crate::json;
 use crate::provision::Provides;
 use crate::run::{self, Failure};
 use std::fmt::Write as _;
@@ -27,6 +26,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// The package holding the benches.
 const PACKAGE: &str = "manabi-benches";
@@ -43,9 +45,6 @@ pub const QUICK: &[&str] = &[
 const E2E_RUNS: usize = 5;
 /// Whole training runs per build with `--quick`.
 const E2E_RUNS_QUICK: usize = 1;
-/// The usage line for errors.
-const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--cnn] [--e2e-runs N] [-- <criterion args>]";
 /// Groups in the order the summary lists them; others follow in run order.
 const GROUP_ORDER: &[&str] = &[
     "peak",
@@ -161,65 +160,59 @@ const TARGETS: &[Target] = &[
 ];
 
 /// The options after `bench`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// Short criterion runs and one training run per build.
+    /// Short criterion runs (0.2 s warm-up, 0.5 s measurement, 10 samples) and one training
+    /// run per build
+    #[arg(long)]
     pub quick: bool,
-    /// Whole training runs per build (0 skips them).
-    pub e2e_runs: usize,
-    /// The SimpleConvNet protocol against PyTorch instead (`bench_cnn`).
+    /// Whole training runs per build; 0 skips them [default: 5, 1 with --quick, 3 with --cnn]
+    #[arg(long, value_name = "N")]
+    pub e2e_runs: Option<usize>,
+    /// The SimpleConvNet protocol against PyTorch instead (target/bench/cnn-summary.md); it runs
+    /// its own benches, so it takes no criterion arguments
+    #[arg(long, conflicts_with = "criterion")]
     pub cnn: bool,
-    /// Passed to criterion after `--`.
+    /// Arguments for criterion, after `--`: a filter (`-- gemm`) or criterion's own options
+    #[arg(last = true, value_name = "CRITERION ARGS")]
     pub criterion: Vec<String>,
 }
 
-/// Parses `[--quick] [--e2e-runs N] [-- <criterion args>]`.
-pub fn parse_options(args: &[String]) -> Result<Options, String> {
-    let (ours, criterion) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[][..]),
-    };
-    let mut quick = false;
-    let mut cnn = false;
-    let mut runs = None;
-    let mut it = ours.iter();
-    while let Some(a) = it.next() {
-        let value = match a.as_str() {
-            "--quick" => {
-                quick = true;
-                continue;
-            }
-            "--cnn" => {
-                cnn = true;
-                continue;
-            }
-            "--e2e-runs" => it.next().map(String::as_str),
-            other => match other.strip_prefix("--e2e-runs=") {
-                Some(v) => Some(v),
-                None => return Err(format!("unknown bench option {other:?}; {USAGE}")),
-            },
+impl Options {
+    /// Whole training runs per build: as given, else the default for `--cnn` or `--quick`.
+    pub fn e2e_runs(&self) -> usize {
+        let default = match (self.cnn, self.quick) {
+            (true, _) => crate::bench_cnn::RUNS,
+            (false, true) => E2E_RUNS_QUICK,
+            (false, false) => E2E_RUNS,
         };
-        let n = value
-            .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| format!("--e2e-runs needs a whole number; {USAGE}"))?;
-        runs = Some(n);
+        self.e2e_runs.unwrap_or(default)
     }
-    let default_runs = match (cnn, quick) {
-        (true, _) => crate::bench_cnn::RUNS,
-        (false, true) => E2E_RUNS_QUICK,
-        (false, false) => E2E_RUNS,
-    };
-    if cnn && !criterion.is_empty() {
-        return Err(format!(
-            "--cnn runs its own benches, without criterion arguments; {USAGE}"
-        ));
+
+    /// The command as a person would type it, for the summary.
+    pub fn command_line(&self) -> String {
+        let mut words = vec!["cargo xtask bench".to_string()];
+        if self.quick {
+            words.push("--quick".into());
+        }
+        if self.cnn {
+            words.push("--cnn".into());
+        }
+        if let Some(n) = self.e2e_runs {
+            words.push(format!("--e2e-runs {n}"));
+        }
+        if !self.criterion.is_empty() {
+            words.push("--".into());
+        }
+        words.extend(self.criterion.iter().map(|a| {
+            if a.is_empty() || a.contains([' ', '"', '\'', '$', '*', '^']) {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        }));
+        words.join(" ")
     }
-    Ok(Options {
-        quick,
-        cnn,
-        e2e_runs: runs.unwrap_or(default_runs),
-        criterion: criterion.to_vec(),
-    })
 }
 
 /// One benchmark's result.
@@ -282,11 +275,10 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// Runs the bench task with the arguments after `bench`.
-pub fn bench(args: &[String]) -> Result<(), Failure> {
-    let opts = parse_options(args).map_err(Failure::msg)?;
+/// Runs the bench task with the options after `bench`.
+pub fn bench(opts: &Options) -> Result<(), Failure> {
     if opts.cnn {
-        return crate::bench_cnn::bench_cnn(args, opts.e2e_runs.max(1), opts.quick);
+        return crate::bench_cnn::bench_cnn(&opts.command_line(), opts.e2e_runs().max(1), opts.quick);
     }
     let load_before = load_average();
     let blas = Provides::Library("libopenblas.so").present();
@@ -360,12 +352,12 @@ pub fn bench(args: &[String]) -> Result<(), Failure> {
     } else {
         vec![DEFAULT_BUILD, GEMM_BUILD]
     };
-    let (e2e, e2e_note) = if opts.e2e_runs == 0 {
+    let (e2e, e2e_note) = if opts.e2e_runs() == 0 {
         (Vec::new(), "skipped (--e2e-runs 0)".to_string())
     } else {
         match data_dir() {
             Some(data) => (
-                end_to_end(&builds, opts.e2e_runs, &data)?,
+                end_to_end(&builds, opts.e2e_runs(), &data)?,
                 format!("MANABI_DATA={}", data.display()),
             ),
             None => (
@@ -376,7 +368,7 @@ pub fn bench(args: &[String]) -> Result<(), Failure> {
     };
 
     let info = Info {
-        command: command_line(args),
+        command: opts.command_line(),
         cpu: cpu_description(),
         date: utc_now(),
         load_before,
@@ -595,30 +587,56 @@ fn find_new_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// criterion's `benchmark.json`: the ids as given (function and value may be null).
+#[derive(Deserialize)]
+struct BenchmarkId {
+    group_id: String,
+    function_id: Option<String>,
+    value_str: Option<String>,
+}
+
+/// The part of criterion's `estimates.json` the table uses.
+#[derive(Deserialize)]
+struct Estimates {
+    median: Estimate,
+}
+
+#[derive(Deserialize)]
+struct Estimate {
+    /// Nanoseconds per iteration.
+    point_estimate: f64,
+}
+
+/// criterion's `sample.json`: iterations and total time (ns) per sample.
+#[derive(Deserialize)]
+struct Sample {
+    iters: Vec<f64>,
+    times: Vec<f64>,
+}
+
+/// A JSON file read into `T`, if it is there and has that shape.
+fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
 /// One result from a `new` folder, if its files are there and readable.
 fn read_row(new: &Path) -> Option<Row> {
     let est_path = new.join("estimates.json");
     let written = fs::metadata(&est_path).and_then(|m| m.modified()).ok()?;
-    let est = json::parse(&fs::read_to_string(&est_path).ok()?).ok()?;
-    let id = json::parse(&fs::read_to_string(new.join("benchmark.json")).ok()?).ok()?;
-    let text = |k: &str| id.get(k).and_then(json::Value::as_str).map(str::to_string);
-    let group = text("group_id")?;
-    let function = text("function_id").unwrap_or_default();
-    let value = text("value_str").unwrap_or_default();
-    let median_ns = est.path(&["median", "point_estimate"])?.as_f64()?;
-    let best_ns = fs::read_to_string(new.join("sample.json"))
-        .ok()
-        .and_then(|s| json::parse(&s).ok())
-        .and_then(|s| best_per_iteration(&s));
+    let est: Estimates = read_json(&est_path)?;
+    let id: BenchmarkId = read_json(&new.join("benchmark.json"))?;
+    let function = id.function_id.unwrap_or_default();
+    let value = id.value_str.unwrap_or_default();
+    let best_ns = read_json(&new.join("sample.json")).and_then(|s| best_per_iteration(&s));
     let flops = flops_of(&value).or_else(|| flops_of(&function));
     let threads = threads_of(&value)
         .or_else(|| threads_of(&function))
         .unwrap_or(1);
     Some(Row {
-        group,
+        group: id.group_id,
         function,
         value,
-        median_ns,
+        median_ns: est.median.point_estimate,
         best_ns,
         flops,
         threads,
@@ -627,17 +645,11 @@ fn read_row(new: &Path) -> Option<Row> {
 }
 
 /// The fastest `times[i] / iters[i]` of a criterion sample.json.
-fn best_per_iteration(sample: &json::Value) -> Option<f64> {
-    let nums = |k: &str| -> Option<Vec<f64>> {
-        match sample.get(k)? {
-            json::Value::Arr(v) => v.iter().map(json::Value::as_f64).collect(),
-            _ => None,
-        }
-    };
-    let (iters, times) = (nums("iters")?, nums("times")?);
-    iters
+fn best_per_iteration(sample: &Sample) -> Option<f64> {
+    sample
+        .iters
         .iter()
-        .zip(&times)
+        .zip(&sample.times)
         .filter(|(i, _)| **i > 0.0)
         .map(|(i, t)| t / i)
         .min_by(f64::total_cmp)
@@ -1007,20 +1019,6 @@ fn summary(info: &Info, rows: &[Row], peaks: &Peaks, e2e: &[E2e]) -> String {
     md
 }
 
-/// `cargo xtask bench` and the arguments given.
-fn command_line(args: &[String]) -> String {
-    std::iter::once("cargo xtask bench".to_string())
-        .chain(args.iter().map(|a| {
-            if a.is_empty() || a.contains([' ', '"', '\'', '$', '*', '^']) {
-                format!("{a:?}")
-            } else {
-                a.clone()
-            }
-        }))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The first three fields of /proc/loadavg.
 pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -1071,70 +1069,21 @@ fn logical_cpus() -> usize {
 
 /// Now, as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    utc_minutes(SystemTime::now())
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// A time as `YYYY-MM-DD HH:MM UTC`: humantime's RFC 3339 form (`YYYY-MM-DDTHH:MM:SSZ`, always
+/// that wide for years 0000 to 9999, which is all a SystemTime it formats can hold) cut to the
+/// minute.
+pub fn utc_minutes(t: SystemTime) -> String {
+    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    let (date, time) = rfc3339.split_once('T').unwrap_or((&rfc3339, ""));
+    format!("{date} {} UTC", time.get(..5).unwrap_or(time))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn options_parse() {
-        let o = parse_options(&[]).unwrap();
-        assert_eq!((o.quick, o.e2e_runs), (false, E2E_RUNS));
-        let o = parse_options(&strings(&["--quick"])).unwrap();
-        assert_eq!((o.quick, o.e2e_runs), (true, E2E_RUNS_QUICK));
-        let o = parse_options(&strings(&[
-            "--quick",
-            "--e2e-runs",
-            "3",
-            "--",
-            "step",
-            "--x",
-        ]))
-        .unwrap();
-        assert_eq!((o.quick, o.e2e_runs), (true, 3));
-        assert_eq!(o.criterion, ["step", "--x"]);
-        assert_eq!(
-            parse_options(&strings(&["--e2e-runs=0"])).unwrap().e2e_runs,
-            0
-        );
-        assert!(parse_options(&strings(&["--e2e-runs"])).is_err());
-        assert!(parse_options(&strings(&["--e2e-runs", "x"])).is_err());
-        assert!(
-            parse_options(&strings(&["--fast"]))
-                .unwrap_err()
-                .contains("\"--fast\"")
-        );
-    }
 
     #[test]
     fn flops_and_threads_come_from_the_id() {
@@ -1193,13 +1142,16 @@ mod tests {
 
     #[test]
     fn dates_match_known_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        // 2000-03-01 is day 11 017 (30 years incl. 7 leap days = 10 957, + 31 + 29).
-        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        // 2024-12-31: 54 years incl. 13 leap days = 19 723 days to 2024-01-01, + 365.
-        assert_eq!(civil_from_days(20_088), (2024, 12, 31));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        let at = |secs: u64| utc_minutes(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01 00:00 UTC");
+        // 2000-02-29 is day 11 016 (30 years incl. 7 leap days = 10 957, + 31 + 28); 23:59:59.
+        assert_eq!(at(11_016 * 86_400 + 86_399), "2000-02-29 23:59 UTC");
+        assert_eq!(at(11_017 * 86_400), "2000-03-01 00:00 UTC");
+        // 2024-12-31: 54 years incl. 13 leap days = 19 723 days to 2024-01-01, + 365; 19:12.
+        assert_eq!(
+            at(20_088 * 86_400 + 19 * 3600 + 12 * 60 + 30),
+            "2024-12-31 19:12 UTC"
+        );
     }
 
     fn write_result(dir: &Path, group: &str, function: &str, value: &str, median: f64) {

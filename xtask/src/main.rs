@@ -1,6 +1,10 @@
 //! manabi's task runner: `cargo xtask <task>`; `cargo xtask` alone lists the tasks.
 //!
-//! Std only and no workspace dependencies, so it builds even when the library crates do not.
+//! It depends on none of the workspace's own crates, so it builds even when the library crates
+//! do not; its crates.io dependencies (see xtask/Cargo.toml) are the CLI's argument parser
+//! (`clap`), the readers for what other tools write (`serde_json` for criterion's results and
+//! cargo's messages, `safetensors` for trained weights, `toml` for manifests) and `humantime`
+//! for the date on bench summaries. All but `toml` and `humantime` are in the tree for the CLI.
 //! It runs cargo from `$CARGO` (else `cargo`) in the workspace root, whatever the cwd.
 //!
 //! What CI does is the data at the top of this file: the provisioning list, the lint jobs, the
@@ -10,12 +14,12 @@ mod bench;
 mod bench_cnn;
 mod embedded;
 mod fuzz;
-mod json;
 mod mnist;
 mod provision;
 mod run;
 mod tidy;
 
+use clap::{CommandFactory as _, Parser, Subcommand};
 use provision::{Provides, Requirement};
 use run::{Failure, Report};
 use std::process::ExitCode;
@@ -119,37 +123,6 @@ const CI: &[Stage] = &[
     Stage::Embedded(embedded::Scope::Ci),
 ];
 
-/// The tasks and the line `cargo xtask` prints for each.
-const TASKS: &[(&str, &str)] = &[
-    (
-        "ci",
-        "provision, then fmt, clippy, tidy, test matrix, no_std builds, docs, MNIST end to end, firmware on QEMU (what CI runs)",
-    ),
-    ("test-matrix", "the cargo test rows of the feature matrix"),
-    ("no-std", "build the no_std crates for the thumb targets"),
-    (
-        "fuzz [--seconds N] [TARGET...]",
-        "cargo-fuzz (nightly) each target N s (default 60): IDX raw/gzip, weights, checkpoint",
-    ),
-    ("tidy", "check //! headers and that features are documented"),
-    (
-        "mnist",
-        "train the book's network on MNIST (>= 0.965 test accuracy), eval, gradcheck",
-    ),
-    (
-        "bench [--quick] [--e2e-runs N] [-- <criterion args>]",
-        "criterion benches, peak, timed `manabi train` runs; summary vs issue-5 targets (target/bench/summary.md)",
-    ),
-    (
-        "bench --cnn [--quick] [--e2e-runs N]",
-        "SimpleConvNet protocol: manabi vs PyTorch (venv + pip install torch), alternating, medians (target/bench/cnn-summary.md)",
-    ),
-    (
-        "embedded [--full]",
-        "firmware on QEMU: smoke tests (M4F, M0), MNIST trained on the device (--full: one epoch), host weights on it",
-    ),
-];
-
 const THUMBV7EM: &str = "thumbv7em-none-eabihf";
 const THUMBV6M: &str = "thumbv6m-none-eabi";
 
@@ -222,7 +195,7 @@ impl Stage {
         match self {
             Stage::Provision => report.step("provision", || provision::provision(REQUIREMENTS)),
             Stage::Tidy => report.step("tidy", || {
-                let problems = tidy::check(run::root());
+                let problems = tidy_problems()?;
                 if problems.is_empty() {
                     Ok(None)
                 } else {
@@ -318,41 +291,75 @@ fn test_totals(log: &str) -> (usize, usize) {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-fn usage() {
-    println!("usage: cargo xtask <task>\n\ntasks:");
-    let width = TASKS.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
-    for (task, what) in TASKS {
-        println!("  {task:<width$}  {what}");
-    }
+/// The command line: a task and its options; `cargo xtask <task> --help` shows them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "manabi's task runner",
+    after_help = "`cargo xtask <task> --help` shows a task's options."
+)]
+struct Cli {
+    /// What to run; none lists the tasks.
+    #[command(subcommand)]
+    task: Option<Task>,
+}
+
+/// The tasks, in the order `cargo xtask` lists them.
+#[derive(Debug, PartialEq, Subcommand)]
+enum Task {
+    /// Provision, then fmt, clippy, tidy, test matrix, no_std builds, docs, MNIST end to end,
+    /// firmware on QEMU (what CI runs)
+    Ci,
+    /// The cargo test rows of the feature matrix
+    TestMatrix,
+    /// Build the no_std crates for the thumb targets
+    NoStd,
+    /// cargo-fuzz (nightly) each target for N seconds: IDX raw/gzip, weights, checkpoint
+    Fuzz(fuzz::Options),
+    /// House-style checks: //! headers, documented features, gradient checks, README options
+    Tidy,
+    /// Train the book's network on MNIST (>= 0.965 test accuracy), eval, gradcheck
+    Mnist,
+    /// Criterion benches, peak, timed `manabi train` runs; summary against the targets
+    /// (target/bench/summary.md); with --cnn SimpleConvNet against PyTorch
+    Bench(bench::Options),
+    /// Firmware on QEMU: smoke tests (M4F, M0), MNIST and a CNN trained on the device, host
+    /// weights on it
+    Embedded(embedded::Options),
+}
+
+/// The tidy stage: the checks on files, then README's options against the programs' help.
+fn tidy_problems() -> Result<Vec<String>, Failure> {
+    let mut problems = tidy::check(run::root());
+    problems.extend(tidy::readme_options(run::root())?);
+    Ok(problems)
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(task) = args.first() else {
-        usage();
+    let Some(task) = Cli::parse().task else {
+        // `cargo xtask` alone: the list of tasks, as `--help` prints it.
+        let _ = Cli::command().print_help();
         return ExitCode::SUCCESS;
     };
-    match task.as_str() {
-        "ci" => run_stages("ci", CI),
-        "test-matrix" => run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)]),
-        "no-std" => run_stages("no-std", &[Stage::Provision, Stage::NoStd(NO_STD)]),
-        "tidy" => run_stages("tidy", &[Stage::Tidy]),
-        "mnist" => run_stages("mnist", &[Stage::Mnist]),
-        "bench" => match bench::bench(&args[1..]) {
+    match task {
+        Task::Ci => run_stages("ci", CI),
+        Task::TestMatrix => run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)]),
+        Task::NoStd => run_stages("no-std", &[Stage::Provision, Stage::NoStd(NO_STD)]),
+        Task::Tidy => run_stages("tidy", &[Stage::Tidy]),
+        Task::Mnist => run_stages("mnist", &[Stage::Mnist]),
+        Task::Bench(opts) => match bench::bench(&opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: {}", e.reason);
                 ExitCode::FAILURE
             }
         },
-        "embedded" => match embedded::Scope::from_args(&args[1..]) {
-            Ok(scope) => run_stages("embedded", &[Stage::Provision, Stage::Embedded(scope)]),
-            Err(e) => {
-                eprintln!("embedded: {e}");
-                ExitCode::from(2)
-            }
-        },
-        "fuzz" => match fuzz::fuzz(&args[1..]) {
+        Task::Embedded(opts) => run_stages(
+            "embedded",
+            &[Stage::Provision, Stage::Embedded(opts.scope())],
+        ),
+        Task::Fuzz(opts) => match fuzz::fuzz(&opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fuzz: {}", e.reason);
@@ -362,15 +369,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "help" | "-h" | "--help" => {
-            usage();
-            ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("unknown task {other:?}\n");
-            usage();
-            ExitCode::from(2)
-        }
     }
 }
 
@@ -417,6 +415,92 @@ mod tests {
                 "{target} is built but not provisioned"
             );
         }
+    }
+
+    fn parse(args: &[&str]) -> Result<Option<Task>, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied()))
+            .map(|cli| cli.task)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["ci"]).unwrap(), Some(Task::Ci));
+        assert_eq!(parse(&["no-std"]).unwrap(), Some(Task::NoStd));
+        assert_eq!(parse(&["test-matrix"]).unwrap(), Some(Task::TestMatrix));
+        assert!(parse(&["nope"]).is_err());
+        assert!(parse(&["tidy", "--fast"]).is_err());
+        // `--help` and `help` print the list (clap reports them as a "help" outcome).
+        for help in [&["--help"][..], &["help"], &["bench", "--help"], &["help", "fuzz"]] {
+            assert_eq!(
+                parse(help).unwrap_err().kind(),
+                clap::error::ErrorKind::DisplayHelp,
+                "{help:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bench_options_parse() {
+        let bench = |args: &[&str]| match parse(&[&["bench"], args].concat()) {
+            Ok(Some(Task::Bench(o))) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        let o = bench(&[]).unwrap();
+        assert_eq!((o.quick, o.cnn, o.e2e_runs()), (false, false, 5));
+        let o = bench(&["--quick"]).unwrap();
+        assert_eq!((o.quick, o.e2e_runs()), (true, 1));
+        assert_eq!(bench(&["--cnn"]).unwrap().e2e_runs(), 3);
+        let o = bench(&["--quick", "--e2e-runs", "3", "--", "step", "--x"]).unwrap();
+        assert_eq!((o.quick, o.e2e_runs()), (true, 3));
+        assert_eq!(o.criterion, ["step", "--x"]);
+        assert_eq!(
+            o.command_line(),
+            "cargo xtask bench --quick --e2e-runs 3 -- step --x"
+        );
+        assert_eq!(bench(&["--e2e-runs=0"]).unwrap().e2e_runs(), 0);
+        assert!(bench(&["--e2e-runs"]).is_err());
+        assert!(bench(&["--e2e-runs", "x"]).is_err());
+        assert!(bench(&["--fast"]).is_err());
+        // Criterion arguments come after `--` only.
+        assert!(bench(&["gemm"]).is_err());
+        assert_eq!(
+            bench(&["--cnn", "--", "gemm"]).unwrap_err(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+        let o = bench(&["--", "^step/a b"]).unwrap();
+        assert_eq!(o.command_line(), r#"cargo xtask bench -- "^step/a b""#);
+    }
+
+    #[test]
+    fn fuzz_and_embedded_options_parse() {
+        let fuzz = |args: &[&str]| match parse(&[&["fuzz"], args].concat()) {
+            Ok(Some(Task::Fuzz(o))) => Ok((o.seconds, o.targets())),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(fuzz(&[]).unwrap(), (60, fuzz::TARGETS.map(String::from).to_vec()));
+        assert_eq!(
+            fuzz(&["--seconds", "5", "weights"]).unwrap(),
+            (5, vec!["weights".to_string()])
+        );
+        assert_eq!(fuzz(&["--seconds=7"]).unwrap().0, 7);
+        assert!(fuzz(&["--seconds", "0"]).is_err());
+        assert!(fuzz(&["--seconds"]).is_err());
+        assert_eq!(
+            fuzz(&["nope"]).unwrap_err(),
+            clap::error::ErrorKind::InvalidValue
+        );
+        let scope = |args: &[&str]| match parse(&[&["embedded"], args].concat()) {
+            Ok(Some(Task::Embedded(o))) => Ok(o.scope()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(scope(&[]), Ok(embedded::Scope::All));
+        assert_eq!(scope(&["--full"]), Ok(embedded::Scope::Full));
+        assert!(scope(&["--fast"]).is_err());
     }
 
     #[test]

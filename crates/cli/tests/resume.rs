@@ -323,16 +323,17 @@ fn divergence_names_the_iteration_and_keeps_the_last_checkpoint() {
         s(&dir),
     ]);
     assert!(!r.status.success(), "{}", text(&r));
-    let msg = text(&r);
-    let at: u64 = msg
-        .split("diverged at iteration ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no iteration named: {msg}"));
     // Iteration 1's loss comes from the initial N(0, 0.01²) weights: about ln 10, finite.
-    assert!(at >= 2, "{msg}");
-    assert!(msg.contains("is intact"), "{msg}");
+    // The weights grow a millionfold per step, and at the fifth the logits overflow (the
+    // same iteration with the naive backend: the overflow does not hang on rounding).
+    assert_eq!(
+        String::from_utf8_lossy(&r.stderr),
+        format!(
+            "manabi: error: training diverged at iteration 5: the loss is inf; try a smaller --lr; the last checkpoint ({}, iteration 4) is intact\n",
+            checkpoint::path_in(&dir).display()
+        )
+    );
+    let at = 5;
     let c = checkpoint::load(&dir).expect("the last good checkpoint is readable");
     assert_eq!(c.progress.iteration, at - 1);
     assert!(c.params.iter().all(|v| v.is_finite()));
