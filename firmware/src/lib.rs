@@ -12,14 +12,14 @@
 //!   evaluated on the test set; its confusion matrix must equal `manabi eval --backend naive`.
 //!
 //! No program links an allocator: memory is the `static` arenas their plans size at compile
-//! time, and the stack. What they share, from here:
+//! time, each a zeroed `static_cell::ConstStaticCell` in .bss handed out once as
+//! `&'static mut`, and the stack. What they share, from here:
 //! - [`println!`] and [`exit`] through semihosting; a panic or a HardFault prints what happened
 //!   and exits with failure, so a broken run never hangs CI;
 //! - [`HostFile`]: host files opened and read through semihosting (SYS_OPEN, SYS_READ);
 //! - [`Args`]: the command line QEMU passes (`-append "key=value ..."`);
 //! - [`Clock`]: guest instructions counted with SysTick (exact under `-icount shift=0`);
 //! - [`stack_usage`]: the stack's high-water mark (cortex-m-rt paints the stack at reset);
-//! - [`StaticBuf`]: a `static` buffer handed out once as `&'static mut`;
 //! - [`Fixed`]: decimals printed without the float formatting machinery.
 #![no_std]
 
@@ -27,9 +27,8 @@ pub mod cnn;
 pub mod idx;
 pub mod mnist;
 
-use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, exception};
@@ -379,42 +378,6 @@ pub fn stack_usage() -> StackUsage {
     StackUsage {
         peak: top - p,
         size: top - bottom,
-    }
-}
-
-/// A `static` value handed out once as `&'static mut`: a safe way to own a large buffer
-/// (the network's arena) without the heap or `static mut`.
-pub struct StaticBuf<T> {
-    taken: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the value is reachable only through the one `&'static mut` that `take` hands out.
-unsafe impl<T: Send> Sync for StaticBuf<T> {}
-
-impl<T> StaticBuf<T> {
-    /// A buffer holding `value` (a zeroed array lands in `.bss` and costs no flash).
-    pub const fn new(value: T) -> Self {
-        Self {
-            taken: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    /// The value, the first time; `None` after that.
-    #[allow(
-        clippy::mut_from_ref,
-        reason = "handing out the one `&mut` is the point; `taken` makes it unique"
-    )]
-    pub fn take(&'static self) -> Option<&'static mut T> {
-        let first = cortex_m::interrupt::free(|_| {
-            let taken = self.taken.load(Ordering::Relaxed);
-            self.taken.store(true, Ordering::Relaxed);
-            !taken
-        });
-        // SAFETY: `taken` flips once, inside a critical section, so this runs at most once and
-        // the reference is unique.
-        first.then(|| unsafe { &mut *self.value.get() })
     }
 }
 

@@ -18,14 +18,13 @@ use manabi_firmware::cnn::{self, BATCH, INPUT, LAYERS, SEED};
 use manabi_firmware::mnist::{
     self, CLASSES, Confusion, PIXELS, Stream, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
-use manabi_firmware::{
-    Args, BOARD, Clock, Error, Fixed, Percent, StaticBuf, exit, fail, metric, println,
-};
+use manabi_firmware::{Args, BOARD, Clock, Error, Fixed, Percent, exit, fail, metric, println};
 use manabi_layers::{
     Init, Input, Mode, Network, Plan, PlanConfig, Target, Training, Update, argmax,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
+use static_cell::ConstStaticCell;
 
 /// The memory plan: weights, one batch of activations and their gradients, one `col`.
 static PLAN: Plan = match Plan::new(&PlanConfig {
@@ -40,9 +39,10 @@ static PLAN: Plan = match Plan::new(&PlanConfig {
 };
 
 /// The network's one arena, sized by the plan at compile time.
-static ARENA: StaticBuf<[f32; PLAN.total()]> = StaticBuf::new([0.0; PLAN.total()]);
+static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
 /// One batch of images as bytes, as read from the host.
-static PIXEL_BYTES: StaticBuf<[u8; BATCH * PIXELS]> = StaticBuf::new([0; BATCH * PIXELS]);
+static PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
+    ConstStaticCell::new([0; BATCH * PIXELS]);
 
 #[entry]
 fn main() -> ! {
@@ -85,7 +85,7 @@ fn run() -> Result<bool, Error> {
     let limit: usize = args.parse("train", usize::MAX)?;
     let test_limit: usize = args.parse("test", usize::MAX)?;
     let floor: f32 = args.parse("floor", 98.0)?;
-    let (Some(arena), Some(pixels)) = (ARENA.take(), PIXEL_BYTES.take()) else {
+    let (Some(arena), Some(pixels)) = (ARENA.try_take(), PIXEL_BYTES.try_take()) else {
         fail(format_args!("buffers taken twice"))
     };
     let mut net = Network::new(&PLAN, arena)?;

@@ -14,9 +14,10 @@
 
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS};
-use manabi_firmware::{Args, BOARD, Clock, Error, Percent, StaticBuf, exit, fail, metric, println};
+use manabi_firmware::{Args, BOARD, Clock, Error, Percent, exit, fail, metric, println};
 use manabi_layers::{Network, Plan, PlanConfig, Training};
 use manabi_matmul::Naive;
+use static_cell::ConstStaticCell;
 
 /// Images per forward pass.
 const ROWS: usize = 10;
@@ -40,8 +41,8 @@ const _: () = assert!(
     "MANABI_MODEL_BIN must hold the 39,760 f32 parameters of a 784-50-10 net"
 );
 
-static ARENA: StaticBuf<[f32; PLAN.total()]> = StaticBuf::new([0.0; PLAN.total()]);
-static PIXEL_BYTES: StaticBuf<[u8; ROWS * PIXELS]> = StaticBuf::new([0; ROWS * PIXELS]);
+static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
+static PIXEL_BYTES: ConstStaticCell<[u8; ROWS * PIXELS]> = ConstStaticCell::new([0; ROWS * PIXELS]);
 
 #[entry]
 fn main() -> ! {
@@ -58,7 +59,7 @@ fn run() -> Result<(), Error> {
     let clock = Clock::start(core.SYST);
     let args = Args::get();
     let dir = args.value("data").unwrap_or("");
-    let (Some(arena), Some(pixels)) = (ARENA.take(), PIXEL_BYTES.take()) else {
+    let (Some(arena), Some(pixels)) = (ARENA.try_take(), PIXEL_BYTES.try_take()) else {
         fail(format_args!("buffers taken twice"))
     };
     if MODEL.is_empty() {

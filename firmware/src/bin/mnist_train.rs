@@ -22,14 +22,13 @@
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::SparseRows;
 use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, Stream, TRAIN_IMAGES, TRAIN_LABELS};
-use manabi_firmware::{
-    Args, BOARD, Clock, Error, Fixed, Percent, StaticBuf, exit, fail, metric, println,
-};
+use manabi_firmware::{Args, BOARD, Clock, Error, Fixed, Percent, exit, fail, metric, println};
 use manabi_layers::{
     Init, Input, Network, Plan, PlanConfig, SparseBatch, Target, Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
+use static_cell::ConstStaticCell;
 
 /// Images per SGD step (and per evaluation pass).
 const BATCH: usize = 10;
@@ -54,16 +53,17 @@ static PLAN: Plan = match Plan::new(&PlanConfig {
 };
 
 /// The network's one arena, sized by the plan at compile time.
-static ARENA: StaticBuf<[f32; PLAN.total()]> = StaticBuf::new([0.0; PLAN.total()]);
+static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
 /// One batch of images as bytes, as read from the host.
-static PIXEL_BYTES: StaticBuf<[u8; BATCH * PIXELS]> = StaticBuf::new([0; BATCH * PIXELS]);
+static PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
+    ConstStaticCell::new([0; BATCH * PIXELS]);
 /// Nonzero pixels a batch may have to be read as sparse rows: 400 an image (MNIST's most in
 /// one image is 351).
 const NNZ_ROOM: usize = 400 * BATCH;
 /// One batch as compressed rows: row starts, column and value of each nonzero.
-static SPARSE_OFFSETS: StaticBuf<[u32; BATCH + 1]> = StaticBuf::new([0; BATCH + 1]);
-static SPARSE_INDICES: StaticBuf<[u32; NNZ_ROOM]> = StaticBuf::new([0; NNZ_ROOM]);
-static SPARSE_VALUES: StaticBuf<[f32; NNZ_ROOM]> = StaticBuf::new([0.0; NNZ_ROOM]);
+static SPARSE_OFFSETS: ConstStaticCell<[u32; BATCH + 1]> = ConstStaticCell::new([0; BATCH + 1]);
+static SPARSE_INDICES: ConstStaticCell<[u32; NNZ_ROOM]> = ConstStaticCell::new([0; NNZ_ROOM]);
+static SPARSE_VALUES: ConstStaticCell<[f32; NNZ_ROOM]> = ConstStaticCell::new([0.0; NNZ_ROOM]);
 
 #[entry]
 fn main() -> ! {
@@ -84,11 +84,11 @@ fn run() -> Result<bool, Error> {
     let limit: usize = args.parse("train", usize::MAX)?;
     let floor: f32 = args.parse("floor", 95.0)?;
     let (Some(arena), Some(pixels), Some(offsets), Some(indices), Some(values)) = (
-        ARENA.take(),
-        PIXEL_BYTES.take(),
-        SPARSE_OFFSETS.take(),
-        SPARSE_INDICES.take(),
-        SPARSE_VALUES.take(),
+        ARENA.try_take(),
+        PIXEL_BYTES.try_take(),
+        SPARSE_OFFSETS.try_take(),
+        SPARSE_INDICES.try_take(),
+        SPARSE_VALUES.try_take(),
     ) else {
         fail(format_args!("buffers taken twice"))
     };

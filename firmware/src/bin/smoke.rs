@@ -15,13 +15,14 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, StaticBuf, exit, fail, metric, println};
+use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, exit, fail, metric, println};
 use manabi_layers::{
     Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Momentum};
 use manabi_tensor::Rng;
+use static_cell::ConstStaticCell;
 
 /// XOR: 2 inputs, 8 hidden ReLU units, 2 classes; all four points form one batch; Momentum
 /// keeps one state slot per parameter.
@@ -48,9 +49,10 @@ static BLOBS_PLAN: Plan = match Plan::new(&PlanConfig {
     Err(_) => panic!("the blobs plan is invalid"),
 };
 
-static XOR_ARENA: StaticBuf<[f32; XOR_PLAN.total()]> = StaticBuf::new([0.0; XOR_PLAN.total()]);
-static BLOBS_ARENA: StaticBuf<[f32; BLOBS_PLAN.total()]> =
-    StaticBuf::new([0.0; BLOBS_PLAN.total()]);
+static XOR_ARENA: ConstStaticCell<[f32; XOR_PLAN.total()]> =
+    ConstStaticCell::new([0.0; XOR_PLAN.total()]);
+static BLOBS_ARENA: ConstStaticCell<[f32; BLOBS_PLAN.total()]> =
+    ConstStaticCell::new([0.0; BLOBS_PLAN.total()]);
 
 const XOR_X: [f32; 8] = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
 const XOR_Y: [usize; 4] = [0, 1, 1, 0];
@@ -138,7 +140,7 @@ fn calibrate(clock: &Clock) -> bool {
 
 /// Trains XOR with Momentum; true if it learned.
 fn xor(clock: &Clock, steps: u32) -> bool {
-    let Some(arena) = XOR_ARENA.take() else {
+    let Some(arena) = XOR_ARENA.try_take() else {
         fail(format_args!("XOR arena taken twice"))
     };
     let mut net = match Network::new(&XOR_PLAN, arena) {
@@ -189,7 +191,7 @@ fn draw_blobs(rng: &mut Rng, x: &mut [f32; 2 * BLOB_POINTS], y: &mut [usize; BLO
 
 /// Trains the blobs classifier with Adam on shuffled minibatches; true if it generalises.
 fn blobs(clock: &Clock) -> bool {
-    let Some(arena) = BLOBS_ARENA.take() else {
+    let Some(arena) = BLOBS_ARENA.try_take() else {
         fail(format_args!("blobs arena taken twice"))
     };
     let mut net = match Network::new(&BLOBS_PLAN, arena) {
