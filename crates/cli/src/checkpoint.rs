@@ -135,13 +135,6 @@ pub fn init_from_name(text: &str) -> Option<Init> {
     }
 }
 
-fn sampling_name(s: Sampling) -> &'static str {
-    match s {
-        Sampling::Random => "random",
-        Sampling::EpochShuffle => "shuffle",
-    }
-}
-
 impl RunConfig {
     /// Optimizer state slots per parameter.
     ///
@@ -214,7 +207,7 @@ impl RunConfig {
         f.insert("iters", self.iters.to_string());
         f.insert("optimizer", self.optimizer.clone());
         f.insert("init", init_name(self.init));
-        f.insert("sampling", sampling_name(self.sampling).to_string());
+        f.insert("sampling", self.sampling.name().to_string());
         f.insert("seed", self.seed.to_string());
         f.insert("dtype", if self.f64 { "f64" } else { "f32" }.to_string());
         f.insert("backend", self.backend.clone());
@@ -326,11 +319,9 @@ impl RunConfig {
                 "expected book, xavier, he or a positive scale",
             )
         })?;
-        let sampling = match get("sampling")? {
-            "random" => Sampling::Random,
-            "shuffle" => Sampling::EpochShuffle,
-            other => return Err(bad("sampling", other, "expected random or shuffle")),
-        };
+        let sampling_text = get("sampling")?;
+        let sampling = Sampling::from_name(sampling_text)
+            .ok_or_else(|| bad("sampling", sampling_text, "expected random or shuffle"))?;
         let f64 = match get("dtype")? {
             "f32" => false,
             "f64" => true,

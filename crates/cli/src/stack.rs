@@ -15,22 +15,18 @@ pub struct Stack {
     pub layers: Vec<Spec>,
 }
 
-/// The activation names of the MLP shorthand and of MLP files (`activation=relu`).
-pub fn activation_name(a: Spec) -> Option<&'static str> {
-    match a {
-        Spec::Relu => Some("relu"),
-        Spec::Sigmoid => Some("sigmoid"),
-        _ => None,
-    }
+/// The activation names of the MLP shorthand and of MLP files (`activation=relu`): the
+/// layer's own name (`Spec`'s `Display`), for the two activations an MLP may have.
+pub fn activation_name(a: Spec) -> Option<String> {
+    matches!(a, Spec::Relu | Spec::Sigmoid).then(|| a.to_string())
 }
 
-/// The activation an MLP file or flag names.
+/// The activation an MLP file or flag names (`Spec`'s `FromStr`, limited like
+/// [`activation_name`]).
 pub fn activation_from_name(name: &str) -> Option<Spec> {
-    match name {
-        "relu" => Some(Spec::Relu),
-        "sigmoid" => Some(Spec::Sigmoid),
-        _ => None,
-    }
+    Spec::parse(name)
+        .ok()
+        .filter(|s| matches!(s, Spec::Relu | Spec::Sigmoid))
 }
 
 impl Stack {
@@ -127,7 +123,7 @@ impl Stack {
             Some((sizes, a)) => format!(
                 "{} {}",
                 sizes_text(&sizes),
-                activation_name(a).unwrap_or("")
+                activation_name(a).unwrap_or_default()
             ),
             None => format!("{} -> {}", self.input, self.text()),
         }
@@ -182,7 +178,10 @@ impl Stack {
             Some((sizes, a)) => {
                 let text: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
                 f.insert("sizes", text.join(","));
-                f.insert("activation", activation_name(a).unwrap_or("relu").into());
+                f.insert(
+                    "activation",
+                    activation_name(a).unwrap_or_else(|| "relu".into()),
+                );
             }
             None => {
                 f.insert("input_shape", self.input.to_string());

@@ -21,6 +21,24 @@ pub enum Sampling {
     EpochShuffle,
 }
 
+impl Sampling {
+    /// Both ways, in the order [`Sampling::name`] lists them.
+    pub const ALL: [Self; 2] = [Self::Random, Self::EpochShuffle];
+
+    /// The name a flag or file gives it: `random` or `shuffle`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::EpochShuffle => "shuffle",
+        }
+    }
+
+    /// The sampling [`Sampling::name`] gives `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
 /// Draws minibatches from a data set of a fixed length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batcher {

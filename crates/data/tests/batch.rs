@@ -218,3 +218,12 @@ fn truncate_keeps_the_first_samples() {
     bytes.truncate(2).unwrap();
     assert_eq!(bytes.bytes(), Some(&[0u8, 255][..]));
 }
+
+#[test]
+fn sampling_names_read_back() {
+    assert_eq!(Sampling::ALL.map(Sampling::name), ["random", "shuffle"]);
+    for s in Sampling::ALL {
+        assert_eq!(Sampling::from_name(s.name()), Some(s));
+    }
+    assert_eq!(Sampling::from_name("epoch-shuffle"), None);
+}
