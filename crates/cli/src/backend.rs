@@ -52,9 +52,9 @@ macro_rules! with_backend {
 /// for a convolutional network (`images`) gemm before matrixmultiply, for an MLP
 /// matrixmultiply before gemm, then naive.
 ///
-/// The split is measured (same sitting, alternating, `--iters 600`): SimpleConvNet took 4.1 s
-/// on gemm against 5.0–5.5 s on matrixmultiply, while the book's MLP ran within noise on
-/// both (1.6–1.7 s), and its recorded default weights are matrixmultiply's.
+/// The split follows whole-run timings (README, "Why the defaults are what they are"):
+/// gemm is faster at the convolutions' products, the two are even on the book's MLP, whose
+/// recorded default weights are matrixmultiply's.
 pub fn default_backend(images: bool) -> BackendArg {
     // Read only where both pure-Rust backends are built and OpenBLAS is not.
     let _ = images;

@@ -9,8 +9,7 @@ use manabi_tensor::{Csr, Real};
 
 /// Rows per forward pass when evaluating: large products run faster than 100-row ones, and
 /// 1000 rows converted from bytes (3 MiB as `f32`) are still in cache when the product reads
-/// them (measured on 60,000 images, one thread: 2000 rows 137 ms, 1000 rows 111 ms, 500 rows
-/// 121 ms; medians of 9, a noisy machine).
+/// them (both 500 and 2000 rows evaluated the training set more slowly on one thread).
 pub const EVAL_ROWS: usize = 1000;
 
 /// Most activation elements one evaluation arena may hold: fewer rows per pass for very wide

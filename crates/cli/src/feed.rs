@@ -4,9 +4,9 @@
 //! The training thread keeps the random generator and the [`Batcher`], so the batches, their
 //! order and the checkpointed position are exactly those of gathering in place: it draws each
 //! batch's indices ([`Batcher::next_indices`]) and sends them with a reused buffer; the
-//! gathering thread copies the samples (random rows of the training set, converted from bytes,
-//! about 12 µs a batch; or, for sparse input, rows copied from the set's compressed rows, 3 µs,
-//! and transposed for the weight gradient, 23 µs) while the step before runs, and sends the
+//! gathering thread copies the samples (random rows of the training set, converted from bytes;
+//! or, for sparse input, rows copied from the set's compressed rows and transposed for the
+//! weight gradient) while the step before runs, and sends the
 //! buffer back in order; the step then reads the batch where it is (`Input::Dense` or
 //! `Input::Sparse`), without a copy.
 //!

@@ -104,12 +104,8 @@ pub enum SamplingArg {
 }
 
 /// The zero fraction from which the first layer reads its input as sparse rows (`--input
-/// auto`). Measured on the AVX-512 machine of issue 5, one fused SGD step at batch 100 on
-/// inputs with zeros at random places: sparse overtook matrixmultiply's dense step below about
-/// 30 % nonzeros and the `gemm` crate's below about 20 %. At MNIST's 19 % (`cargo xtask bench`,
-/// 19:12 UTC on 2026-12-01) the sparse step took 103 µs against 147 µs dense with
-/// matrixmultiply (109 µs against 108 µs with gemm), and evaluating 70,000 images on one
-/// thread 35 ms against 64 ms (42 ms).
+/// auto`): where a fused SGD step at batch 100 on sparse rows overtakes matrixmultiply's dense
+/// one (`cargo xtask bench`'s `sparse` group; README, "Why the defaults are what they are").
 pub const SPARSE_FROM: f64 = 0.7;
 
 /// How the first layer reads its input.
