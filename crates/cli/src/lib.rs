@@ -37,3 +37,8 @@ pub mod model;
 pub mod stack;
 
 pub use error::CliError;
+
+/// README.md's Rust blocks, compiled and run by `cargo test --doc` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
