@@ -45,8 +45,10 @@
 //!     eval_batch: 2,
 //!     training: Training::FusedSgd,
 //! })?;
-//! // Arena: one buffer of exactly plan.total() elements (a `static` on a microcontroller).
-//! let mut arena = vec![0.0f32; plan.total()];
+//! // Arena: one buffer of exactly plan.total() elements, here from the heap (`alloc`); on a
+//! // microcontroller a `static` array of that length.
+//! let mut arena = plan.alloc_arena::<f32>();
+//! assert_eq!(arena.len(), plan.total());
 //! let mut net = Network::new(&plan, &mut arena)?;
 //! net.init(Init::He, &mut Rng::new(1));
 //! // Setup checks the update against the plan; the step itself cannot fail.
@@ -61,13 +63,17 @@
 //! ```
 //!
 //! # Features
-//! - `alloc`: passes `alloc` on to the tensor, matmul and optim crates (this crate itself
-//!   never allocates).
+//! - `alloc`: [`Plan::alloc_arena`], a zeroed heap arena of exactly the plan's size (the one
+//!   allocation a host makes; steps still allocate nothing); passes `alloc` on to the tensor,
+//!   matmul and optim crates.
 //! - `std` (default): implies `alloc`; enables matmul's runtime CPU detection.
 //!
 //! MSRV: Rust 1.85.
 #![no_std]
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 mod affine;
 mod batch_norm;

@@ -492,3 +492,37 @@ impl Plan {
         }
     }
 }
+
+#[cfg(feature = "alloc")]
+impl Plan {
+    /// A zeroed heap arena of exactly [`Plan::total`] elements, ready for
+    /// [`Network::new`](crate::Network::new): the one allocation a host makes for a network.
+    /// Without `alloc`, a `static` array of `total()` elements plays this part.
+    pub fn alloc_arena<T: Real>(&self) -> alloc::vec::Vec<T> {
+        alloc::vec![T::ZERO; self.total]
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::Network;
+
+    #[test]
+    fn an_allocated_arena_holds_exactly_the_plan() {
+        // 3 inputs, affine 2: parameters 3·2 + 2.
+        let plan = Plan::new(&PlanConfig {
+            input: Shape::flat(3),
+            layers: &[Spec::Affine(2)],
+            batch: 4,
+            eval_batch: 4,
+            training: Training::Inference,
+        })
+        .unwrap();
+        let mut arena = plan.alloc_arena::<f64>();
+        assert_eq!(arena.len(), plan.total());
+        assert!(arena.iter().all(|&v| v == 0.0));
+        let net = Network::new(&plan, &mut arena).unwrap();
+        assert_eq!(net.params().len(), 8);
+    }
+}
