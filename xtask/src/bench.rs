@@ -278,7 +278,11 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// Runs the bench task with the options after `bench`.
 pub fn bench(opts: &Options) -> Result<(), Failure> {
     if opts.cnn {
-        return crate::bench_cnn::bench_cnn(&opts.command_line(), opts.e2e_runs().max(1), opts.quick);
+        return crate::bench_cnn::bench_cnn(
+            &opts.command_line(),
+            opts.e2e_runs().max(1),
+            opts.quick,
+        );
     }
     let load_before = load_average();
     let blas = Provides::Library("libopenblas.so").present();
@@ -1072,11 +1076,13 @@ pub fn utc_now() -> String {
     utc_minutes(SystemTime::now())
 }
 
-/// A time as `YYYY-MM-DD HH:MM UTC`: humantime's RFC 3339 form (`YYYY-MM-DDTHH:MM:SSZ`, always
-/// that wide for years 0000 to 9999, which is all a SystemTime it formats can hold) cut to the
-/// minute.
+/// A time as `YYYY-MM-DD HH:MM UTC`: humantime's RFC 3339 form (`YYYY-MM-DDTHH:MM:SSZ`) cut to
+/// the minute. humantime formats the years 1970 to 9999 only (it panics before, fails after).
 pub fn utc_minutes(t: SystemTime) -> String {
-    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    let mut rfc3339 = String::new();
+    if t < UNIX_EPOCH || write!(rfc3339, "{}", humantime::format_rfc3339_seconds(t)).is_err() {
+        return "unknown (the clock is outside 1970-9999)".into();
+    }
     let (date, time) = rfc3339.split_once('T').unwrap_or((&rfc3339, ""));
     format!("{date} {} UTC", time.get(..5).unwrap_or(time))
 }
@@ -1151,6 +1157,10 @@ mod tests {
         assert_eq!(
             at(20_088 * 86_400 + 19 * 3600 + 12 * 60 + 30),
             "2024-12-31 19:12 UTC"
+        );
+        assert_eq!(
+            utc_minutes(UNIX_EPOCH - Duration::from_secs(1)),
+            "unknown (the clock is outside 1970-9999)"
         );
     }
 

@@ -146,8 +146,9 @@ fn timed(cmd: &mut Command) -> Result<(f64, String), Failure> {
     Ok((wall, stdout))
 }
 
-/// Runs the CNN bench; `runs` rounds, `quick` for short criterion runs.
-pub fn bench_cnn(args: &[String], runs: usize, quick: bool) -> Result<(), Failure> {
+/// Runs the CNN bench; `command` for the summary, `runs` rounds, `quick` for short criterion
+/// runs.
+pub fn bench_cnn(command: &str, runs: usize, quick: bool) -> Result<(), Failure> {
     let load_before = load_average();
     let blas = Provides::Library("libopenblas.so").present();
     let started = SystemTime::now() - Duration::from_secs(1);
@@ -257,7 +258,7 @@ pub fn bench_cnn(args: &[String], runs: usize, quick: bool) -> Result<(), Failur
     let _ = writeln!(md, "# manabi SimpleConvNet against PyTorch\n");
     let _ = writeln!(md, "- CPU: {}", cpu_description());
     let _ = writeln!(md, "- date: {}", utc_now());
-    let _ = writeln!(md, "- command: `cargo xtask bench {}`", args.join(" "));
+    let _ = writeln!(md, "- command: `{command}`");
     let _ = writeln!(
         md,
         "- load average (1, 5, 15 min): {load_before} before, {} after",

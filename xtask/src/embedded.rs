@@ -34,8 +34,8 @@
 //! 91.2-92.1 % and 95.9-96.6 %. The device reads its batches as sparse rows, which keep that
 //! order (the same 96.48 %), and the step fails unless every batch did.
 
-use crate::json::{self, Value};
 use crate::run::{self, Failure, Report};
+use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -152,18 +152,23 @@ pub enum Scope {
     Full,
 }
 
-impl Scope {
-    /// The scope the task's arguments ask for.
-    pub fn from_args(args: &[String]) -> Result<Self, String> {
-        match args {
-            [] => Ok(Scope::All),
-            [a] if a == "--full" => Ok(Scope::Full),
-            _ => Err(format!(
-                "unknown arguments {args:?}; usage: cargo xtask embedded [--full]"
-            )),
-        }
-    }
+/// The options after `embedded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
+pub struct Options {
+    /// The whole 60,000-image epoch for mnist-train and three epochs for cnn-train, with higher
+    /// floors (instead of 10,000 and 2,000 images)
+    #[arg(long)]
+    pub full: bool,
+}
 
+impl Options {
+    /// The scope the options ask for.
+    pub fn scope(self) -> Scope {
+        if self.full { Scope::Full } else { Scope::All }
+    }
+}
+
+impl Scope {
     fn mnist(self) -> MnistRun {
         match self {
             Scope::Ci | Scope::All => SHORT,
@@ -889,21 +894,12 @@ fn idx_complete(path: &Path) -> bool {
 }
 
 /// The flat parameters `[W1 b1 W2 b2 …]` (little-endian f32) of a safetensors file whose
-/// tensors form the network `sizes`: an 8-byte little-endian header length, a JSON header
-/// giving each tensor's dtype, shape and byte range, then the data.
+/// tensors form the network `sizes`, `W<l>: [d_in, d_out]` and `b<l>: [d_out]` per layer; other
+/// tensors and the metadata are ignored. The file is one `manabi train` just wrote, so the
+/// safetensors crate reads it as it is (its own checks: header, offsets, sizes).
 fn flat_params(bytes: &[u8], sizes: &[usize]) -> Result<Vec<u8>, String> {
-    let head_len = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        .ok_or("shorter than a safetensors header")?;
-    let data_start = usize::try_from(head_len)
-        .ok()
-        .and_then(|n| n.checked_add(8))
-        .filter(|&end| end <= bytes.len())
-        .ok_or("header length beyond the file")?;
-    let text = std::str::from_utf8(&bytes[8..data_start]).map_err(|_| "header is not UTF-8")?;
-    let header = json::parse(text)?;
-    let data = &bytes[data_start..];
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = Vec::new();
     for (l, pair) in sizes.windows(2).enumerate() {
         let (d_in, d_out) = (pair[0], pair[1]);
@@ -911,32 +907,19 @@ fn flat_params(bytes: &[u8], sizes: &[usize]) -> Result<Vec<u8>, String> {
             (format!("W{}", l + 1), vec![d_in, d_out]),
             (format!("b{}", l + 1), vec![d_out]),
         ] {
-            let t = header.get(&name).ok_or(format!("no tensor {name}"))?;
-            if t.get("dtype").and_then(Value::as_str) != Some("F32") {
-                return Err(format!("{name} is not F32"));
+            let t = file
+                .tensor(&name)
+                .map_err(|e| format!("tensor {name}: {e}"))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(format!("tensor {name} has dtype {}, not F32", t.dtype()));
             }
-            let numbers = |key: &str| -> Option<Vec<usize>> {
-                match t.get(key)? {
-                    Value::Arr(items) => items
-                        .iter()
-                        .map(|v| v.as_f64().map(|x| x as usize))
-                        .collect(),
-                    _ => None,
-                }
-            };
-            if numbers("shape").as_deref() != Some(&shape[..]) {
-                return Err(format!("{name} does not have shape {shape:?}"));
+            if t.shape() != shape {
+                return Err(format!(
+                    "tensor {name} has shape {:?}, not {shape:?}",
+                    t.shape()
+                ));
             }
-            let range = numbers("data_offsets").ok_or(format!("{name}: no data_offsets"))?;
-            let elements: usize = shape.iter().product();
-            match range[..] {
-                [start, end]
-                    if end >= start && end - start == 4 * elements && end <= data.len() =>
-                {
-                    out.extend_from_slice(&data[start..end]);
-                }
-                _ => return Err(format!("{name}: bad data_offsets {range:?}")),
-            }
+            out.extend_from_slice(t.data());
         }
     }
     Ok(out)
@@ -1056,70 +1039,72 @@ fn table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    /// A safetensors file built by hand from the format's definition: header length, JSON
-    /// header, data. The tensors are stored out of order (W2 first) to check the offsets are
-    /// followed rather than the file order.
-    fn safetensors(sizes: &[usize]) -> (Vec<u8>, Vec<u8>) {
-        let mut data = Vec::new();
-        let mut entries = Vec::new();
-        let mut expected = Vec::new();
+    /// A safetensors file for the MLP `sizes` (values 1.5, 2.5, … in layer order) and the flat
+    /// parameters it holds, plus an extra tensor that must be ignored.
+    fn safetensors(sizes: &[usize], dtype_of_b1: Dtype) -> (Vec<u8>, Vec<u8>) {
         let mut tensors = Vec::new();
-        for (l, pair) in sizes.windows(2).enumerate() {
-            tensors.push((format!("W{}", l + 1), vec![pair[0], pair[1]]));
-            tensors.push((format!("b{}", l + 1), vec![pair[1]]));
-        }
-        let mut values = BTreeMap::new();
+        let mut expected = Vec::new();
         let mut next = 0.5f32;
-        for (name, shape) in &tensors {
-            let n: usize = shape.iter().product();
-            let v: Vec<u8> = (0..n)
-                .flat_map(|_| {
-                    next += 1.0;
-                    next.to_le_bytes()
-                })
-                .collect();
-            expected.extend_from_slice(&v);
-            values.insert(name.clone(), (shape.clone(), v));
+        for (l, pair) in sizes.windows(2).enumerate() {
+            for (name, shape) in [
+                (format!("W{}", l + 1), vec![pair[0], pair[1]]),
+                (format!("b{}", l + 1), vec![pair[1]]),
+            ] {
+                let n: usize = shape.iter().product();
+                let bytes: Vec<u8> = (0..n)
+                    .flat_map(|_| {
+                        next += 1.0;
+                        next.to_le_bytes()
+                    })
+                    .collect();
+                expected.extend_from_slice(&bytes);
+                tensors.push((name, shape, bytes));
+            }
         }
-        for name in tensors.iter().rev().map(|(n, _)| n) {
-            let (shape, v) = &values[name];
-            let start = data.len();
-            data.extend_from_slice(v);
-            entries.push(format!(
-                r#""{name}":{{"dtype":"F32","shape":{shape:?},"data_offsets":[{start},{}]}}"#,
-                data.len()
-            ));
-        }
-        let header = format!(
-            r#"{{"__metadata__":{{"manabi":"sizes=2,3,2"}},{}}}"#,
-            entries.join(",")
-        );
-        let mut file = (header.len() as u64).to_le_bytes().to_vec();
-        file.extend_from_slice(header.as_bytes());
-        file.extend_from_slice(&data);
-        (file, expected)
+        tensors.push(("extra".into(), vec![1], vec![0; 4]));
+        let views = tensors.iter().map(|(name, shape, bytes)| {
+            let dtype = if name == "b1" {
+                dtype_of_b1
+            } else {
+                Dtype::F32
+            };
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes).unwrap(),
+            )
+        });
+        let metadata = [("manabi".to_string(), "sizes=2,3,2".to_string())].into();
+        (
+            safetensors::serialize(views, Some(metadata)).unwrap(),
+            expected,
+        )
     }
 
     #[test]
     fn safetensors_become_flat_params_in_layer_order() {
-        let (file, expected) = safetensors(&[2, 3, 2]);
+        let (file, expected) = safetensors(&[2, 3, 2], Dtype::F32);
         assert_eq!(flat_params(&file, &[2, 3, 2]).unwrap(), expected);
         assert_eq!(expected.len(), 4 * (2 * 3 + 3 + 3 * 2 + 2));
     }
 
     #[test]
     fn mismatched_or_truncated_safetensors_are_refused() {
-        let (file, _) = safetensors(&[2, 3, 2]);
-        assert!(
-            flat_params(&file, &[2, 4, 2])
-                .unwrap_err()
-                .contains("shape")
+        let (file, _) = safetensors(&[2, 3, 2], Dtype::F32);
+        assert_eq!(
+            flat_params(&file, &[2, 4, 2]).unwrap_err(),
+            "tensor W1 has shape [2, 3], not [2, 4]"
         );
-        assert!(
-            flat_params(&file[..file.len() - 4], &[2, 3, 2])
-                .unwrap_err()
-                .contains("data_offsets")
+        assert_eq!(
+            flat_params(&file, &[2, 3, 2, 1]).unwrap_err(),
+            "tensor W3: tensor `W3` not found"
         );
+        let (i32_bias, _) = safetensors(&[2, 3, 2], Dtype::I32);
+        assert_eq!(
+            flat_params(&i32_bias, &[2, 3, 2]).unwrap_err(),
+            "tensor b1 has dtype I32, not F32"
+        );
+        let cut = flat_params(&file[..file.len() - 4], &[2, 3, 2]).unwrap_err();
+        assert!(cut.starts_with("not a safetensors file: "), "{cut}");
         assert!(flat_params(&file[..5], &[2, 3, 2]).is_err());
         let mut huge = file.clone();
         huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -1171,9 +1156,8 @@ mod tests {
 
     #[test]
     fn arguments_choose_the_scope_and_names_are_unique() {
-        assert_eq!(Scope::from_args(&[]), Ok(Scope::All));
-        assert_eq!(Scope::from_args(&["--full".into()]), Ok(Scope::Full));
-        assert!(Scope::from_args(&["--fast".into()]).is_err());
+        assert_eq!(Options { full: false }.scope(), Scope::All);
+        assert_eq!(Options { full: true }.scope(), Scope::Full);
         for scope in [Scope::Ci, Scope::All, Scope::Full] {
             let mut names = scope.names();
             let n = names.len();

@@ -19,46 +19,30 @@ pub const TARGETS: &[&str] = &["idx_raw", "idx_gzip", "weights", "checkpoint"];
 const DEFAULT_SECONDS: u64 = 60;
 
 /// What the command line asked for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// Seconds per target.
+    /// Seconds per target
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub seconds: u64,
-    /// Targets to run (all when none were named).
+    /// Targets to run [default: all]
+    #[arg(value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
     pub targets: Vec<String>,
 }
 
-/// Parses `[--seconds N] [TARGET…]`.
-pub fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut seconds = DEFAULT_SECONDS;
-    let mut targets = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let value = match a.as_str() {
-            "--seconds" => it.next().map(String::as_str),
-            other => other.strip_prefix("--seconds="),
-        };
-        match (a.as_str(), value) {
-            (_, Some(v)) => {
-                seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or_else(|| format!("--seconds wants a positive number, got {v:?}"))?;
-            }
-            ("--seconds", None) => return Err("--seconds wants a number".into()),
-            (t, None) if TARGETS.contains(&t) => targets.push(t.to_string()),
-            (other, None) => {
-                return Err(format!(
-                    "unknown argument {other:?} (targets: {})",
-                    TARGETS.join(", ")
-                ));
-            }
+impl Options {
+    /// The targets named, or all of them when none were.
+    pub fn targets(&self) -> Vec<String> {
+        if self.targets.is_empty() {
+            TARGETS.iter().map(|t| t.to_string()).collect()
+        } else {
+            self.targets.clone()
         }
     }
-    if targets.is_empty() {
-        targets = TARGETS.iter().map(|t| t.to_string()).collect();
-    }
-    Ok(Options { seconds, targets })
 }
 
 /// What libFuzzer reported for one run.
@@ -174,13 +158,12 @@ fn cell(v: Option<u64>) -> String {
 }
 
 /// `cargo xtask fuzz`.
-pub fn fuzz(args: &[String]) -> Result<(), Failure> {
-    let opts = parse_options(args).map_err(Failure::msg)?;
+pub fn fuzz(opts: &Options) -> Result<(), Failure> {
     ensure_cargo_fuzz()?;
     let root = run::root();
     let fuzz_dir = root.join("fuzz");
     let mut rows = Vec::new();
-    for target in &opts.targets {
+    for target in &opts.targets() {
         let corpus = fuzz_dir.join("corpus").join(target);
         let seeds = fuzz_dir.join("seeds").join(target);
         let artifacts = fuzz_dir.join("artifacts").join(target);
@@ -267,23 +250,6 @@ pub fn fuzz(args: &[String]) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn options_default_to_every_target_for_a_minute() {
-        let o = parse_options(&[]).unwrap();
-        assert_eq!(o.seconds, 60);
-        assert_eq!(o.targets, TARGETS);
-        let o = parse_options(&args(&["--seconds", "5", "weights"])).unwrap();
-        assert_eq!((o.seconds, o.targets), (5, vec!["weights".to_string()]));
-        assert_eq!(parse_options(&args(&["--seconds=7"])).unwrap().seconds, 7);
-        assert!(parse_options(&args(&["--seconds", "0"])).is_err());
-        assert!(parse_options(&args(&["--seconds"])).is_err());
-        assert!(parse_options(&args(&["nope"])).is_err());
-    }
 
     #[test]
     fn final_stats_are_read_from_the_log() {

@@ -344,7 +344,9 @@ fn main() -> ExitCode {
     };
     match task {
         Task::Ci => run_stages("ci", CI),
-        Task::TestMatrix => run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)]),
+        Task::TestMatrix => {
+            run_stages("test-matrix", &[Stage::Provision, Stage::Jobs(TEST_MATRIX)])
+        }
         Task::NoStd => run_stages("no-std", &[Stage::Provision, Stage::NoStd(NO_STD)]),
         Task::Tidy => run_stages("tidy", &[Stage::Tidy]),
         Task::Mnist => run_stages("mnist", &[Stage::Mnist]),
@@ -432,7 +434,12 @@ mod tests {
         assert!(parse(&["nope"]).is_err());
         assert!(parse(&["tidy", "--fast"]).is_err());
         // `--help` and `help` print the list (clap reports them as a "help" outcome).
-        for help in [&["--help"][..], &["help"], &["bench", "--help"], &["help", "fuzz"]] {
+        for help in [
+            &["--help"][..],
+            &["help"],
+            &["bench", "--help"],
+            &["help", "fuzz"],
+        ] {
             assert_eq!(
                 parse(help).unwrap_err().kind(),
                 clap::error::ErrorKind::DisplayHelp,
@@ -481,7 +488,8 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.kind()),
         };
-        assert_eq!(fuzz(&[]).unwrap(), (60, fuzz::TARGETS.map(String::from).to_vec()));
+        let all: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+        assert_eq!(fuzz(&[]).unwrap(), (60, all));
         assert_eq!(
             fuzz(&["--seconds", "5", "weights"]).unwrap(),
             (5, vec!["weights".to_string()])
