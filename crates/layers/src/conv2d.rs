@@ -449,8 +449,7 @@ impl Conv2d {
 }
 
 /// `Σ xs` in 32 independent lanes, so that it vectorises (one running sum is a chain of
-/// dependent additions, about 0.9 ms of SimpleConvNet's bias gradient at batch 50), then the
-/// lanes pairwise and the tail.
+/// dependent additions, each waiting for the last), then the lanes pairwise and the tail.
 fn lane_sum<T: Real>(xs: &[T]) -> T {
     let (mut lo, mut hi) = ([T::ZERO; 16], [T::ZERO; 16]);
     let chunks = xs.chunks_exact(32);

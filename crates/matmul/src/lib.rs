@@ -10,10 +10,8 @@
 //! | `Blas` | `blas` | OpenBLAS via `cblas`, linked to the system library (Debian's `libopenblas-dev`); may allocate internally |
 //!
 //! [`DefaultGemm`] is the preferred one built: blas > gemm > matrixmultiply > naive (a build
-//! that asks for a backend by feature gets it). Which is fastest depends on the CPU. On a
-//! 2-core AMD Zen 5 with AVX-512 (issue 5, one thread, a training step at batch 100):
-//! `FaerGemm` 101 µs, `MatrixMultiply` 141 µs, `Blas` 167 µs. On a Zen 3 with AVX2 only,
-//! `FaerGemm` ran a step about 14 % faster than `MatrixMultiply`.
+//! that asks for a backend by feature gets it). Which is fastest depends on the CPU and the
+//! shapes: `cargo xtask bench` times each backend at the network's products.
 //!
 //! # Features
 //! - `std` (default): implies `alloc`; runtime CPU detection (AVX-512, AVX2) in matrixmultiply.

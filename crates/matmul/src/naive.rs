@@ -31,8 +31,7 @@ impl<T: Real> Gemm<T> for Naive {
                 // Eight columns of the row at a time, summed in registers over p: the
                 // additions are those of `C[i, j] += (α·A[i, p])·B[p, j]` for p in order,
                 // so the bits are those of the plain i-k-j loop, without loading and storing
-                // C at every p (a Cortex-M4F runs a 5×5 convolution's product in 40 % fewer
-                // instructions).
+                // C at every p (which costs a Cortex-M4F most in a convolution's long products).
                 let mut j = 0;
                 while j + BLOCK <= n {
                     let mut acc: [T; BLOCK] = core::array::from_fn(|t| c_row[j + t]);
