@@ -13,6 +13,29 @@
 //! that asks for a backend by feature gets it). Which is fastest depends on the CPU and the
 //! shapes: `cargo xtask bench` times each backend at the network's products.
 //!
+//! # Example
+//! `C = 2·A·B + C` with the reference backend, then `Aᵀ·A` through a free transpose, and the
+//! same product from whichever backend this build prefers: on small integers every backend
+//! is exact, so the results are equal, not just close.
+//! ```
+//! use manabi_matmul::{DefaultGemm, Gemm, Mat, MatMut, Naive};
+//!
+//! let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3
+//! let b = [1.0f32, 0.0, 0.0, 1.0, 1.0, -1.0]; // 3×2
+//! let (a, b) = (Mat::new(&a, 2, 3)?, Mat::new(&b, 3, 2)?);
+//! let mut c = [1.0f32, 0.0, 0.0, 1.0];
+//! Naive.gemm(2.0, a, b, 1.0, MatMut::new(&mut c, 2, 2)?);
+//! assert_eq!(c, [9.0, -2.0, 20.0, -1.0]); // A·B = [[4, −1], [10, −1]]
+//!
+//! // With β = 0, C is only written: its old contents (NaN here) never leak in.
+//! let (mut ata, mut fast) = ([f32::NAN; 9], [f32::NAN; 9]);
+//! Naive.gemm(1.0, a.t(), a, 0.0, MatMut::new(&mut ata, 3, 3)?);
+//! assert_eq!(ata, [17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
+//! DefaultGemm::default().gemm(1.0, a.t(), a, 0.0, MatMut::new(&mut fast, 3, 3)?);
+//! assert_eq!(fast, ata);
+//! # Ok::<(), manabi_tensor::Error>(())
+//! ```
+//!
 //! # Features
 //! - `std` (default): implies `alloc`; runtime CPU detection (AVX-512, AVX2) in matrixmultiply.
 //! - `alloc`: heap use (matrixmultiply's packing buffers need it).

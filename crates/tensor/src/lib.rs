@@ -11,6 +11,37 @@
 //! - [`Planner`], [`Span`], [`Arena`]: plan memory once, run with one caller-owned buffer.
 //! - [`Error`]: the crate's one error type.
 //!
+//! # Example
+//! Plan → arena → use: a 2×3 weight matrix and a 3-element input reserved once, one buffer
+//! of exactly that size, and views into it.
+//! ```
+//! use manabi_tensor::{Arena, Error, Mat, Planner, Rng};
+//!
+//! let mut plan = Planner::new();
+//! let w = plan.take(2 * 3);
+//! let x = plan.take(3);
+//! assert_eq!(plan.total(), 9);
+//! // One buffer for everything (a `static` array on a microcontroller).
+//! let mut buf = [0.0f32; 9];
+//! let mut arena = Arena::new(&mut buf, plan.total())?;
+//! let [w_slots, x_slots] = arena.disjoint_mut([w, x]);
+//! w_slots.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+//! x_slots.copy_from_slice(&[1.0, 0.0, -1.0]);
+//! let w_view = Mat::new(arena.get(w), 2, 3)?;
+//! assert_eq!(w_view.get(1, 2), 6.0);
+//! assert_eq!(w_view.t().get(2, 1), 6.0); // the transpose is a view, nothing copied
+//! // A buffer short of the plan is refused when the arena is made, not at first use.
+//! let mut short = [0.0f32; 8];
+//! assert_eq!(
+//!     Arena::new(&mut short, plan.total()).unwrap_err(),
+//!     Error::ArenaTooSmall { need: 9, have: 8 }
+//! );
+//! // Randomness comes from a seeded generator the caller owns.
+//! let u: f32 = Rng::new(7).uniform();
+//! assert!((0.0..1.0).contains(&u));
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! # Features
 //! - `alloc`: helpers that own a heap buffer ([`Arena::alloc_vec`], `CsrBuf`).
 //! - `std` (default): implies `alloc`.
