@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the criterion benches, whole `manabi train` runs, and a summary of time,
-//! GFLOP/s and percentage of this machine's measured peak, next to the issue-5 targets.
+//! GFLOP/s and percentage of this machine's measured peak, next to the performance targets.
 //!
 //! Criterion 0.8 writes, for every benchmark, `<target>/criterion/<group>/<function>/<value>/new/`
 //! with `benchmark.json` (the ids as given: `group_id`, `function_id`, `value_str`),
@@ -107,7 +107,7 @@ enum Goal {
     AtLeastGflops(f64),
 }
 
-/// One of issue 5's targets.
+/// One performance target.
 #[derive(Clone, Copy, Debug)]
 struct Target {
     what: &'static str,
@@ -115,7 +115,8 @@ struct Target {
     goal: Goal,
 }
 
-/// Issue 5: the book's whole MNIST run in about two seconds.
+/// The performance targets: the whole book protocol in a few seconds, and the step and
+/// evaluation speeds that get it there.
 const TARGETS: &[Target] = &[
     Target {
         what: "manabi train, default build: median wall",

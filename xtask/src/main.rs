@@ -82,7 +82,7 @@ const LINT: &[Job] = &[
 const TEST_MATRIX: &[Job] = &[
     // matmul without matrixmultiply, so DefaultGemm is Naive; a debug build keeps debug_assert!s on.
     job("test naive only", &["test", "-p", "manabi-tensor", "-p", "manabi-matmul", "--no-default-features", "--features", "std"]),
-    // Release: the heavy tests (gradient checks, training) run ~40x faster and the build costs the same.
+    // Release: the heavy tests (gradient checks, training) run many times faster and the build costs about the same.
     job("test default", &["test", "--workspace", "--release", "--no-fail-fast"]),
     job("test blas", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "blas"]),
     // The gemm crate's backend, which is also DefaultGemm in this build.
