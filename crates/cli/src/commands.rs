@@ -64,7 +64,7 @@ pub fn predict(args: &PredictArgs) -> Result<(), CliError> {
         _ => with_backend!(backend, g => classify::<f32, _>(&model, &pictures, &g)),
     }?;
     for (file, (class, p)) in args.files.iter().zip(rows) {
-        println!("{}: {class} (probability {p:.4})", file.display());
+        say!("{}: {class} (probability {p:.4})", file.display());
     }
     Ok(())
 }
@@ -130,30 +130,30 @@ fn evaluate<T: Elem, G: Gemm<T> + Sync>(
     let classes = model.stack.outputs();
     let confusion = evaluator.confusion(mm, &weights, test, rows.as_ref().map(CsrBuf::view));
     let correct: usize = (0..classes).map(|k| confusion[k * classes + k]).sum();
-    println!(
+    say!(
         "backend: {} ({}), {} input; model {}",
         mm.name(),
         T::NAME,
         if sparse { "sparse" } else { "dense" },
         model.stack.describe()
     );
-    println!(
+    say!(
         "test accuracy {:.4} ({correct} of {})",
         correct as f64 / test.len() as f64,
         test.len()
     );
-    println!("confusion matrix (rows: true label, columns: predicted):");
+    say!("confusion matrix (rows: true label, columns: predicted):");
     let mut header = String::from("      ");
     for k in 0..classes {
         header += &format!("{k:>6}");
     }
-    println!("{header}");
+    say!("{header}");
     for k in 0..classes {
         let row: String = confusion[k * classes..(k + 1) * classes]
             .iter()
             .map(|c| format!("{c:>6}"))
             .collect();
-        println!("{k:>6}{row}");
+        say!("{k:>6}{row}");
     }
     Ok(())
 }
@@ -201,12 +201,12 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
     let t0 = Instant::now();
     net.train_step(&mm, Input::Arena(rows), Target::Labels(labels), &mut grads);
     let backprop_time = t0.elapsed().as_secs_f64();
-    println!(
+    say!(
         "network {} on {rows} training images, f64, backend {}",
         stack.short(),
         Gemm::<f64>::name(&mm)
     );
-    println!(
+    say!(
         "numerical gradient: {} loss evaluations in {check_time:.2} s; backprop: {:.3} ms ({:.0}x faster)",
         2 * plan.param_len(),
         backprop_time * 1e3,
@@ -214,9 +214,12 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
     );
     let mut worst = 0.0f64;
     for d in report.tensors() {
-        println!(
+        say!(
             "{}: mean |diff| {:.3e}  max |diff| {:.3e}  max rel {:.3e}",
-            d.name, d.mean_abs, d.max_abs, d.max_rel
+            d.name,
+            d.mean_abs,
+            d.max_abs,
+            d.max_rel
         );
         worst = worst.max(d.mean_abs);
     }
@@ -226,7 +229,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
             args.tolerance
         )));
     }
-    println!(
+    say!(
         "gradient check passed (every mean |diff| <= {:.1e})",
         args.tolerance
     );
@@ -246,13 +249,13 @@ pub fn fetch(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     let mut on_event = |e: FetchEvent<'_>| match e {
         FetchEvent::Present { path } => {
-            bar.suspend(|| println!("present and verified: {}", path.display()))
+            bar.suspend(|| say!("present and verified: {}", path.display()))
         }
         FetchEvent::Start { file, url, total } => {
             bar.reset();
             bar.set_length(total.unwrap_or(0));
             bar.set_message(file.to_string());
-            bar.suspend(|| println!("downloading {url}"));
+            bar.suspend(|| say!("downloading {url}"));
         }
         FetchEvent::Progress { done, total, .. } => {
             if let Some(t) = total {
@@ -261,16 +264,16 @@ pub fn fetch(dir: Option<PathBuf>) -> Result<(), CliError> {
             bar.set_position(done);
         }
         FetchEvent::MirrorFailed { url, reason, .. } => {
-            bar.suspend(|| println!("  {url} failed: {reason}; trying the next mirror"))
+            bar.suspend(|| say!("  {url} failed: {reason}; trying the next mirror"))
         }
         FetchEvent::Done { path, .. } => {
-            bar.suspend(|| println!("  verified and stored {}", path.display()))
+            bar.suspend(|| say!("  verified and stored {}", path.display()))
         }
         _ => {}
     };
     let result: Result<(), DataError> = manabi_data::fetch(&dir, MIRRORS, &mut on_event);
     bar.finish_and_clear();
     result.context(|| "fetching MNIST".to_string())?;
-    println!("MNIST is ready in {}", dir.display());
+    say!("MNIST is ready in {}", dir.display());
     Ok(())
 }

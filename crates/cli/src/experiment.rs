@@ -251,7 +251,7 @@ pub fn run(args: &ExperimentArgs) -> Result<(), CliError> {
     let mut results: Vec<Outcome> = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
         let argv = train_argv(args, r);
-        println!("\n[{}/{}] $ {}", i + 1, runs.len(), argv.join(" "));
+        say!("\n[{}/{}] $ {}", i + 1, runs.len(), argv.join(" "));
         let train_args = match Cli::try_parse_from(&argv) {
             Ok(Cli {
                 command: Command::Train(t),
@@ -265,7 +265,7 @@ pub fn run(args: &ExperimentArgs) -> Result<(), CliError> {
         match train::run(&train_args) {
             Ok(rows) => results.push(Outcome::Finished(rows)),
             Err(CliError::Diverged(why)) => {
-                println!("{why}: recorded as diverged");
+                say!("{why}: recorded as diverged");
                 results.push(Outcome::Diverged(why));
             }
             Err(e) => return Err(e),
@@ -276,8 +276,8 @@ pub fn run(args: &ExperimentArgs) -> Result<(), CliError> {
     let summary = summary(name, epochs, args, &runs, &results);
     let summary_path = args.out.join(format!("{}.md", name.as_str()));
     model::write_atomic(&summary_path, summary.as_bytes())?;
-    println!("\n{summary}");
-    println!(
+    say!("\n{summary}");
+    say!(
         "wrote {}, {} and one directory per run under {}",
         chart_path.display(),
         summary_path.display(),

@@ -7,6 +7,15 @@
 //! - `blas`: OpenBLAS (system `libopenblas`); becomes every network's default backend.
 //! - `threading`: lets matrixmultiply use several threads for large products.
 
+/// `println!` for what a command reports on stdout. When stdout is closed early
+/// (`manabi train | head`), the process ends at once with status 141, as a process killed by
+/// SIGPIPE does, instead of panicking (Rust ignores SIGPIPE, so `println!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
 mod backend;
 mod chart;
 mod commands;
@@ -24,6 +33,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use manabi_cli::CliError;
+
+/// Writes one line of the report to stdout (see `say!`).
+fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
+}
 
 /// Train neural networks with hand-written backpropagation (Deep Learning from Scratch, ch. 5).
 #[derive(Parser, Debug)]

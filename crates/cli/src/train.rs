@@ -47,7 +47,7 @@ pub fn load_data(data: &crate::DataArgs, known: Option<usize>) -> Result<TrainTe
     let t0 = Instant::now();
     let classes = data.classes.map(|n| n as usize).or(known);
     let sets = manabi_data::load_with_classes(&dir, verify, classes)?;
-    println!(
+    say!(
         "data: {} ({} training, {} test samples of {} features, {} classes; loaded in {:.2} s)",
         dir.display(),
         sets.train.len(),
@@ -268,7 +268,7 @@ fn replicas(stack: &Stack, threads: usize, sparse: bool, batch: usize) -> usize 
 fn limit_train(sets: &mut TrainTest, limit: Option<usize>) -> Result<(), CliError> {
     if let Some(n) = limit {
         sets.train.truncate(n)?;
-        println!(
+        say!(
             "training on the first {} training samples",
             sets.train.len()
         );
@@ -299,7 +299,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<Vec<MetricRow>, CliError> {
     let mut sets = load_data(&args.data, Some(config.stack.outputs()))?;
     limit_train(&mut sets, config.train_limit)?;
     config.check_data(sets.train.features(), sets.classes, sets.train.len())?;
-    println!(
+    say!(
         "resuming {} at iteration {} of {}",
         checkpoint::path_in(dir).display(),
         ckpt.progress.iteration,
@@ -546,7 +546,7 @@ impl<T: Real + Send> Evaluations<'_, T> {
     /// Prints an evaluated row like the book and keeps it.
     fn report(&self, bar: &ProgressBar, metrics: &mut Vec<MetricRow>, row: MetricRow) {
         bar.suspend(|| {
-            println!(
+            say!(
                 "epoch {:>3}  iter {:>6}  train acc {:.4}  test acc {:.4}  loss {:.4}  ({:.1} s)",
                 (row.iteration - 1) / self.iter_per_epoch,
                 row.iteration,
@@ -679,6 +679,69 @@ fn plan_run(config: &RunConfig, fused: bool, sparse: bool) -> Result<Plan, CliEr
     }
 }
 
+/// Prints the network and the protocol.
+fn print_network<T: Real>(config: &RunConfig, opt: &AnyOptimizer<T>, iter_per_epoch: u64) {
+    let decay = if config.weight_decay > 0.0 {
+        format!(", weight decay {}", config.weight_decay)
+    } else {
+        String::new()
+    };
+    say!(
+        "network: {}, {} lr {}{decay}, batch {}, {} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
+        config.stack.describe(),
+        opt.name(),
+        config.lr,
+        config.batch,
+        config.iters,
+        config.iters as f64 / iter_per_epoch as f64,
+        config.seed
+    );
+}
+
+/// Prints how the run computes: backend, input, evaluation and the arena's breakdown.
+/// `replicas` is the data-parallel split, if any.
+fn print_backend<T: Elem>(
+    plan: &Plan,
+    backend: &str,
+    (rows, zeros): (Option<(Csr<'_, T>, Csr<'_, T>)>, Option<f64>),
+    background: bool,
+    replicas: Option<usize>,
+) {
+    let input = match (rows, zeros) {
+        (Some((a, b)), z) => format!(
+            "sparse rows ({}{:.1} M nonzeros, {:.0} MB)",
+            z.map_or(String::new(), |z| format!("{:.0} % zeros, ", 100.0 * z)),
+            (a.nnz() + b.nnz()) as f64 / 1e6,
+            ((a.nnz() + b.nnz()) * (4 + T::BYTES)) as f64 / 1e6
+        ),
+        (None, Some(z)) => format!("dense rows ({:.0} % zeros)", 100.0 * z),
+        (None, None) => "dense rows".to_string(),
+    };
+    // One thread evaluates: the worker on the second core, or this one inline.
+    let evaluation = if background {
+        "on 1 thread in the background"
+    } else {
+        "on 1 thread"
+    };
+    let arenas = match replicas {
+        Some(n) => format!("{n} data-parallel arenas of {} rows", plan.batch()),
+        None => "arena".to_string(),
+    };
+    let (p, g, s, a) = plan.breakdown();
+    say!(
+        "backend: {backend} ({}), input as {input}, evaluation {evaluation}; {arenas}: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+        T::NAME,
+        plan.total(),
+        plan.bytes::<T>() as f64 / 1024.0
+    );
+}
+
+/// Whether the last iteration was an evaluation point of the whole sets, so that its
+/// test accuracy is already measured.
+fn last_was_evaluated(iters: u64, iter_per_epoch: u64, whole_evals: bool) -> bool {
+    whole_evals && iters.saturating_sub(1).is_multiple_of(iter_per_epoch)
+}
+
 fn train<T: Elem, G: Gemm<T> + Sync>(
     config: &RunConfig,
     out: &Path,
@@ -722,20 +785,8 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         _ => None,
     };
     let plan = plan_run(config, fused_lr.is_some(), sparse)?;
-    println!(
-        "network: {}, {} lr {}{}, batch {batch}, {iters} iterations ({:.2} epochs of {iter_per_epoch}), seed {}",
-        stack.describe(),
-        opt.name(),
-        config.lr,
-        if config.weight_decay > 0.0 {
-            format!(", weight decay {}", config.weight_decay)
-        } else {
-            String::new()
-        },
-        iters as f64 / iter_per_epoch as f64,
-        config.seed
-    );
-    let (p, g, s, a) = plan.breakdown();
+    print_network(config, &opt, iter_per_epoch);
+    let (p, _, s, _) = plan.breakdown();
     // With more than one thread, whole-set evaluations run on a worker thread on snapshots of
     // the parameters while training goes on: the book's numbers, off the critical path.
     // (A data-parallel run resumed with `--threads 1` keeps its replicas and this worker,
@@ -752,37 +803,12 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         None
     };
     let rows = sparse_sets.as_ref().map(|(a, b)| (a.view(), b.view()));
-    let input = match (rows, zeros) {
-        (Some((a, b)), z) => format!(
-            "sparse rows ({}{:.1} M nonzeros, {:.0} MB)",
-            z.map_or(String::new(), |z| format!("{:.0} % zeros, ", 100.0 * z)),
-            (a.nnz() + b.nnz()) as f64 / 1e6,
-            ((a.nnz() + b.nnz()) * (4 + T::BYTES)) as f64 / 1e6
-        ),
-        (None, Some(z)) => format!("dense rows ({:.0} % zeros)", 100.0 * z),
-        (None, None) => "dense rows".to_string(),
-    };
-    let evaluation = format!(
-        "on {} thread{}{}",
-        evaluator.threads(),
-        if evaluator.threads() == 1 { "" } else { "s" },
-        if background { " in the background" } else { "" }
-    );
-    let arenas = if split {
-        format!(
-            "{} data-parallel arenas of {} rows",
-            config.replicas,
-            plan.batch()
-        )
-    } else {
-        "arena".to_string()
-    };
-    println!(
-        "backend: {} ({}), input as {input}, evaluation {evaluation}; {arenas}: {} elements, {:.1} KiB (parameters {p}, gradients {g}, optimizer state {s}, activations {a})",
+    print_backend(
+        &plan,
         mm.name(),
-        T::NAME,
-        plan.total(),
-        plan.bytes::<T>() as f64 / 1024.0
+        (rows, zeros),
+        background,
+        split.then_some(config.replicas),
     );
     check_space(out, output_bytes::<T>(config, p, s, iter_per_epoch))?;
 
@@ -926,7 +952,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 model::write_atomic_or_pause(&ckpt_path, &bytes, pause)?;
                 last_checkpoint = Some(i + 1);
                 if kill_point == Some(KillPoint::AfterCheckpoint) {
-                    bar.suspend(|| println!("paused after the checkpoint of iteration {}", i + 1));
+                    bar.suspend(|| say!("paused after the checkpoint of iteration {}", i + 1));
                     let _ = std::io::stdout().flush();
                     loop {
                         std::thread::park();
@@ -937,15 +963,15 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         // The weights saved are those after the last iteration: report their test accuracy.
         // Unless the last iteration was an evaluation point anyway, this thread measures it
         // (the test set only) while the evaluation thread finishes its last whole-set job.
-        let last_was_evaluated =
-            whole_evals && iters.saturating_sub(1).is_multiple_of(iter_per_epoch);
         let own_final = match &evals.inline {
-            None if !last_was_evaluated => Some(Evaluator::<T>::new(stack, 1)?.accuracy(
-                mm,
-                &weights(&net),
-                test,
-                rows.map(|r| r.1),
-            )),
+            None if !last_was_evaluated(iters, iter_per_epoch, whole_evals) => {
+                Some(Evaluator::<T>::new(stack, 1)?.accuracy(
+                    mm,
+                    &weights(&net),
+                    test,
+                    rows.map(|r| r.1),
+                ))
+            }
             _ => None,
         };
         evals.drain(&bar, &mut progress.metrics)?;
@@ -965,7 +991,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     })?;
     bar.finish_and_clear();
     let train_time = elapsed();
-    println!(
+    say!(
         "final test acc {final_test:.4} after {iters} iterations; training took {train_time:.2} s"
     );
     write_outputs(
@@ -1054,7 +1080,7 @@ fn write_outputs<T: Elem>(
         .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
-    println!(
+    say!(
         "wrote {}, {}, {}",
         model_path.display(),
         out.join("metrics.csv").display(),

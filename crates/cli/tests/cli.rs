@@ -315,3 +315,32 @@ fn a_stray_label_is_refused_unless_classes_says_how_many() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly_as_sigpipe_would() {
+    use std::io::{BufRead, BufReader, Read};
+    let out = scratch("closed-stdout");
+    let mut child = common::manabi()
+        .args(["train", "--iters", "1200", "--out", common::s(&out)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `manabi train | head -1`: read the first line, then close the pipe.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert_eq!(stderr, "", "no panic message");
+    let _ = std::fs::remove_dir_all(out);
+}
