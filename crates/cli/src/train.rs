@@ -400,12 +400,26 @@ enum Batches<'e, T> {
     /// same: this thread still draws every index in order) and evaluates parameter
     /// snapshots in between.
     Fed(Feeder<T>),
-    /// This thread gathers sparse rows in place: the indices, the rows, their transpose,
-    /// and all of the training set's rows.
-    SparseHere(Vec<usize>, CsrBuf<T>, CsrBuf<T>, Csr<'e, T>),
+    /// This thread gathers sparse rows in place.
+    SparseHere(Box<SparseGather<'e, T>>),
     /// This thread copies dense rows into the network's input.
     DenseHere,
 }
+
+/// Buffers for gathering sparse rows in place, sized once.
+struct SparseGather<'e, T> {
+    /// The batch's sample indices.
+    indices: Vec<usize>,
+    /// The batch's rows.
+    x: CsrBuf<T>,
+    /// Their transpose, for the weight gradient.
+    xt: CsrBuf<T>,
+    /// The whole training set's rows.
+    all: Csr<'e, T>,
+}
+
+/// Both sets as compressed rows, for sparse runs.
+type SetRows<'e, T> = Option<(Csr<'e, T>, Csr<'e, T>)>;
 
 /// One drawn minibatch; for the batches drawn here, the labels are in the loop's buffer.
 enum Drawn<'b, T> {
@@ -435,11 +449,11 @@ impl<T: Real + Send> Batches<'_, T> {
                 feed.request(batcher, rng, until)?;
                 Drawn::Fed(feed.take()?)
             }
-            Batches::SparseHere(indices, x, xt, all) => {
-                let rows = batcher.next_indices(rng, indices);
-                gather_rows(*all, train.labels(), &indices[..rows], x, labels);
-                xt.transpose_from(x.view());
-                Drawn::Sparse(SparseBatch::new(x.view(), xt.view())?, rows)
+            Batches::SparseHere(g) => {
+                let rows = batcher.next_indices(rng, &mut g.indices);
+                gather_rows(g.all, train.labels(), &g.indices[..rows], &mut g.x, labels);
+                g.xt.transpose_from(g.x.view());
+                Drawn::Sparse(SparseBatch::new(g.x.view(), g.xt.view())?, rows)
             }
             Batches::DenseHere => {
                 let batch = labels.len();
@@ -514,7 +528,7 @@ struct Evaluations<'e, T> {
     /// The sets each evaluation reads (the whole sets, or their first `--eval-samples`).
     sets: &'e TrainTest,
     /// Both sets as compressed rows, for sparse runs.
-    rows: Option<(Csr<'e, T>, Csr<'e, T>)>,
+    rows: SetRows<'e, T>,
     /// The worker's finished rows, in order.
     done: mpsc::Receiver<MetricRow>,
     /// Evaluations handed to the worker and not yet received.
@@ -703,7 +717,7 @@ fn print_network<T: Real>(config: &RunConfig, opt: &AnyOptimizer<T>, iter_per_ep
 fn print_backend<T: Elem>(
     plan: &Plan,
     backend: &str,
-    (rows, zeros): (Option<(Csr<'_, T>, Csr<'_, T>)>, Option<f64>),
+    (rows, zeros): (SetRows<'_, T>, Option<f64>),
     background: bool,
     replicas: Option<usize>,
 ) {
@@ -853,12 +867,12 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 (Batches::Fed(feed), None)
             }
             (false, Some((all, _))) => {
-                let here = Batches::SparseHere(
-                    vec![0usize; batch],
-                    CsrBuf::<T>::new(batch, train.features())?,
-                    CsrBuf::<T>::new(train.features(), batch)?,
+                let here = Batches::SparseHere(Box::new(SparseGather {
+                    indices: vec![0usize; batch],
+                    x: CsrBuf::<T>::new(batch, train.features())?,
+                    xt: CsrBuf::<T>::new(train.features(), batch)?,
                     all,
-                );
+                }));
                 (here, Some(evaluator))
             }
             (false, None) => (Batches::DenseHere, Some(evaluator)),

@@ -39,8 +39,9 @@ fn run_until_paused(args: &[&str], point: &str) -> Child {
         }
         seen.push(line);
     }
+    let status = child.wait().expect("wait");
     panic!(
-        "manabi {args:?} ended without pausing at {point}: {}",
+        "manabi {args:?} ended ({status}) without pausing at {point}: {}",
         seen.join("\n")
     );
 }
