@@ -76,7 +76,7 @@ fn classify<T: Elem, G: Gemm<T>>(
     mm: &G,
 ) -> Result<Vec<(usize, f64)>, CliError> {
     let plan = model.stack.plan(1, 1, Training::Inference)?;
-    let mut arena = vec![T::ZERO; plan.total()];
+    let mut arena = plan.alloc_arena::<T>();
     let mut net = Network::new(&plan, &mut arena)?;
     for (d, &v) in net.params_mut().iter_mut().zip(&model.params) {
         *d = T::from_f64(v);
@@ -178,7 +178,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
         )));
     }
     let plan = stack.plan(rows, rows, Training::Backprop { optimizer_slots: 0 })?;
-    let mut arena = vec![0.0f64; plan.total()];
+    let mut arena = plan.alloc_arena::<f64>();
     let mut net = Network::new(&plan, &mut arena)?;
     net.init(Init::Book, &mut Rng::new(args.seed));
     // The book checks on x_train[:3].

@@ -65,7 +65,7 @@ impl<T: Real> Evaluator<T> {
         let rows = (MAX_ACTIVATIONS / per_row).clamp(1, EVAL_ROWS);
         let plan = stack.plan(rows, rows, Training::Inference)?;
         let arenas = (0..threads.max(1))
-            .map(|_| vec![T::ZERO; plan.total()])
+            .map(|_| plan.alloc_arena::<T>())
             .collect();
         Ok(Self { plan, arenas, rows })
     }

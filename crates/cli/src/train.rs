@@ -826,7 +826,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     );
     check_space(out, output_bytes::<T>(config, p, s, iter_per_epoch))?;
 
-    let mut arena = vec![T::ZERO; plan.total()];
+    let mut arena = plan.alloc_arena::<T>();
     let mut net = Network::new(&plan, &mut arena)?;
     let mut twin_arena = vec![T::ZERO; if split { plan.total() } else { 0 }];
     let twin_net = if split {
