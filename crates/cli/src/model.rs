@@ -19,6 +19,11 @@ const FORMAT_MLP: &str = "manabi-mlp";
 const FORMAT_NET: &str = "manabi-net";
 
 /// The one metadata key: its value is `key=value` pairs joined by `;`, sorted by key.
+///
+/// Kept rather than a JSON object: every weights file and checkpoint written so far uses it
+/// (and must keep loading), the default run's file is pinned byte for byte, the values are
+/// all plain numbers and names (`Spec`'s text, `Sampling::name`, …) that hold no `;` or `=`,
+/// and Python reads it with `dict(kv.split("=", 1) for kv in meta.split(";"))`.
 pub const META_KEY: &str = "manabi";
 
 /// An element type the CLI trains in: `f32` or `f64`, with its safetensors dtype.
