@@ -232,6 +232,9 @@ fn train_argv(args: &ExperimentArgs, run: &Run) -> Vec<String> {
     if args.data.no_verify {
         argv.push("--no-verify".into());
     }
+    if let Some(n) = args.data.classes {
+        argv.extend(["--classes".into(), n.to_string()]);
+    }
     if let Some(b) = args.backend.and_then(|b| b.to_possible_value()) {
         argv.extend(["--backend".into(), b.get_name().to_string()]);
     }
@@ -466,6 +469,56 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_run_gets_the_data_backend_and_thread_flags() {
+        let argv = [
+            "manabi",
+            "experiment",
+            "dropout",
+            "--data-dir",
+            "d",
+            "--no-verify",
+            "--classes",
+            "12",
+            "--threads",
+            "1",
+            "--out",
+            "o",
+            "--epochs",
+            "2",
+        ];
+        let Ok(Cli {
+            command: Command::Experiment(args),
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("the experiment's flags parse");
+        };
+        let run = &runs(args.name, 2, 16)[0];
+        let train = train_argv(&args, run);
+        let tail: Vec<&str> = train
+            .iter()
+            .map(String::as_str)
+            .skip(train.len() - 7)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "--data-dir",
+                "d",
+                "--no-verify",
+                "--classes",
+                "12",
+                "--threads",
+                "1"
+            ]
+        );
+        // What the experiment hands `manabi train` parses as its own flags.
+        assert!(matches!(
+            Cli::try_parse_from(&train),
+            Ok(Cli { command: Command::Train(t) }) if t.data.classes == Some(12)
+        ));
+    }
 
     #[test]
     fn the_weight_scales_are_the_books_logspace_thinned_evenly() {
