@@ -472,47 +472,17 @@ mod tests {
 
     #[test]
     fn every_run_gets_the_data_backend_and_thread_flags() {
-        let argv = [
-            "manabi",
-            "experiment",
-            "dropout",
-            "--data-dir",
-            "d",
-            "--no-verify",
-            "--classes",
-            "12",
-            "--threads",
-            "1",
-            "--out",
-            "o",
-            "--epochs",
-            "2",
-        ];
+        let argv = "manabi experiment dropout --data-dir d --no-verify --classes 12 --threads 1 --out o --epochs 2";
         let Ok(Cli {
             command: Command::Experiment(args),
-        }) = Cli::try_parse_from(argv)
+        }) = Cli::try_parse_from(argv.split_whitespace())
         else {
             panic!("the experiment's flags parse");
         };
         let run = &runs(args.name, 2, 16)[0];
         let train = train_argv(&args, run);
-        let tail: Vec<&str> = train
-            .iter()
-            .map(String::as_str)
-            .skip(train.len() - 7)
-            .collect();
-        assert_eq!(
-            tail,
-            [
-                "--data-dir",
-                "d",
-                "--no-verify",
-                "--classes",
-                "12",
-                "--threads",
-                "1"
-            ]
-        );
+        let tail = train[train.len() - 7..].join(" ");
+        assert_eq!(tail, "--data-dir d --no-verify --classes 12 --threads 1");
         // What the experiment hands `manabi train` parses as its own flags.
         assert!(matches!(
             Cli::try_parse_from(&train),
