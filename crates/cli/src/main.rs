@@ -9,7 +9,8 @@
 
 /// `println!` for what a command reports on stdout. When stdout is closed early
 /// (`manabi train | head`), the process ends at once with status 141, as a process killed by
-/// SIGPIPE does, instead of panicking (Rust ignores SIGPIPE, so `println!` would panic).
+/// SIGPIPE does, instead of panicking (Rust ignores SIGPIPE, so `println!` would panic); any
+/// other write error ends it with status 1 and the error on stderr.
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::say_line(format_args!($($arg)*))
@@ -38,10 +39,13 @@ pub use manabi_cli::CliError;
 fn say_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}")
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(141);
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        // Any other failure (a full disk under a redirect) is reported, not lost.
+        eprintln!("manabi: error: writing the report to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -54,17 +54,20 @@ impl Elem for f64 {
 /// a temporary file in the same directory, fsync, rename over `path`, fsync the directory.
 ///
 /// The temporary file (`tempfile`'s, removed on any error) is named `.<name>.tmp-<pid>-…`,
-/// so that a later run can tell the leftovers of a killed writer by its pid.
+/// so that a later run can tell the leftovers of a killed writer by its pid. It is created
+/// with the permissions `File::create` gives (0666 less the umask), not `tempfile`'s
+/// private 0600, since it becomes the output.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    write_atomic_or_pause(path, bytes, false)
+    write_atomic_or_pause(path, bytes, None)
 }
 
-/// [`write_atomic`], or with `pause_midway` (for kill tests only) a writer that stops for
-/// good after half of `bytes`, as a process killed inside the write leaves it.
+/// [`write_atomic`], or with `midway` (for kill tests only) a writer that writes half of
+/// `bytes`, syncs them and calls `midway`, which does not return: what a process killed
+/// inside the write leaves behind.
 pub fn write_atomic_or_pause(
     path: &Path,
     bytes: &[u8],
-    pause_midway: bool,
+    midway: Option<fn(&Path) -> !>,
 ) -> Result<(), CliError> {
     let dir = path
         .parent()
@@ -75,17 +78,19 @@ pub fn write_atomic_or_pause(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = (|| {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-{}-", std::process::id()))
-            .tempfile_in(dir)?;
-        if pause_midway {
+        let prefix = format!(".{name}.tmp-{}-", std::process::id());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o666));
+        }
+        let mut tmp = builder.tempfile_in(dir)?;
+        if let Some(pause) = midway {
             tmp.write_all(&bytes[..bytes.len() / 2])?;
             tmp.as_file().sync_all()?;
-            println!("paused inside the write of {}", path.display());
-            std::io::stdout().flush()?;
-            loop {
-                std::thread::park();
-            }
+            pause(path);
         }
         tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;

@@ -712,13 +712,14 @@ fn print_network<T: Real>(config: &RunConfig, opt: &AnyOptimizer<T>, iter_per_ep
     );
 }
 
-/// Prints how the run computes: backend, input, evaluation and the arena's breakdown.
-/// `replicas` is the data-parallel split, if any.
+/// Prints how the run computes: backend, input, evaluation (`evaluators` threads, in the
+/// `background` or inline) and the arena's breakdown. `replicas` is the data-parallel split,
+/// if any.
 fn print_backend<T: Elem>(
     plan: &Plan,
     backend: &str,
     (rows, zeros): (SetRows<'_, T>, Option<f64>),
-    background: bool,
+    (evaluators, background): (usize, bool),
     replicas: Option<usize>,
 ) {
     let input = match (rows, zeros) {
@@ -731,12 +732,11 @@ fn print_backend<T: Elem>(
         (None, Some(z)) => format!("dense rows ({:.0} % zeros)", 100.0 * z),
         (None, None) => "dense rows".to_string(),
     };
-    // One thread evaluates: the worker on the second core, or this one inline.
-    let evaluation = if background {
-        "on 1 thread in the background"
-    } else {
-        "on 1 thread"
-    };
+    let evaluation = format!(
+        "on {evaluators} thread{}{}",
+        if evaluators == 1 { "" } else { "s" },
+        if background { " in the background" } else { "" }
+    );
     let arenas = match replicas {
         Some(n) => format!("{n} data-parallel arenas of {} rows", plan.batch()),
         None => "arena".to_string(),
@@ -821,7 +821,7 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         &plan,
         mm.name(),
         (rows, zeros),
-        background,
+        (evaluator.threads(), background),
         split.then_some(config.replicas),
     );
     check_space(out, output_bytes::<T>(config, p, s, iter_per_epoch))?;
@@ -854,6 +854,19 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         bar.set_style(style);
     }
     bar.set_position(first);
+    let diverged = |iteration: u64, what: String, last: Option<u64>| {
+        bar.finish_and_clear();
+        let kept = match last {
+            Some(c) => format!(
+                "; the last checkpoint ({}, iteration {c}) is intact",
+                ckpt_path.display()
+            ),
+            None => String::new(),
+        };
+        CliError::Diverged(format!(
+            "training diverged at iteration {iteration}: {what}; try a smaller --lr{kept}"
+        ))
+    };
     let started = Instant::now();
     let elapsed_before = progress.elapsed;
     let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
@@ -909,19 +922,8 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             if let Drawn::Fed(b) = drawn {
                 batches.give_back(b);
             }
-            if let Some(what) = divergence(&net, loss, checkpoint_due) {
-                bar.finish_and_clear();
-                let kept = match last_checkpoint {
-                    Some(c) => format!(
-                        "; the last checkpoint ({}, iteration {c}) is intact",
-                        ckpt_path.display()
-                    ),
-                    None => String::new(),
-                };
-                return Err(CliError::Diverged(format!(
-                    "training diverged at iteration {}: {what}; try a smaller --lr{kept}",
-                    i + 1
-                )));
+            if let Some(what) = divergence(&net, loss, false) {
+                return Err(diverged(i + 1, what, last_checkpoint));
             }
             progress.loss_sum += loss.to_f64();
             progress.loss_count += 1;
@@ -946,6 +948,9 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 evals.evaluate(&batches, (&net, mm), row, (&bar, &mut progress.metrics))?;
             }
             if checkpoint_due {
+                if let Some(what) = divergence(&net, loss, true) {
+                    return Err(diverged(i + 1, what, last_checkpoint));
+                }
                 // A checkpoint holds every evaluation up to its iteration.
                 evals.drain(&bar, &mut progress.metrics)?;
                 progress.elapsed = elapsed();
@@ -962,15 +967,11 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
                 }
                 .to_bytes()?;
                 let kill_point = KillPoint::from_env(i + 1);
-                let pause = kill_point == Some(KillPoint::InCheckpoint);
-                model::write_atomic_or_pause(&ckpt_path, &bytes, pause)?;
+                let midway = (kill_point == Some(KillPoint::InCheckpoint)).then_some(pause as _);
+                model::write_atomic_or_pause(&ckpt_path, &bytes, midway)?;
                 last_checkpoint = Some(i + 1);
                 if kill_point == Some(KillPoint::AfterCheckpoint) {
-                    bar.suspend(|| say!("paused after the checkpoint of iteration {}", i + 1));
-                    let _ = std::io::stdout().flush();
-                    loop {
-                        std::thread::park();
-                    }
+                    pause(&ckpt_path);
                 }
             }
         }
@@ -1027,6 +1028,15 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
 enum KillPoint {
     AfterCheckpoint,
     InCheckpoint,
+}
+
+/// Where a kill test's run waits to be killed: prints `paused at PATH` and never returns.
+fn pause(path: &Path) -> ! {
+    say!("paused at {}", path.display());
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
 }
 
 impl KillPoint {

@@ -344,3 +344,25 @@ fn a_closed_stdout_ends_the_run_quietly_as_sigpipe_would() {
     assert_eq!(stderr, "", "no panic message");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[cfg(unix)]
+#[test]
+fn outputs_get_the_permissions_a_plain_file_gets() {
+    use std::os::unix::fs::PermissionsExt;
+    let out = scratch("permissions");
+    let r = train(&out, &["--checkpoint-every", "100"]);
+    assert!(r.status.success(), "{}", text(&r));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // What `File::create` gives under this process's umask, as the old writer did.
+    let plain = out.join("plain");
+    std::fs::File::create(&plain).unwrap();
+    for f in [
+        "model.safetensors",
+        "metrics.csv",
+        "checkpoint.safetensors",
+        "accuracy.png",
+    ] {
+        assert_eq!(mode(&out.join(f)), mode(&plain), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
