@@ -56,17 +56,51 @@ pub fn steps(report: &mut Report) -> Result<(), Failure> {
     })?;
     report.step("mnist gradcheck", || {
         let log = manabi("mnist gradcheck", &["gradcheck"])?;
-        let worst = ["W1:", "b1:", "W2:", "b2:"]
-            .iter()
-            .filter_map(|t| number_after(&log, &format!("{t} mean |diff| ")))
-            .fold(0.0f64, f64::max);
-        Ok(Some(format!("largest mean |diff| {worst:.1e}")))
+        let worst = largest_max_diff(&log)?;
+        Ok(Some(format!("largest max |diff| {worst:.1e}")))
     })
 }
 
+/// The book's parameter tensors, whose lines `manabi gradcheck` prints.
+const GRADCHECK_TENSORS: [&str; 4] = ["W1", "b1", "W2", "b2"];
+
+/// The largest element difference in a `manabi gradcheck` log: every tensor's line must be
+/// there and within [`MAX_ELEMENT_DIFF`], and the run must say it passed.
+fn largest_max_diff(log: &str) -> Result<f64, Failure> {
+    let mut worst = 0.0f64;
+    for t in GRADCHECK_TENSORS {
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("{t}: ")))
+            .ok_or_else(|| Failure::msg(format!("no `{t}:` line in the gradcheck output")))?;
+        let max = line
+            .split_once("max |diff| ")
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .ok_or_else(|| Failure::msg(format!("no max |diff| on the line `{line}`")))?;
+        // NaN fails too.
+        if !(max <= MAX_ELEMENT_DIFF) {
+            return Err(Failure::msg(format!(
+                "{t}: max |diff| {max:e} exceeds {MAX_ELEMENT_DIFF:e}"
+            )));
+        }
+        worst = worst.max(max);
+    }
+    if !log.lines().any(|l| l.starts_with("gradient check passed")) {
+        return Err(Failure::msg(
+            "no `gradient check passed` line in the gradcheck output",
+        ));
+    }
+    Ok(worst)
+}
+
+/// The largest element difference CI accepts on the book's network: the CLI's own gate is
+/// `1e-7 + 1e-5·|g|` per element; a correct backward leaves about 1e-10, so anything near
+/// the CLI's floor already says something changed.
+pub const MAX_ELEMENT_DIFF: f64 = 1e-8;
+
 #[cfg(test)]
 mod tests {
-    use super::number_after;
+    use super::{largest_max_diff, number_after};
 
     #[test]
     fn reads_the_number_after_a_prefix() {
@@ -76,6 +110,57 @@ mod tests {
         assert_eq!(
             number_after("W1: mean |diff| 3.775e-12  max", "W1: mean |diff| "),
             Some(3.775e-12)
+        );
+    }
+
+    const PASSED: &str = "W1: mean |diff| 3.780e-12  max |diff| 7.882e-11  max rel 2.086e-5
+b1: mean |diff| 1.882e-11  max |diff| 6.788e-11  max rel 6.329e-7
+W2: mean |diff| 1.260e-11  max |diff| 6.586e-11  max rel 4.556e-7
+b2: mean |diff| 2.878e-11  max |diff| 4.273e-11  max rel 4.273e-10
+gradient check passed (every element within 1.0e-7 + 1.0e-5·max(|backprop|, |numerical|))
+";
+
+    #[test]
+    fn the_gradcheck_step_gates_on_every_tensors_largest_element() {
+        assert_eq!(largest_max_diff(PASSED).unwrap(), 7.882e-11);
+        // One element far off, though the mean is small.
+        let one_bad = PASSED.replace("max |diff| 6.586e-11", "max |diff| 3.500e-3");
+        let e = largest_max_diff(&one_bad).unwrap_err();
+        assert_eq!(e.reason, "W2: max |diff| 3.5e-3 exceeds 1e-8");
+        let nan = PASSED.replace("max |diff| 6.586e-11", "max |diff| NaN");
+        assert!(largest_max_diff(&nan).is_err());
+    }
+
+    #[test]
+    fn a_gradcheck_log_that_does_not_parse_fails_the_step() {
+        assert_eq!(
+            largest_max_diff("").unwrap_err().reason,
+            "no `W1:` line in the gradcheck output"
+        );
+        let no_b2: String = PASSED
+            .lines()
+            .filter(|l| !l.starts_with("b2"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            largest_max_diff(&no_b2)
+                .unwrap_err()
+                .reason
+                .contains("`b2:`")
+        );
+        let garbled = PASSED.replace("max |diff| 4.273e-11", "max |diff| lots");
+        assert!(
+            largest_max_diff(&garbled)
+                .unwrap_err()
+                .reason
+                .contains("no max |diff|")
+        );
+        let unfinished = PASSED.replace("gradient check passed", "gradient check");
+        assert!(
+            largest_max_diff(&unfinished)
+                .unwrap_err()
+                .reason
+                .contains("passed")
         );
     }
 }

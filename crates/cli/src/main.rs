@@ -30,6 +30,7 @@ mod train;
 use manabi_cli::{error, evaluate, model};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use manabi_layers::Tolerance;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -400,9 +401,13 @@ pub struct GradcheckArgs {
     /// Seed for the weight initialisation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Fail if any tensor's mean |difference| exceeds this (the book's figures reach 1e-7).
-    #[arg(long, default_value_t = 1e-7, value_parser = positive_f64)]
-    pub tolerance: f64,
+    /// Fail if any element's |backprop − numerical| exceeds ATOL + RTOL·max(|backprop|,
+    /// |numerical|); the book's figures reach 1e-7, which its `log(y + 1e-7)` explains.
+    #[arg(long, default_value_t = Tolerance::BOOK.atol, value_parser = non_negative_f64)]
+    pub atol: f64,
+    /// The relative part of the tolerance (see --atol).
+    #[arg(long, default_value_t = Tolerance::BOOK.rtol, value_parser = non_negative_f64)]
+    pub rtol: f64,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {

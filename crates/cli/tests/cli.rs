@@ -222,19 +222,45 @@ fn bad_flags_and_inputs_fail_with_one_clear_line() {
 }
 
 #[test]
-fn gradcheck_matches_the_book() {
+fn gradcheck_matches_the_book_on_every_element() {
     let r = manabi(&["gradcheck"]);
     assert!(r.status.success(), "{}", text(&r));
     let out = text(&r);
+    let mut worst = (0.0f64, "");
     for name in ["W1", "b1", "W2", "b2"] {
         let line = out
             .lines()
             .find(|l| l.starts_with(&format!("{name}:")))
             .expect("a line per tensor");
-        let mean: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        assert!(mean < 1e-9, "{line}");
+        // "W1: mean |diff| 3.780e-12  max |diff| 7.882e-11  max rel 2.086e-5"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (mean, max): (f64, f64) = (words[3].parse().unwrap(), words[6].parse().unwrap());
+        assert!(mean < 1e-10 && max < 1e-9, "{line}");
+        if max > worst.0 {
+            worst = (max, name);
+        }
     }
     assert!(out.contains("79520 loss evaluations"));
+    assert!(
+        out.contains(
+            "gradient check passed (every element within 1.0e-7 + 1.0e-5·max(|backprop|, |numerical|))"
+        ),
+        "{out}"
+    );
+    // A tolerance below the rounding the check leaves fails, naming the worst element.
+    let r = manabi(&["gradcheck", "--atol", "1e-12", "--rtol", "0"]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    let prefix = format!("manabi: error: gradient check failed: {}[", worst.1);
+    assert!(err.starts_with(&prefix), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "|diff| {:.3e} exceeds 1.0e-12 + 0.0e0·{}",
+            worst.0,
+            err.rsplit('·').next().unwrap().trim_end()
+        )),
+        "{err}"
+    );
 }
 
 /// Writes a small digits set under the MNIST names: 200 training and 20 test samples of

@@ -92,7 +92,9 @@ pub use affine::Affine;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
 pub use conv2d::Conv2d;
 pub use dropout::Dropout;
-pub use gradcheck::{GradCheck, REL_FLOOR, TensorDiff, default_step, gradcheck};
+pub use gradcheck::{
+    GradCheck, Mismatch, REL_FLOOR, TensorDiff, Tolerance, default_step, gradcheck,
+};
 pub use layer::{Layer, Mode, Spec};
 pub use max_pool::MaxPool2d;
 pub use network::{Init, Input, Network, NoOptimizer, SparseBatch, Update, argmax};
