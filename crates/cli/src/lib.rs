@@ -13,6 +13,8 @@
 //! - [`stack`]: the layer stack as `--net` text and as file metadata (an MLP keeps the fields
 //!   it always had).
 //! - [`evaluate`]: whole-set evaluation on several threads.
+//! - [`parallel`]: the data-parallel training step (each batch split with a twin network on a
+//!   second thread), here so that its test checks the very code `manabi train` runs.
 //! - [`digit`]: a picture of a digit (PNG, PGM) prepared as MNIST's were, for `manabi predict`.
 //! - [`error`]: [`CliError`], one readable line.
 //!
@@ -34,6 +36,7 @@ pub mod digit;
 pub mod error;
 pub mod evaluate;
 pub mod model;
+pub mod parallel;
 pub mod stack;
 
 pub use error::CliError;

@@ -23,7 +23,6 @@ mod commands;
 mod experiment;
 mod feed;
 
-mod parallel;
 mod train;
 
 // The file formats live in the library half (src/lib.rs) so fuzz targets and tests can load bytes.

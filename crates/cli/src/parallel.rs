@@ -6,9 +6,9 @@
 //! 2¹²⁸ draws past the main one ([`Rng::jump`](manabi_tensor::Rng::jump)), so a run depends
 //! on its seed alone and a checkpoint of the main network resumes it exactly. After both
 //! halves' backward passes the main network's gradient becomes
-//! `(rows_a·g_a + rows_b·g_b) / rows`, the whole batch's mean gradient up to rounding
-//! (`manabi-layers`' test `two_half_batches_averaged_are_the_whole_batch_step` checks it), and
-//! the optimizer steps once.
+//! `(rows_a·g_a + rows_b·g_b) / rows`, the whole batch's mean gradient up to rounding (the
+//! test at the bottom steps a [`Twin`] against one network on the whole batch), and the
+//! optimizer steps once.
 //!
 //! BatchNorm normalises by its batch's statistics, which two halves would not share, so
 //! stacks with it train on one network (see `train::replicas`).
@@ -129,5 +129,103 @@ impl<'a, T: Real + Send> Twin<'a, T> {
         };
         net.optimizer_step(update)?;
         Ok(loss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Twin;
+    use manabi_layers::{
+        Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
+    };
+    use manabi_matmul::Naive;
+    use manabi_optim::Adam;
+    use manabi_tensor::Rng;
+
+    /// SimpleConvNet's shape, small: conv 3@3×3 (pad 1), ReLU, max-pool 2×2, affine 6, ReLU,
+    /// affine 3, on 2×6×6 images.
+    const LAYERS: [Spec; 6] = [
+        Spec::Conv2d {
+            filters: 3,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Spec::Relu,
+        Spec::MaxPool2d {
+            kh: 2,
+            kw: 2,
+            stride: 2,
+        },
+        Spec::Affine(6),
+        Spec::Relu,
+        Spec::Affine(3),
+    ];
+    const D_IN: usize = 2 * 6 * 6;
+    const BATCH: usize = 8;
+
+    fn plan() -> Plan {
+        Plan::new(&PlanConfig {
+            input: Shape::image(2, 6, 6),
+            layers: &LAYERS,
+            batch: BATCH,
+            eval_batch: BATCH,
+            training: Training::Backprop { optimizer_slots: 2 },
+        })
+        .unwrap()
+    }
+
+    /// The twin's step (half the rows here, the rest on the second thread, gradients
+    /// averaged by rows, one Adam step with weight decay) against one network stepping on the
+    /// whole batch, on batches of 8, 7 (split 4 + 3) and 1 row (nothing for the twin).
+    #[test]
+    fn the_two_replica_step_is_the_whole_batch_step_to_rounding() {
+        let plan = plan();
+        let mut arenas = [0, 1, 2].map(|_| vec![0.0f64; plan.total()]);
+        let [whole, main, twin] = &mut arenas;
+        let mut whole = Network::new(&plan, whole).unwrap();
+        whole.init(Init::He, &mut Rng::new(5));
+        let mut main = Network::new(&plan, main).unwrap();
+        main.params_mut().copy_from_slice(whole.params());
+        let twin = Network::new(&plan, twin).unwrap();
+        let (adam, decay) = (Adam::new(1e-2), 0.01);
+        let update = |plan: &Plan| {
+            Update::optimizer(plan, &adam, 1)
+                .unwrap()
+                .with_weight_decay(decay)
+                .unwrap()
+        };
+        let (mut whole_update, mut split_update) = (update(&plan), update(&plan));
+        let mut rng = Rng::new(23);
+        std::thread::scope(|scope| {
+            let mut twin = Twin::spawn(scope, twin, &Naive, decay).unwrap();
+            for rows in [8, 7, 1, 8, 7] {
+                let x: Vec<f64> = (0..rows * D_IN).map(|_| rng.range(-1.0, 1.0)).collect();
+                let labels: Vec<usize> = (0..rows).map(|_| rng.below(3)).collect();
+                let before = main.params().to_vec();
+                let loss = whole.train_step(
+                    &Naive,
+                    Input::Dense(&x),
+                    Target::Labels(&labels),
+                    &mut whole_update,
+                );
+                let split = twin
+                    .step(&mut main, &Naive, &x, &labels, &mut split_update)
+                    .unwrap();
+                assert!(
+                    (split - loss).abs() <= 1e-13 * loss.abs(),
+                    "{rows} rows: loss {split} against {loss}"
+                );
+                for (i, (p, q)) in main.params().iter().zip(whole.params()).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-13,
+                        "{rows} rows: parameter {i}: {p} against {q}"
+                    );
+                }
+                assert_ne!(main.params(), &before[..], "the step moved the parameters");
+            }
+        });
+        assert_eq!(split_update.t(), whole_update.t());
     }
 }

@@ -15,11 +15,11 @@ use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::feed::{Batch, Feeder};
 use crate::model::{self, Elem};
-use crate::parallel::Twin;
 use crate::{ActivationArg, CliError, InputArg, ModelArg, SamplingArg, TrainArgs, with_backend};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::checkpoint::{self, Checkpoint, MetricRow, Progress, RunConfig, Snapshot};
+use manabi_cli::parallel::Twin;
 use manabi_cli::stack::{Stack, data_shape};
 use manabi_data::{Batcher, Dataset, Sampling, TrainTest, Verify, gather_rows};
 use manabi_layers::{
