@@ -85,6 +85,8 @@ const TEST_MATRIX: &[Job] = &[
     // Release: the heavy tests (gradient checks, training) run many times faster and the build costs about the same.
     job("test default", &["test", "--workspace", "--release", "--no-fail-fast"]),
     job("test blas", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "blas"]),
+    // OpenBLAS's pinned SimpleConvNet run, beside the other backends' (crates/cli/tests/pins.rs).
+    job("test blas pins", &["test", "--release", "--no-fail-fast", "-p", "manabi-cli", "--features", "blas", "--test", "pins", "--", "simple_cnn"]),
     // The gemm crate's backend, which is also DefaultGemm in this build.
     job("test gemm", &["test", "--release", "--no-fail-fast", "-p", "manabi-matmul", "--features", "gemm"]),
 ];

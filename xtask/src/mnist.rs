@@ -77,8 +77,7 @@ fn largest_max_diff(log: &str) -> Result<f64, Failure> {
             .split_once("max |diff| ")
             .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
             .ok_or_else(|| Failure::msg(format!("no max |diff| on the line `{line}`")))?;
-        // NaN fails too.
-        if !(max <= MAX_ELEMENT_DIFF) {
+        if max.is_nan() || max > MAX_ELEMENT_DIFF {
             return Err(Failure::msg(format!(
                 "{t}: max |diff| {max:e} exceeds {MAX_ELEMENT_DIFF:e}"
             )));

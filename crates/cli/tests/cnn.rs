@@ -2,19 +2,10 @@
 
 mod common;
 
-use common::{data_dir, run as manabi, s, scratch, text};
+use common::{data_dir, final_accuracy, run as manabi, s, scratch, text};
 use image::{GrayImage, Luma};
 use std::fs;
 use std::path::Path;
-
-/// The accuracy on the `final test acc …` line of a training run.
-fn final_accuracy(out: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("final test acc"))
-        .unwrap_or_else(|| panic!("no final line in:\n{out}"));
-    line.split_whitespace().nth(3).unwrap().parse().unwrap()
-}
 
 /// The tensor shapes in a safetensors header.
 fn shapes(path: &Path) -> Vec<(String, Vec<usize>)> {
@@ -67,9 +58,10 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
         out.contains("conv:30@5x5,relu,maxpool:2x2,affine:100,relu,affine:10, adam lr 0.001"),
         "{out}"
     );
-    // 300 Adam steps already reach about 94 %; the final figure is the whole test set's.
+    // 300 Adam steps reach 0.9441 on the whole test set with the naive backend (18 s, too slow
+    // to run here; gemm, the default, and matrixmultiply ended equal when it was recorded).
     let acc = final_accuracy(&out);
-    assert!(acc > 0.92, "{acc}");
+    common::assert_near_naive("simple-cnn, 300 iterations", acc, 0.9441);
     let weights = dir.join("model.safetensors");
     let expect = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
     assert_eq!(
@@ -119,7 +111,7 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     assert!(p.status.success(), "{}", text(&p));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 20, "{out}");
-    let mut right = 0;
+    let mut predicted = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         // "DIR/pictures/7.png: 2 (probability 0.9981)"
         let (name, rest) = line.rsplit_once(": ").unwrap();
@@ -132,10 +124,17 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(p > 0.1 && p <= 1.0, "{line}");
-        right += usize::from(class == sets.test.labels()[i]);
+        // The largest of ten probabilities is at least a tenth.
+        assert!((0.1..=1.0).contains(&p), "{line}");
+        predicted.push(class);
     }
-    assert!(right >= 18, "{right} of 20 right:\n{out}");
+    // The test set's first 20 labels but one: test image 8, a 5, drawn and re-centred, reads
+    // as a 6 (with probability 0.84; the least sure answer, image 2's, has 0.63, so rounding
+    // differences between backends cannot flip one).
+    let mut want = sets.test.labels()[..20].to_vec();
+    assert_eq!(want[8], 5);
+    want[8] = 6;
+    assert_eq!(predicted, want, "{out}");
 
     // A file that is not a picture, and a blank picture: one clear line each, naming it.
     let junk = pics.join("junk.png");
@@ -157,7 +156,8 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
 /// With two threads a convolutional net trains data-parallel: each batch in two halves, the
 /// gradients averaged. Dropout draws on a generator jumped from the main one, so a resumed
 /// run (here with one thread) ends on the same bytes; one thread from the start splits
-/// nothing and lands on the same accuracy up to rounding.
+/// nothing and draws other masks. (`parallel.rs` tests the step itself against the whole
+/// batch's.)
 #[test]
 fn a_data_parallel_run_resumes_exactly_and_matches_one_thread() {
     let net = "conv:8@5x5,relu,maxpool:2x2,dropout:0.2,affine:10";
@@ -179,6 +179,8 @@ fn a_data_parallel_run_resumes_exactly_and_matches_one_thread() {
             "adam",
             "--lr",
             "0.001",
+            "--backend",
+            "naive",
             "--out",
             s(&dir),
         ];
@@ -193,8 +195,10 @@ fn a_data_parallel_run_resumes_exactly_and_matches_one_thread() {
     );
     let (one_dir, one) = run("one-thread", "1");
     assert!(!one.contains("data-parallel"), "{one}");
+    // The naive backend's figures, the same on every CPU. They differ because the twin's
+    // half of each batch draws its Dropout masks from a generator of its own.
     let (a, b) = (final_accuracy(&split), final_accuracy(&one));
-    assert!(a > 0.8 && (a - b).abs() < 0.01, "{a} against {b}");
+    assert_eq!((a, b), (0.8762, 0.8755));
     let weights = split_dir.join("model.safetensors");
     let first = fs::read(&weights).unwrap();
     assert_ne!(first, fs::read(one_dir.join("model.safetensors")).unwrap());

@@ -165,3 +165,29 @@ pub fn scratch(tag: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// The accuracy on the `final test acc …` line of a training run's output.
+pub fn final_accuracy(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("final test acc"))
+        .unwrap_or_else(|| panic!("no final line in:\n{out}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// How far a fast backend's final test accuracy may lie from the naive backend's on the same
+/// seeded run: their products round differently (summation order, FMA, blocks sized from the
+/// CPU's caches), which can move a few of the 10,000 test images. The naive figure is the same
+/// on every CPU; the runs checked with this ended equal to four digits on gemm, matrixmultiply
+/// and naive (Intel Xeon family 6 model 207, 2026-12-08). pins.rs pins the fast backends'
+/// bytes where they were recorded.
+pub const FAST_BACKEND_ACCURACY: f64 = 0.003;
+
+/// Asserts that `got`, a fast backend's final accuracy, is within [`FAST_BACKEND_ACCURACY`] of
+/// `naive`, the naive backend's recorded accuracy for the same run.
+pub fn assert_near_naive(what: &str, got: f64, naive: f64) {
+    assert!(
+        (got - naive).abs() <= FAST_BACKEND_ACCURACY,
+        "{what}: final test accuracy {got}, the naive backend's {naive}"
+    );
+}
