@@ -20,7 +20,8 @@
 //! - [`Args`]: the command line QEMU passes (`-append "key=value ..."`);
 //! - [`Clock`]: guest instructions counted with SysTick (exact under `-icount shift=0`);
 //! - [`stack_usage`]: the stack's high-water mark (cortex-m-rt paints the stack at reset);
-//! - [`Fixed`]: decimals printed without the float formatting machinery.
+//! - [`Fixed`]: decimals printed without the float formatting machinery;
+//! - [`digest`]: the weights' FNV-1a, which `cargo xtask embedded` compares with pinned values.
 #![no_std]
 
 pub mod cnn;
@@ -35,6 +36,11 @@ use cortex_m_rt::{ExceptionFrame, exception};
 use cortex_m_semihosting::{debug, nr, syscall1};
 
 pub use cortex_m_semihosting::hprintln as println;
+
+/// FNV-1a (64-bit) over a net's parameters (their f32 bits, little-endian): equal digests mean
+/// equal weights bit for bit. Every training program prints one as a `metric` line; the
+/// function lives in [`cnn`] because the host's twin of `cnn-train` compiles that file too.
+pub use cnn::digest;
 
 /// The board this build runs on, as QEMU names the machine.
 #[cfg(board = "mps2-an386")]

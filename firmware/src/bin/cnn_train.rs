@@ -7,9 +7,11 @@
 //!
 //! Command line (QEMU `-append "..."`): `data=DIR` (the raw IDX files), `epochs=N` (default 3),
 //! `train=N` (training images per epoch, default all 60,000), `test=N` (test images scored
-//! after each epoch, default all 10,000), `floor=P` (least final test accuracy in percent,
-//! default 98). The weights' digest after training (`metric weights_fnv1a`) is what the host
-//! twin, `cargo run -p manabi-layers --example device_cnn`, computes with the same arithmetic.
+//! after each epoch, default all 10,000). The weights' digest after training
+//! (`metric weights_fnv1a`) is what the host twin, `cargo run -p manabi-layers --example
+//! device_cnn`, computes with the same arithmetic; the run is seeded, so `cargo xtask embedded`
+//! also requires the exact `test_correct` it pins (916 of 1,000 after 2,000 images, 9,815 of
+//! 10,000 after three epochs).
 #![no_std]
 #![no_main]
 
@@ -47,8 +49,7 @@ static PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
 #[entry]
 fn main() -> ! {
     match run() {
-        Ok(true) => exit(true),
-        Ok(false) => fail(format_args!("test accuracy below the floor")),
+        Ok(()) => exit(true),
         Err(e) => fail(format_args!("{e}")),
     }
 }
@@ -74,7 +75,7 @@ fn evaluate(
     Ok(confusion)
 }
 
-fn run() -> Result<bool, Error> {
+fn run() -> Result<(), Error> {
     let Some(core) = cortex_m::Peripherals::take() else {
         fail(format_args!("core peripherals taken twice"))
     };
@@ -84,7 +85,6 @@ fn run() -> Result<bool, Error> {
     let epochs: usize = args.parse("epochs", 3)?;
     let limit: usize = args.parse("train", usize::MAX)?;
     let test_limit: usize = args.parse("test", usize::MAX)?;
-    let floor: f32 = args.parse("floor", 98.0)?;
     let (Some(arena), Some(pixels)) = (ARENA.try_take(), PIXEL_BYTES.try_take()) else {
         fail(format_args!("buffers taken twice"))
     };
@@ -144,13 +144,12 @@ fn run() -> Result<bool, Error> {
     let (correct, scored) = (last.correct(), last.total());
     last.print();
     println!(
-        "test accuracy {} ({} of {}) after {} epochs of {} images; floor {} %",
+        "test accuracy {} ({} of {}) after {} epochs of {} images",
         Percent(correct, scored),
         correct,
         scored,
         epochs,
-        per_epoch,
-        Fixed(floor, 1)
+        per_epoch
     );
     let stack = manabi_firmware::stack_usage();
     let per = |n: u64, k: u64| n / k.max(1);
@@ -171,5 +170,5 @@ fn run() -> Result<bool, Error> {
     metric!("test_total", scored);
     metric!("stack_peak_bytes", stack.peak);
     metric!("stack_size_bytes", stack.size);
-    Ok(correct as f32 * 100.0 >= floor * scored as f32)
+    Ok(())
 }

@@ -13,16 +13,21 @@
 //! the rows (no room for their transpose).
 //!
 //! Command line (QEMU `-append "..."`): `data=DIR` (the raw IDX files; default QEMU's working
-//! directory), `train=N` (training images, default all 60,000), `floor=P` (least test
-//! accuracy in percent to pass, default 95). A full epoch reached 96.48 % when this was
-//! written; the host running the same arithmetic agrees (see xtask/src/embedded.rs).
+//! directory), `train=N` (training images, default all 60,000).
+//!
+//! The run is seeded and its arithmetic is the Naive backend's in f32, so its results are
+//! fixed: it prints them as `metric` lines (the test set's `test_correct` and the trained
+//! weights' `weights_fnv1a`, [`manabi_firmware::digest`]) and `cargo xtask embedded` requires
+//! the exact values it pins for 10,000 and 60,000 images (9,191 and 9,648 of 10,000 right).
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::SparseRows;
 use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, Stream, TRAIN_IMAGES, TRAIN_LABELS};
-use manabi_firmware::{Args, BOARD, Clock, Error, Fixed, Percent, exit, fail, metric, println};
+use manabi_firmware::{
+    Args, BOARD, Clock, Error, Fixed, Percent, digest, exit, fail, metric, println,
+};
 use manabi_layers::{
     Init, Input, Network, Plan, PlanConfig, SparseBatch, Target, Training, Update,
 };
@@ -68,13 +73,12 @@ static SPARSE_VALUES: ConstStaticCell<[f32; NNZ_ROOM]> = ConstStaticCell::new([0
 #[entry]
 fn main() -> ! {
     match run() {
-        Ok(true) => exit(true),
-        Ok(false) => fail(format_args!("test accuracy below the floor")),
+        Ok(()) => exit(true),
         Err(e) => fail(format_args!("{e}")),
     }
 }
 
-fn run() -> Result<bool, Error> {
+fn run() -> Result<(), Error> {
     let Some(core) = cortex_m::Peripherals::take() else {
         fail(format_args!("core peripherals taken twice"))
     };
@@ -82,7 +86,6 @@ fn run() -> Result<bool, Error> {
     let args = Args::get();
     let dir = args.value("data").unwrap_or("");
     let limit: usize = args.parse("train", usize::MAX)?;
-    let floor: f32 = args.parse("floor", 95.0)?;
     let (Some(arena), Some(pixels), Some(offsets), Some(indices), Some(values)) = (
         ARENA.try_take(),
         PIXEL_BYTES.try_take(),
@@ -170,12 +173,11 @@ fn run() -> Result<bool, Error> {
     let (correct, tested) = (confusion.correct(), confusion.total());
     confusion.print();
     println!(
-        "test accuracy {} ({} of {}) after {} training images; floor {} %",
+        "test accuracy {} ({} of {}) after {} training images",
         Percent(correct, tested),
         correct,
         tested,
-        total,
-        Fixed(floor, 1)
+        total
     );
     let stack = manabi_firmware::stack_usage();
     let per = |n: u64, k: usize| n / (k.max(1) as u64);
@@ -195,9 +197,10 @@ fn run() -> Result<bool, Error> {
         "instructions_per_test_sample",
         per(eval_instructions, tested as usize)
     );
+    metric!("weights_fnv1a", digest(net.params()));
     metric!("test_correct", correct);
     metric!("test_total", tested);
     metric!("stack_peak_bytes", stack.peak);
     metric!("stack_size_bytes", stack.size);
-    Ok(correct as f32 * 100.0 >= floor * tested as f32)
+    Ok(())
 }

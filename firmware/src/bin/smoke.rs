@@ -6,7 +6,11 @@
 //! Cortex-M4F (`mps2-an386`) and the Cortex-M0 (`microbit`, 16 KiB of RAM, soft float).
 //!
 //! It passes when XOR's loss falls below 0.05 with all four points right, and the blobs
-//! classifier gets at least 95 % of fresh test points right. Command-line words (through
+//! classifier gets at least 95 % of fresh test points right. It also prints what it reached as
+//! `metric` lines: XOR's loss and points right, the blobs' fresh points right, and each net's
+//! weights digest (FNV-1a of the parameters' bits, [`manabi_firmware::digest`]). The runs are
+//! seeded and the arithmetic is IEEE f32 on both cores, so `cargo xtask embedded` requires the
+//! exact values it pins, the same on both boards. Command-line words (through
 //! QEMU's `-append`): `calibrate` first checks that [`Clock`] counts a known loop exactly
 //! (true only under `-icount shift=0`), `xor_steps=N` overrides the XOR step count (too few
 //! must fail), `panic` and `fault` exercise the panic and HardFault handlers (both must exit
@@ -15,7 +19,7 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, exit, fail, metric, println};
+use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, digest, exit, fail, metric, println};
 use manabi_layers::{
     Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
 };
@@ -175,6 +179,8 @@ fn xor(clock: &Clock, steps: u32) -> bool {
         XOR_PLAN.bytes::<f32>()
     );
     metric!("xor_loss", Fixed(loss, 5));
+    metric!("xor_correct", correct);
+    metric!("xor_weights_fnv1a", digest(net.params()));
     metric!("xor_instructions_per_sample", per_sample);
     loss < XOR_MAX_LOSS && correct == 4
 }
@@ -245,6 +251,7 @@ fn blobs(clock: &Clock) -> bool {
         BLOBS_PLAN.bytes::<f32>()
     );
     metric!("blobs_test_correct", correct);
+    metric!("blobs_weights_fnv1a", digest(net.params()));
     metric!("blobs_instructions_per_sample", per_sample);
     correct * 100 >= BLOB_MIN_ACCURACY * BLOB_POINTS as u32
 }
