@@ -3,9 +3,15 @@
 use crate::run::{self, Failure, Report};
 use std::fs;
 
-/// The lowest final test accuracy CI accepts for the book protocol (the book's own code ends
-/// between 0.9676 and 0.9725 over 14 runs).
-pub const MIN_TEST_ACCURACY: f64 = 0.965;
+/// The book protocol's final test accuracy with `--backend naive` (seed 1), the same on every
+/// CPU; crates/cli/tests/pins.rs pins it, and the default backend's bytes where recorded.
+pub const NAIVE_TEST_ACCURACY: f64 = 0.9705;
+
+/// How far the default backend's result may lie from [`NAIVE_TEST_ACCURACY`]: its products
+/// round differently (summation order, FMA), which after 10,000 steps moves a few test images
+/// (it ends at 0.9704 on AVX-512 machines). The same bound as the CLI tests'
+/// `FAST_BACKEND_ACCURACY`.
+pub const FAST_BACKEND_ACCURACY: f64 = 0.003;
 
 /// The number after `prefix` on the first log line starting with it.
 fn number_after(log: &str, prefix: &str) -> Option<f64> {
@@ -36,9 +42,10 @@ pub fn steps(report: &mut Report) -> Result<(), Failure> {
         let log = manabi("mnist train", &["train", "--out", &out_text])?;
         trained = number_after(&log, "final test acc ")
             .ok_or_else(|| Failure::msg("no `final test acc` line in the training output"))?;
-        if trained < MIN_TEST_ACCURACY {
+        if (trained - NAIVE_TEST_ACCURACY).abs() > FAST_BACKEND_ACCURACY {
             return Err(Failure::msg(format!(
-                "final test accuracy {trained} is below {MIN_TEST_ACCURACY}"
+                "final test accuracy {trained} is not within {FAST_BACKEND_ACCURACY} of the naive \
+                 backend's {NAIVE_TEST_ACCURACY}"
             )));
         }
         Ok(Some(format!("final test accuracy {trained:.4}")))
