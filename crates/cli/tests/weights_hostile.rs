@@ -282,10 +282,20 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_headers_never_panic(header in "[{}\\[\\]\":,0-9a-zA-Z_ ]{0,200}", data in prop::collection::vec(any::<u8>(), 0..64)) {
+    fn arbitrary_headers_are_refused_or_round_trip(
+        (header, data) in prop_oneof![
+            ("[{}\\[\\]\":,0-9a-zA-Z_ ]{0,200}", prop::collection::vec(any::<u8>(), 0..64)),
+            one_layer_header(),
+        ],
+    ) {
         let bytes = raw_safetensors(&header, &data);
-        let _ = model::parse(&bytes, "w");
-        let _ = checkpoint::parse(&bytes, "c");
+        refused_or_round_trips(&bytes)?;
+        // A checkpoint needs its configuration as `key=value` metadata; neither kind of
+        // header can hold an `=`, so every one must be refused as a bad file.
+        match checkpoint::parse(&bytes, "c") {
+            Ok(c) => prop_assert!(false, "accepted at iteration {}", c.progress.iteration),
+            Err(e) => prop_assert!(matches!(e, CliError::BadFile(_)), "{:?}", e),
+        }
     }
 
     #[test]
@@ -315,6 +325,66 @@ proptest! {
             prop_assert!(c.rng != [0; 4]);
         }
     }
+}
+
+/// A well-formed safetensors header of `W1 [d_in, d_out]` and `b1 [b_len]` laid out back to
+/// back, each dimension 0 to 3, in F32, F64 or I32, with as many random data bytes as it
+/// claims. `b_len` is `d_out` three times in four, so about a quarter of them are a valid
+/// one-layer network (float dtype, no zero dimension, finite values); the rest fail one
+/// check or another.
+fn one_layer_header() -> impl Strategy<Value = (String, Vec<u8>)> {
+    (
+        prop::sample::select(vec![("F32", 4), ("F64", 8), ("I32", 4)]),
+        0usize..4,
+        0usize..4,
+        prop::bool::weighted(0.75),
+    )
+        .prop_flat_map(|((dtype, size), d_in, d_out, bias_fits)| {
+            let b_len = if bias_fits { d_out } else { (d_out + 1) % 4 };
+            let w_end = size * d_in * d_out;
+            let end = w_end + size * b_len;
+            let header = format!(
+                "{{{},{}}}",
+                entry("W1", dtype, &[d_in, d_out], 0, w_end),
+                entry("b1", dtype, &[b_len], w_end, end)
+            );
+            prop::collection::vec(any::<u8>(), end).prop_map(move |data| (header.clone(), data))
+        })
+}
+
+/// `model::parse` on `bytes` either refuses them with a [`CliError::BadFile`], or accepts a
+/// model that is consistent and survives the trip back: written with `model::to_safetensors`
+/// in its own dtype and parsed again, it is the same stack, dtype, parameters and statistics.
+fn refused_or_round_trips(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let m = match model::parse(bytes, "w") {
+        Ok(m) => m,
+        Err(e) => {
+            prop_assert!(matches!(e, CliError::BadFile(_)), "{:?}", e);
+            return Ok(());
+        }
+    };
+    prop_assert_eq!((m.params.len(), m.stats.len()), common_lens(&m.stack));
+    let plan = m
+        .stack
+        .plan(1, 1, manabi_layers::Training::Inference)
+        .map_err(|e| TestCaseError::fail(format!("an accepted stack does not plan: {e}")))?;
+    // The values were widened from the stored dtype, so narrowing them back is exact.
+    let written = match m.dtype {
+        safetensors::Dtype::F32 => {
+            let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            model::to_safetensors(&m.stack, &plan, &narrow(&m.params), &narrow(&m.stats), &[])
+        }
+        safetensors::Dtype::F64 => model::to_safetensors(&m.stack, &plan, &m.params, &m.stats, &[]),
+        other => return Err(TestCaseError::fail(format!("accepted dtype {other:?}"))),
+    };
+    let written = written.map_err(|e| TestCaseError::fail(format!("rewriting: {e}")))?;
+    let again = model::parse(&written, "w again")
+        .map_err(|e| TestCaseError::fail(format!("the rewritten file is refused: {e}")))?;
+    prop_assert_eq!(&again.stack, &m.stack);
+    prop_assert_eq!(again.dtype, m.dtype);
+    prop_assert_eq!(&again.params, &m.params);
+    prop_assert_eq!(&again.stats, &m.stats);
+    Ok(())
 }
 
 /// Parameters and running statistics of a stack, written out independently of the library:

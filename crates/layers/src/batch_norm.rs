@@ -344,8 +344,23 @@ mod tests {
         for v in y {
             assert!((v.abs() - 1.0).abs() < 1e-4, "{v}");
         }
-        let mut dp = [0.0; 6];
-        l.backward(&p, &mut cache, &probe(6, 1), None, &mut dp);
-        assert!(dp.iter().all(|g| g.is_finite()));
+        let dy = probe(6, 1);
+        let mut dp = [f64::NAN; 6];
+        l.backward(&p, &mut cache, &dy, None, &mut dp);
+        // By hand: with two rows a and b per column, μ = (a + b)/2 and σ² = ((a − b)/2)², so
+        // x̂ = ±h/√(h² + ε) with h = (a − b)/2 (+ for row 0, − for row 1). Hence
+        // dβ = dy₀ + dy₁ and dγ = dy₀·x̂₀ + dy₁·x̂₁ = (dy₀ − dy₁)·x̂₀. A cache read at the
+        // wrong offset would bring its NaNs in.
+        let x_hat_row0: [f64; D] = core::array::from_fn(|j| {
+            let half_gap = (x[j] - x[D + j]) / 2.0;
+            half_gap / (half_gap * half_gap + BN_EPS).sqrt()
+        });
+        let dgamma: [f64; D] = core::array::from_fn(|j| (dy[j] - dy[D + j]) * x_hat_row0[j]);
+        let dbeta: [f64; D] = core::array::from_fn(|j| dy[j] + dy[D + j]);
+        assert_close(&dp[..D], &dgamma, 1e-14, 1e-12);
+        assert_close(&dp[D..], &dbeta, 1e-14, 1e-12);
+        // And the same against central differences of the two-row forward.
+        let numeric = numeric_grad(|p, y| train_forward(&l, p, &x, y), &p, &dy);
+        assert_close(&dp, &numeric, 1e-8, 1e-6);
     }
 }

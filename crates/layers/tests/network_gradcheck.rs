@@ -215,27 +215,96 @@ fn evaluation_mode_uses_running_statistics_and_scales_dropout() {
     }
 }
 
+/// The gradient of a 3-4-2 ReLU network on `x` (`[2, 3]`) and `labels` whose logits lie so
+/// far apart that the softmax is exactly one-hot, worked out here from scratch: the logits'
+/// gradient is `(onehot(argmax) − onehot(label))/2`, then the chain rule through the two
+/// affine layers and the ReLU. Also returns the logits and the loss. Every value is an
+/// integer or half of one below 2²⁴, so f64 and any order of summation give the same numbers.
+fn one_hot_softmax_gradient(p: &[f64], x: &[f64], labels: [usize; 2]) -> (Vec<f64>, Vec<f64>, f64) {
+    let (d_in, hidden, classes) = (3, 4, 2);
+    let (w1, rest) = p.split_at(d_in * hidden);
+    let (b1, rest) = rest.split_at(hidden);
+    let (w2, b2) = rest.split_at(hidden * classes);
+    let mut grads = vec![0.0; p.len()];
+    let (dw1, rest) = grads.split_at_mut(d_in * hidden);
+    let (db1, rest) = rest.split_at_mut(hidden);
+    let (dw2, db2) = rest.split_at_mut(hidden * classes);
+    let (mut logits, mut loss) = (Vec::new(), 0.0);
+    for (row, &label) in labels.iter().enumerate() {
+        let x = &x[row * d_in..(row + 1) * d_in];
+        let z: Vec<f64> = (0..hidden)
+            .map(|i| b1[i] + (0..d_in).map(|j| x[j] * w1[j * hidden + i]).sum::<f64>())
+            .collect();
+        assert!(z.iter().all(|&v| v != 0.0), "a ReLU input sits on the kink");
+        let h: Vec<f64> = z.iter().map(|&v| v.max(0.0)).collect();
+        let out: Vec<f64> = (0..classes)
+            .map(|k| b2[k] + (0..hidden).map(|i| h[i] * w2[i * classes + k]).sum::<f64>())
+            .collect();
+        let top = if out[0] > out[1] { 0 } else { 1 };
+        // e^{−gap} underflows to exactly 0 in f32 once the gap passes 104.
+        assert!(
+            (out[0] - out[1]).abs() > 110.0,
+            "logits {out:?} are too close"
+        );
+        loss += (out[top] - out[label]) / 2.0;
+        let d_out: Vec<f64> = (0..classes)
+            .map(|k| (f64::from(k == top) - f64::from(k == label)) / 2.0)
+            .collect();
+        for k in 0..classes {
+            db2[k] += d_out[k];
+            for i in 0..hidden {
+                dw2[i * classes + k] += h[i] * d_out[k];
+            }
+        }
+        for i in 0..hidden {
+            let dh: f64 = (0..classes).map(|k| d_out[k] * w2[i * classes + k]).sum();
+            let dz = if z[i] > 0.0 { dh } else { 0.0 };
+            db1[i] += dz;
+            for j in 0..d_in {
+                dw1[j * hidden + i] += x[j] * dz;
+            }
+        }
+        logits.extend(out);
+    }
+    (grads, logits, loss)
+}
+
 #[test]
-fn huge_logits_give_finite_loss_and_gradients() {
+fn huge_logits_give_the_exact_loss_and_gradients() {
     let plan = mlp(&[3, 4, 2], Spec::Relu, 2, BACKPROP);
     let mut arena = vec![0.0f32; plan.total()];
     let mut net = Network::new(&plan, &mut arena).unwrap();
     net.init(Init::He, &mut Rng::new(1));
-    // Weights that drive the logits to about ±1000.
+    // Weights that drive the logits to −8 040 and below (e^x overflows f32 past 88), with
+    // class 1 ahead by 12 800 and 9 600: row 0 is labelled wrong, row 1 right.
     net.params_mut()
         .iter_mut()
         .for_each(|p| *p = if *p > 0.0 { 40.0 } else { -40.0 });
-    net.input_mut(2)
-        .copy_from_slice(&[5.0, 5.0, 5.0, -5.0, 3.0, 4.0]);
+    let x = [-5.0, -5.0, -5.0, -5.0, 3.0, 4.0];
+    let labels = [0, 1];
+    net.input_mut(2).copy_from_slice(&x);
     let mut grads = Update::gradients(&plan).unwrap();
-    let loss = net.train_step(&Naive, Input::Arena(2), Target::Labels(&[0, 1]), &mut grads);
-    let logits_max = net
-        .forward(&Naive, Input::Arena(2), Mode::Eval)
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let loss = net.train_step(&Naive, Input::Arena(2), Target::Labels(&labels), &mut grads);
+    let p: Vec<f64> = net.params().iter().map(|&v| f64::from(v)).collect();
+    let x64 = x.map(f64::from);
+    let (want_grads, want_logits, want_loss) = one_hot_softmax_gradient(&p, &x64, labels);
+    let logits = net.forward(&Naive, Input::Arena(2), Mode::Eval).to_vec();
+    let logits: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(logits, want_logits);
+    let logits_max = logits.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(logits_max > 500.0, "logits only reached {logits_max}");
-    assert!(loss.is_finite(), "loss {loss}");
-    assert!(net.grads().iter().all(|g| g.is_finite()));
+    // The softmax is exactly one-hot, so the loss is the label's distance below the top
+    // logit (ln 1 = 0) and every gradient is exact: equality, not a tolerance. The loss,
+    // 12 800/2, and the db2 below follow by hand from the logits above, which come from the
+    // signs seed 1's He draws give the weights; they change only when the numerics change
+    // on purpose (the generator or the initialisation).
+    assert_eq!(want_loss, 6400.0);
+    assert_eq!(f64::from(loss), want_loss);
+    let got: Vec<f64> = net.grads().iter().map(|&g| f64::from(g)).collect();
+    assert_eq!(got, want_grads);
+    // db2 is the logits' gradient (y − t)/2 summed over the rows: [1 − 1, 0 − 0]/2 for row 1
+    // and [0 − 1, 1 − 0]/2 for row 0.
+    assert_eq!(got[got.len() - 2..], [-0.5, 0.5]);
 }
 
 #[test]
