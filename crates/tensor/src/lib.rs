@@ -9,6 +9,8 @@
 //!   (with `alloc`) builds one without allocating per use, [`csr_from_bytes`] into caller
 //!   arrays without a heap.
 //! - [`Planner`], [`Span`], [`Arena`]: plan memory once, run with one caller-owned buffer.
+//! - [`safetensors`]: the safetensors file format, written into and read from caller-owned
+//!   bytes (no heap).
 //! - [`Error`]: the crate's one error type.
 //!
 //! # Example
@@ -60,6 +62,7 @@ mod mat;
 mod plan;
 mod real;
 mod rng;
+pub mod safetensors;
 mod sparse;
 
 pub use error::Error;
