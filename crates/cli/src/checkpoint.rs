@@ -23,15 +23,15 @@
 //! against the configuration, the first mismatch named — and never panics on hostile bytes.
 
 use crate::CliError;
-use crate::error::Context;
 use crate::model::{self, Elem};
 use crate::stack::{Stack, activation_from_name};
 use manabi_data::{Batcher, BatcherState, Sampling};
-use manabi_layers::{Init, Plan, Training};
+use manabi_layers::{Init, Plan, State, Training};
 use manabi_optim::{AnyOptimizer, Optimizer};
 use manabi_tensor::Rng;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use manabi_tensor::safetensors::{Data, Entry, Name, StError};
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -465,80 +465,30 @@ pub struct Snapshot<'a, T> {
     pub progress: &'a Progress,
 }
 
-fn u64_bytes(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-fn f64_bytes(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 impl<T: Elem> Snapshot<'_, T> {
-    /// Serialises the snapshot as checkpoint bytes (see the module docs for the layout).
+    /// Serialises the snapshot as checkpoint bytes (see the module docs for the layout): the
+    /// training state as the library's [`State::save`] writes it (the format a device's
+    /// snapshot has too), with the CLI's generator, batcher, clock, metrics and
+    /// configuration added.
     ///
     /// # Errors
-    /// If the slices do not fit the plan, or serialisation fails.
+    /// If the slices do not fit the plan.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CliError> {
-        let param_len = self.plan.param_len();
-        if self.params.len() != param_len || !self.opt_state.len().is_multiple_of(param_len.max(1))
-        {
-            return Err(CliError::BadFile(format!(
-                "checkpoint: {} parameters and {} state values do not fit a network of {param_len} parameters",
-                self.params.len(),
-                self.opt_state.len()
-            )));
-        }
-        let slots = self.opt_state.len() / param_len.max(1);
-        if self.stats.len() != self.plan.stats_len() {
-            return Err(CliError::BadFile(format!(
-                "checkpoint: {} statistics do not fit a network of {}",
-                self.stats.len(),
-                self.plan.stats_len()
-            )));
-        }
-        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
-            model::tensor_bytes(self.plan, self.params, self.stats)
-                .into_iter()
-                .map(|(name, b, shape)| (name, T::DTYPE, shape, b))
-                .collect();
-        let mut state = Vec::with_capacity(self.opt_state.len() * T::BYTES);
-        T::put_le(self.opt_state, &mut state);
-        owned.push(("opt_state".into(), T::DTYPE, vec![slots, param_len], state));
-        owned.push(("rng".into(), Dtype::U64, vec![4], u64_bytes(&self.rng)));
-        if self.config.stack.has_dropout() {
-            owned.push((
-                "dropout_rng".into(),
-                Dtype::U64,
-                vec![4],
-                u64_bytes(&self.dropout_rng),
-            ));
-        }
-        let words = self.batcher.to_words();
-        owned.push((
-            "batcher".into(),
-            Dtype::U64,
-            vec![words.len()],
-            u64_bytes(&words),
-        ));
         let p = self.progress;
-        owned.push((
-            "iteration".into(),
-            Dtype::U64,
-            vec![1],
-            u64_bytes(&[p.iteration]),
-        ));
-        owned.push((
-            "loss_window".into(),
-            Dtype::F64,
-            vec![2],
-            f64_bytes(&[p.loss_sum, p.loss_count as f64]),
-        ));
-        owned.push((
-            "elapsed".into(),
-            Dtype::F64,
-            vec![1],
-            f64_bytes(&[p.elapsed]),
-        ));
+        let state = State {
+            plan: self.plan,
+            params: self.params,
+            stats: self.stats,
+            opt_state: self.opt_state,
+            dropout_rng: self.dropout_rng,
+            progress: manabi_layers::Progress {
+                iteration: p.iteration,
+                loss_sum: p.loss_sum,
+                loss_count: p.loss_count,
+            },
+        };
+        let words = self.batcher.to_words();
+        let elapsed = [p.elapsed];
         let rows: Vec<f64> = p
             .metrics
             .iter()
@@ -553,23 +503,24 @@ impl<T: Elem> Snapshot<'_, T> {
                 ]
             })
             .collect();
-        owned.push((
-            "metrics".into(),
-            Dtype::F64,
-            vec![p.metrics.len(), METRIC_COLUMNS],
-            f64_bytes(&rows),
-        ));
-        let views = owned
-            .iter()
-            .map(|(name, dtype, shape, b)| {
-                TensorView::new(*dtype, shape.clone(), b).map(|v| (name.clone(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .context(|| "building checkpoint tensors".into())?;
-        // One metadata key with sorted pairs: safetensors keeps metadata in a HashMap.
+        let extra = [
+            Entry::vector(Name::Text("rng"), Data::U64(&self.rng)),
+            Entry::vector(Name::Text("batcher"), Data::U64(&words)),
+            Entry::vector(Name::Text("elapsed"), Data::F64(&elapsed)),
+            Entry::new(
+                Name::Text("metrics"),
+                &[p.metrics.len(), METRIC_COLUMNS],
+                Data::F64(&rows),
+            ),
+        ];
+        // One metadata key with sorted pairs (see `model::META_KEY`).
         let text = model::join_fields(&self.config.fields());
-        let meta = HashMap::from([(model::META_KEY.to_string(), text)]);
-        safetensors::serialize(views, Some(meta)).context(|| "serialising the checkpoint".into())
+        let meta = [(model::META_KEY, text.as_str())];
+        let bad = |e: StError| CliError::BadFile(format!("checkpoint: {e}"));
+        let mut bytes = vec![0u8; state.save_len(&extra, &meta).map_err(bad)?];
+        let n = state.save(&extra, &meta, &mut bytes).map_err(bad)?;
+        bytes.truncate(n);
+        Ok(bytes)
     }
 }
 

@@ -87,6 +87,7 @@ mod plan;
 mod relu;
 mod sigmoid;
 mod softmax_loss;
+mod trainer;
 
 pub use affine::Affine;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
@@ -102,3 +103,7 @@ pub use plan::{MAX_LAYERS, Plan, PlanConfig, Region, Shape, TensorInfo, TensorNa
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Target};
+pub use trainer::{
+    Batch, BatchSource, Divergence, Moment, Observer, OneNetwork, Period, Progress, Quiet,
+    RestoreError, SNAPSHOT_TENSORS, Schedule, State, Stepper, Stop, Trainer, first_non_finite,
+};

@@ -180,6 +180,23 @@ impl<T: Real> Update<'static, T, NoOptimizer> {
     }
 }
 
+impl<T: Real> Update<'static, T, NoOptimizer> {
+    /// The same gradients-only or fused-SGD update, typed for an optimizer it never calls, so
+    /// that one loop type ([`Trainer`](crate::Trainer)) runs both it and optimizer updates.
+    pub fn for_optimizer<O>(self) -> Update<'static, T, O> {
+        let rule = match self.rule {
+            Rule::Gradients => Rule::Gradients,
+            Rule::FusedSgd(lr) => Rule::FusedSgd(lr),
+            Rule::Optimizer(never) => match *never {},
+        };
+        Update {
+            rule,
+            t: self.t,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
 fn check_lr<T: Real>(lr: T) -> Result<()> {
     if lr.is_finite() && lr > T::ZERO {
         Ok(())
@@ -257,6 +274,11 @@ impl<'o, T: Real, O: Optimizer<T>> Update<'o, T, O> {
     /// The step count the next optimizer update uses.
     pub fn t(&self) -> u64 {
         self.t
+    }
+
+    /// Sets the step count of the next optimizer update (a resumed run's iteration plus one).
+    pub fn set_t(&mut self, t: u64) {
+        self.t = t.max(1);
     }
 
     /// The weight decay `λ`.

@@ -1,5 +1,6 @@
 //! The sealed `Real` trait: `f32` and `f64` with their maths taken from `libm`.
 
+use crate::safetensors::{Data, StError, View};
 use core::fmt::{Debug, Display};
 use core::iter::Sum;
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -94,11 +95,18 @@ pub trait Real:
     fn is_finite(self) -> bool;
     /// `self * a + b` (fused where the target has FMA in libm's sense).
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Values of this type as a safetensors tensor's data.
+    fn tensor_data(values: &[Self]) -> Data<'_>;
+    /// Reads a safetensors tensor of this type's dtype into `out`.
+    ///
+    /// # Errors
+    /// [`StError::BadTensor`] for another dtype or length.
+    fn read_tensor(view: &View<'_>, out: &mut [Self]) -> Result<(), StError>;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $exp:path, $ln:path, $sqrt:path, $fabs:path, $pow:path,
-     $tanh:path, $cos:path, $fma:path) => {
+    ($t:ty, $name:literal, $data:ident, $read:ident, $exp:path, $ln:path, $sqrt:path,
+     $fabs:path, $pow:path, $tanh:path, $cos:path, $fma:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -187,6 +195,12 @@ macro_rules! impl_real {
             fn mul_add(self, a: Self, b: Self) -> Self {
                 $fma(self, a, b)
             }
+            fn tensor_data(values: &[Self]) -> Data<'_> {
+                Data::$data(values)
+            }
+            fn read_tensor(view: &View<'_>, out: &mut [Self]) -> Result<(), StError> {
+                view.$read(out)
+            }
         }
     };
 }
@@ -214,6 +228,8 @@ fn sqrt_f64(v: f64) -> f64 {
 impl_real!(
     f32,
     "f32",
+    F32,
+    read_f32,
     libm::expf,
     libm::logf,
     sqrt_f32,
@@ -226,6 +242,8 @@ impl_real!(
 impl_real!(
     f64,
     "f64",
+    F64,
+    read_f64,
     libm::exp,
     libm::log,
     sqrt_f64,
