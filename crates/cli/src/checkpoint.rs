@@ -23,7 +23,7 @@
 //! against the configuration, the first mismatch named — and never panics on hostile bytes.
 
 use crate::CliError;
-use crate::model::{self, Elem};
+use crate::model;
 use crate::stack::{Stack, activation_from_name};
 use manabi_data::{Batcher, BatcherState, Sampling};
 use manabi_layers::{Init, Plan, State, Training};
@@ -465,7 +465,7 @@ pub struct Snapshot<'a, T> {
     pub progress: &'a Progress,
 }
 
-impl<T: Elem> Snapshot<'_, T> {
+impl<T: manabi_tensor::Real> Snapshot<'_, T> {
     /// Serialises the snapshot as checkpoint bytes (see the module docs for the layout): the
     /// training state as the library's [`State::save`] writes it (the format a device's
     /// snapshot has too), with the CLI's generator, batcher, clock, metrics and

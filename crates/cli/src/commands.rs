@@ -4,7 +4,7 @@ use crate::backend::default_backend;
 use crate::error::Context;
 use crate::evaluate::Evaluator;
 use crate::model::{self, Elem};
-use crate::train::load_data;
+use crate::setup::load_data;
 use crate::{CliError, EvalArgs, GradcheckArgs, InputArg, PredictArgs, with_backend};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manabi_cli::stack::Stack;

@@ -89,6 +89,26 @@ impl<T: Real> Batch<T> {
     }
 }
 
+/// Where evaluations are handed to the worker.
+pub struct Evaluations<T> {
+    requests: mpsc::SyncSender<Job<T>>,
+}
+
+impl<T: Real> Evaluations<T> {
+    /// Hands a snapshot of the parameters and running statistics to the worker, to evaluate
+    /// for `row` on the whole training and test sets; the row comes back on the `finished`
+    /// channel.
+    ///
+    /// # Errors
+    /// If the worker stopped.
+    pub fn evaluate(&self, row: MetricRow, params: &[T], stats: &[T]) -> Result<(), CliError> {
+        let weights = params.iter().chain(stats).copied().collect();
+        self.requests
+            .send(Job::Evaluate(row, weights))
+            .map_err(|_| CliError::Worker("the evaluation thread stopped"))
+    }
+}
+
 /// The training thread's end of the pipeline.
 pub struct Feeder<T> {
     requests: mpsc::SyncSender<Job<T>>,
@@ -234,17 +254,12 @@ impl<T: Real + Send> Feeder<T> {
         })
     }
 
-    /// Hands a snapshot of the parameters and running statistics to the worker, to evaluate
-    /// for `row` on the whole training and test sets; the row comes back on the `finished`
-    /// channel.
-    ///
-    /// # Errors
-    /// If the worker stopped.
-    pub fn evaluate(&self, row: MetricRow, params: &[T], stats: &[T]) -> Result<(), CliError> {
-        let weights = params.iter().chain(stats).copied().collect();
-        self.requests
-            .send(Job::Evaluate(row, weights))
-            .map_err(|_| CliError::Worker("the evaluation thread stopped"))
+    /// The worker's evaluation end, for the training loop's observer (the loop's batch
+    /// source holds the feeder itself).
+    pub fn evaluations(&self) -> Evaluations<T> {
+        Evaluations {
+            requests: self.requests.clone(),
+        }
     }
 
     /// Requests the batches of iterations before `until` that fit in the pipeline, drawing

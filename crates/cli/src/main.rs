@@ -20,10 +20,16 @@ macro_rules! say {
 mod backend;
 mod chart;
 mod commands;
+mod config;
+mod draw;
 mod experiment;
 mod feed;
+mod outdir;
+mod report;
+mod setup;
 
 mod train;
+mod watch;
 
 // The file formats live in the library half (src/lib.rs) so fuzz targets and tests can load bytes.
 use manabi_cli::{error, evaluate, model};

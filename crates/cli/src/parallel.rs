@@ -11,7 +11,7 @@
 //! optimizer steps once.
 //!
 //! BatchNorm normalises by its batch's statistics, which two halves would not share, so
-//! stacks with it train on one network (see `train::replicas`).
+//! stacks with it train on one network (see `setup::replicas`).
 
 use crate::CliError;
 use manabi_layers::{Input, Network, NoOptimizer, Target, Update};
