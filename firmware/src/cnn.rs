@@ -8,7 +8,7 @@
 //! The host twin compiles this very file as a module (`#[path]`), so the two cannot drift:
 //! it may use only `manabi_layers` and `core`.
 
-use manabi_layers::{Shape, Spec};
+use manabi_layers::{Moment, Observer, Shape, Spec};
 
 /// The layers after the 1×28×28 input.
 pub const LAYERS: [Spec; 4] = [
@@ -42,6 +42,27 @@ pub const LR_DECAY: f32 = 0.9;
 /// The learning rate after `seen` of `total` training images (in f32, as both sides compute it).
 pub fn lr(seen: usize, total: usize) -> f32 {
     LR * (1.0 - LR_DECAY * seen as f32 / total as f32)
+}
+
+/// The learning-rate schedule as the training loop's observer: [`lr`] of the images seen, out
+/// of `total` (both sides run the same loop, so they ask at the same steps).
+#[derive(Clone, Copy, Debug)]
+pub struct LrSchedule {
+    /// Images trained on so far.
+    pub seen: usize,
+    /// Images the whole run trains on.
+    pub total: usize,
+}
+
+impl<S, E> Observer<f32, S, E> for LrSchedule {
+    fn learning_rate(&mut self, _done: u64) -> Option<f32> {
+        Some(lr(self.seen, self.total))
+    }
+
+    fn stepped(&mut self, _: &mut Moment<'_, '_, f32, S>, _: f32, rows: usize) -> Result<(), E> {
+        self.seen += rows;
+        Ok(())
+    }
 }
 
 /// FNV-1a (64-bit) over the parameters' bytes (little-endian `f32`): equal digests mean equal

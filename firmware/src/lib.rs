@@ -34,6 +34,9 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, exception};
 use cortex_m_semihosting::{debug, nr, syscall1};
+use manabi_layers::{Batch, Network, OneNetwork, Stepper, Stop, Update};
+use manabi_matmul::Gemm;
+use manabi_optim::Optimizer;
 
 pub use cortex_m_semihosting::hprintln as println;
 
@@ -126,6 +129,11 @@ pub enum Error {
     },
     /// The library refused a plan or an arena.
     Plan(manabi_tensor::Error),
+    /// Training diverged after this iteration: a loss or a weight is not finite.
+    Diverged {
+        /// The iteration (from 1).
+        iteration: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -137,6 +145,9 @@ impl fmt::Display for Error {
             Error::Idx { name, what } => write!(f, "{name}: {what}"),
             Error::Arg { key } => write!(f, "command line: bad value for {key}="),
             Error::Plan(e) => write!(f, "plan: {e}"),
+            Error::Diverged { iteration } => {
+                write!(f, "training diverged at iteration {iteration}")
+            }
         }
     }
 }
@@ -146,6 +157,48 @@ impl core::error::Error for Error {}
 impl From<manabi_tensor::Error> for Error {
     fn from(e: manabi_tensor::Error) -> Self {
         Error::Plan(e)
+    }
+}
+
+impl From<Stop<f32, Error>> for Error {
+    fn from(stop: Stop<f32, Error>) -> Self {
+        match stop {
+            Stop::Failed(e) => e,
+            Stop::Diverged { iteration, .. } => Error::Diverged { iteration },
+        }
+    }
+}
+
+/// The library's one-network step ([`OneNetwork`]), counting the guest instructions each
+/// [`Network::train_step`] takes.
+pub struct TimedStep<'c> {
+    clock: &'c Clock,
+    /// Instructions of every step so far.
+    pub instructions: u64,
+}
+
+impl<'c> TimedStep<'c> {
+    /// Counts on `clock`, from zero.
+    pub fn new(clock: &'c Clock) -> Self {
+        Self {
+            clock,
+            instructions: 0,
+        }
+    }
+}
+
+impl<G: Gemm<f32>, O: Optimizer<f32>> Stepper<f32, G, O, Error> for TimedStep<'_> {
+    fn step(
+        &mut self,
+        net: &mut Network<'_, f32>,
+        mm: &G,
+        batch: Batch<'_, f32>,
+        update: &mut Update<'_, f32, O>,
+    ) -> Result<f32, Error> {
+        let start = self.clock.instructions();
+        let loss = Stepper::<f32, G, O, Error>::step(&mut OneNetwork, net, mm, batch, update)?;
+        self.instructions += self.clock.instructions() - start;
+        Ok(loss)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::idx::IdxReader;
 use crate::{Error, println};
-use manabi_layers::{Input, Mode, Network, Shape, SparseBatch, Spec, argmax};
+use manabi_layers::{Batch, BatchSource, Input, Mode, Network, Shape, SparseBatch, Spec, argmax};
 use manabi_matmul::Gemm;
 
 /// The book's network after its 784 inputs ([`INPUT`]): 50 hidden ReLU units, 10 classes.
@@ -138,6 +138,78 @@ impl SparseRows<'_> {
             self.indices,
             self.values,
         )
+    }
+}
+
+/// The training set streamed from the host as the training loop's batches: in file order, as
+/// many images at a time as `labels` holds, read as compressed rows when `sparse` is given and
+/// their nonzeros fit (else converted into the network's input rows), starting over at the
+/// end of the file (the next epoch).
+pub struct StreamBatches<'b> {
+    dir: &'b str,
+    limit: usize,
+    stream: Stream,
+    pixels: &'b mut [u8],
+    labels: &'b mut [usize],
+    sparse: Option<SparseRows<'b>>,
+    /// Batches handed out, and those of them read as sparse rows.
+    pub steps: (usize, usize),
+}
+
+impl<'b> StreamBatches<'b> {
+    /// The first `limit` training images of `dir`, read into `pixels` and `labels`.
+    ///
+    /// # Errors
+    /// The files cannot be opened, or are not MNIST's.
+    pub fn open(
+        dir: &'b str,
+        limit: usize,
+        (pixels, labels): (&'b mut [u8], &'b mut [usize]),
+        sparse: Option<SparseRows<'b>>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            dir,
+            limit,
+            stream: Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?,
+            pixels,
+            labels,
+            sparse,
+            steps: (0, 0),
+        })
+    }
+
+    /// Images in one pass over the file.
+    pub fn per_epoch(&self) -> Result<usize, Error> {
+        Ok(Stream::open(self.dir, TRAIN_IMAGES, TRAIN_LABELS, self.limit)?.left())
+    }
+
+    /// The buffers back, for the test set.
+    pub fn into_buffers(self) -> (&'b mut [u8], &'b mut [usize], Option<SparseRows<'b>>) {
+        (self.pixels, self.labels, self.sparse)
+    }
+}
+
+impl BatchSource<f32, Error> for StreamBatches<'_> {
+    fn next(&mut self, _done: u64, net: &mut Network<'_, f32>) -> Result<Batch<'_, f32>, Error> {
+        if self.stream.left() == 0 {
+            self.stream = Stream::open(self.dir, TRAIN_IMAGES, TRAIN_LABELS, self.limit)?;
+        }
+        let n = self.stream.next(self.pixels, self.labels)?;
+        self.steps.0 += 1;
+        let input = match self.sparse.as_mut().and_then(|s| s.rows(self.pixels, n)) {
+            Some(x) => {
+                self.steps.1 += 1;
+                Input::Sparse(SparseBatch::rows_only(x))
+            }
+            None => {
+                to_input(&self.pixels[..n * PIXELS], net.input_mut(n));
+                Input::Arena(n)
+            }
+        };
+        Ok(Batch {
+            input,
+            labels: &self.labels[..n],
+        })
     }
 }
 

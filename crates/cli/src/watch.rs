@@ -167,7 +167,7 @@ impl<T: Real + Send, G: Gemm<T> + Sync> Observer<T, Draws<'_, T>, CliError>
 {
     fn stepped(
         &mut self,
-        at: &Moment<'_, '_, T, Draws<'_, T>>,
+        at: &mut Moment<'_, '_, T, Draws<'_, T>>,
         loss: T,
         _rows: usize,
     ) -> Result<(), CliError> {
@@ -183,7 +183,7 @@ impl<T: Real + Send, G: Gemm<T> + Sync> Observer<T, Draws<'_, T>, CliError>
 
     fn evaluate(
         &mut self,
-        at: &Moment<'_, '_, T, Draws<'_, T>>,
+        at: &mut Moment<'_, '_, T, Draws<'_, T>>,
         mean_loss: f64,
     ) -> Result<(), CliError> {
         let it = at.progress.iteration;
@@ -200,7 +200,7 @@ impl<T: Real + Send, G: Gemm<T> + Sync> Observer<T, Draws<'_, T>, CliError>
             .evaluate((at.net, self.mm), row, (self.bar, metrics))
     }
 
-    fn checkpoint(&mut self, at: &Moment<'_, '_, T, Draws<'_, T>>) -> Result<(), CliError> {
+    fn checkpoint(&mut self, at: &mut Moment<'_, '_, T, Draws<'_, T>>) -> Result<(), CliError> {
         // A checkpoint holds every evaluation up to its iteration.
         self.evals.drain(self.bar, &mut self.progress.metrics)?;
         let it = at.progress.iteration;
@@ -208,7 +208,7 @@ impl<T: Real + Send, G: Gemm<T> + Sync> Observer<T, Draws<'_, T>, CliError>
         (self.progress.loss_sum, self.progress.loss_count) =
             (at.progress.loss_sum, at.progress.loss_count);
         self.progress.elapsed = self.clock.elapsed();
-        let net = at.net;
+        let net = &*at.net;
         let bytes = Snapshot {
             config: self.config,
             plan: net.plan(),

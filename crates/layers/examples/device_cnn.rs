@@ -10,7 +10,8 @@
 
 use manabi_data::Verify;
 use manabi_layers::{
-    Init, Input, Mode, Network, Plan, PlanConfig, Target, Training, Update, argmax,
+    Batch, BatchSource, Init, Input, Mode, Network, OneNetwork, Plan, PlanConfig, Schedule, Stop,
+    Trainer, Training, Update, argmax,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 #[path = "../../../firmware/src/cnn.rs"]
 mod cnn;
 
-use cnn::{BATCH, LAYERS, SEED, digest, lr};
+use cnn::{BATCH, LAYERS, LrSchedule, SEED, digest};
 
 const PIXELS: usize = 784;
 
@@ -29,6 +30,45 @@ fn to_input(pixels: &[u8], input: &mut [f32]) {
     for (x, &b) in input.iter_mut().zip(pixels) {
         *x = f32::from(b) / 255.0;
     }
+}
+
+/// The first `per_epoch` training images in file order, `BATCH` at a time, epoch after
+/// epoch: the device's stream, from memory.
+struct FileOrder<'d> {
+    bytes: &'d [u8],
+    labels: &'d [usize],
+    per_epoch: usize,
+    /// The next image of the epoch.
+    at: usize,
+}
+
+impl BatchSource<f32, String> for FileOrder<'_> {
+    fn next(&mut self, _: u64, net: &mut Network<'_, f32>) -> Result<Batch<'_, f32>, String> {
+        if self.at == self.per_epoch {
+            self.at = 0;
+        }
+        let (first, n) = (self.at, BATCH.min(self.per_epoch - self.at));
+        self.at += n;
+        to_input(&self.bytes[first * PIXELS..(first + n) * PIXELS], net.input_mut(n));
+        Ok(Batch {
+            input: Input::Arena(n),
+            labels: &self.labels[first..first + n],
+        })
+    }
+}
+
+/// Correct predictions over the first `scored` images of `bytes`, `BATCH` at a time.
+fn score(net: &mut Network<'_, f32>, bytes: &[u8], labels: &[usize], scored: usize) -> usize {
+    let mut correct = 0;
+    for first in (0..scored).step_by(BATCH) {
+        let n = BATCH.min(scored - first);
+        to_input(&bytes[first * PIXELS..(first + n) * PIXELS], net.input_mut(n));
+        let logits = net.forward(&Naive, Input::Arena(n), Mode::Eval);
+        for (row, &label) in logits.chunks_exact(10).zip(&labels[first..first + n]) {
+            correct += usize::from(argmax(row) == label);
+        }
+    }
+    correct
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -59,40 +99,31 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut arena = vec![0.0f32; plan.total()];
     let mut net = Network::new(&plan, &mut arena).map_err(|e| e.to_string())?;
     net.init(Init::He, &mut Rng::new(SEED));
-    let mut sgd = Update::fused_sgd(&plan, cnn::LR).map_err(|e| e.to_string())?;
+    let sgd = Update::fused_sgd(&plan, cnn::LR).map_err(|e| e.to_string())?;
     let per_epoch = train.len().min(train_limit);
-    let total = per_epoch * epochs;
-    let mut seen = 0;
-    for _ in 0..epochs {
-        for first in (0..per_epoch).step_by(BATCH) {
-            let n = BATCH.min(per_epoch - first);
-            sgd.set_lr(lr(seen, total)).map_err(|e| e.to_string())?;
-            to_input(
-                &train_bytes[first * PIXELS..(first + n) * PIXELS],
-                net.input_mut(n),
-            );
-            let labels = &train.labels()[first..first + n];
-            net.train_step(&Naive, Input::Arena(n), Target::Labels(labels), &mut sgd);
-            seen += n;
-        }
-    }
+    let steps = (per_epoch.div_ceil(BATCH) * epochs) as u64;
+    // The device's loop: the same schedule of learning rates, the same steps.
+    let mut trainer = Trainer::new(net, sgd, Schedule::new(steps));
+    let mut batches = FileOrder {
+        bytes: train_bytes,
+        labels: train.labels(),
+        per_epoch,
+        at: 0,
+    };
+    let mut schedule = LrSchedule {
+        seen: 0,
+        total: per_epoch * epochs,
+    };
+    trainer
+        .run(&Naive, &mut batches, &mut OneNetwork, &mut schedule)
+        .map_err(|e| match e {
+            Stop::Failed(e) => e,
+            Stop::Diverged { iteration, why } => format!("diverged at iteration {iteration}: {why}"),
+        })?;
+    let net = trainer.net_mut();
     println!("weights_fnv1a {}", digest(net.params()));
     let scored = test.len().min(test_limit);
-    let mut correct = 0;
-    for first in (0..scored).step_by(BATCH) {
-        let n = BATCH.min(scored - first);
-        to_input(
-            &test_bytes[first * PIXELS..(first + n) * PIXELS],
-            net.input_mut(n),
-        );
-        let logits = net.forward(&Naive, Input::Arena(n), Mode::Eval);
-        for (row, &label) in logits
-            .chunks_exact(10)
-            .zip(&test.labels()[first..first + n])
-        {
-            correct += usize::from(argmax(row) == label);
-        }
-    }
+    let correct = score(net, test_bytes, test.labels(), scored);
     println!("test_correct {correct} of {scored}");
     Ok(())
 }

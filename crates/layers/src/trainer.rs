@@ -106,17 +106,19 @@ pub trait Observer<T: Real, S, E> {
     ///
     /// # Errors
     /// The caller's, which stops the run.
-    fn stepped(&mut self, at: &Moment<'_, '_, T, S>, loss: T, rows: usize) -> Result<(), E> {
+    fn stepped(&mut self, at: &mut Moment<'_, '_, T, S>, loss: T, rows: usize) -> Result<(), E> {
         let _ = (at, loss, rows);
         Ok(())
     }
 
     /// At each evaluation point of the schedule, with the mean loss of the steps since the
-    /// previous one (the loss window is then emptied).
+    /// previous one (the loss window is then emptied). The network is lent writable, so that
+    /// an evaluation can run its forward passes in it (a device has no room for a copy);
+    /// evaluation-mode passes change only its activations.
     ///
     /// # Errors
     /// The caller's, which stops the run.
-    fn evaluate(&mut self, at: &Moment<'_, '_, T, S>, mean_loss: f64) -> Result<(), E> {
+    fn evaluate(&mut self, at: &mut Moment<'_, '_, T, S>, mean_loss: f64) -> Result<(), E> {
         let _ = (at, mean_loss);
         Ok(())
     }
@@ -126,7 +128,7 @@ pub trait Observer<T: Real, S, E> {
     ///
     /// # Errors
     /// The caller's, which stops the run.
-    fn checkpoint(&mut self, at: &Moment<'_, '_, T, S>) -> Result<(), E> {
+    fn checkpoint(&mut self, at: &mut Moment<'_, '_, T, S>) -> Result<(), E> {
         let _ = at;
         Ok(())
     }
@@ -278,7 +280,7 @@ impl<T, E> From<E> for Stop<T, E> {
 #[derive(Debug)]
 pub struct Moment<'m, 'n, T, S> {
     /// The network (after the step).
-    pub net: &'m Network<'n, T>,
+    pub net: &'m mut Network<'n, T>,
     /// Where the run stands (after the step).
     pub progress: &'m Progress,
     /// The batch source.
@@ -382,9 +384,9 @@ impl<T: Real> State<'_, T> {
     }
 }
 
-impl<'m, T: Real, S> Moment<'m, '_, T, S> {
+impl<T: Real, S> Moment<'_, '_, T, S> {
     /// The run's state at this moment.
-    pub fn state(&self) -> State<'m, T> {
+    pub fn state(&self) -> State<'_, T> {
         State {
             plan: self.net.plan(),
             params: self.net.params(),
@@ -669,29 +671,21 @@ impl<'n, 'o, T: Real, O: Optimizer<T>> Trainer<'n, 'o, T, O> {
         B: Observer<T, S, E>,
     {
         let it = self.progress.iteration;
-        observer.stepped(&self.moment(source), loss, rows)?;
+        observer.stepped(&mut moment(&mut self.net, &self.progress, source), loss, rows)?;
         if self.schedule.evaluate.is_some_and(|p| p.contains(it)) {
             let p = self.progress;
             let mean = p.loss_sum / p.loss_count.max(1) as f64;
             (self.progress.loss_sum, self.progress.loss_count) = (0.0, 0);
-            observer.evaluate(&self.moment(source), mean)?;
+            observer.evaluate(&mut moment(&mut self.net, &self.progress, source), mean)?;
         }
         if self.schedule.checkpoint_due(it) {
             if self.net.state().iter().any(|v| !v.is_finite()) {
                 let why = Divergence::OptimizerState;
                 return Err(Stop::Diverged { iteration: it, why });
             }
-            observer.checkpoint(&self.moment(source))?;
+            observer.checkpoint(&mut moment(&mut self.net, &self.progress, source))?;
         }
         Ok(())
-    }
-
-    fn moment<'m, S>(&'m self, source: &'m S) -> Moment<'m, 'n, T, S> {
-        Moment {
-            net: &self.net,
-            progress: &self.progress,
-            source,
-        }
     }
 
     /// Steps until the schedule's last iteration (the book's `train`), from where the run
@@ -715,6 +709,19 @@ impl<'n, 'o, T: Real, O: Optimizer<T>> Trainer<'n, 'o, T, O> {
             self.step(mm, source, stepper, observer)?;
         }
         Ok(())
+    }
+}
+
+/// The moment an observer sees: the network lent, the progress and the source.
+fn moment<'m, 'n, T, S>(
+    net: &'m mut Network<'n, T>,
+    progress: &'m Progress,
+    source: &'m S,
+) -> Moment<'m, 'n, T, S> {
+    Moment {
+        net,
+        progress,
+        source,
     }
 }
 

@@ -18,11 +18,12 @@
 use cortex_m_rt::entry;
 use manabi_firmware::cnn::{self, BATCH, INPUT, LAYERS, SEED};
 use manabi_firmware::mnist::{
-    self, CLASSES, Confusion, PIXELS, Stream, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+    self, CLASSES, Confusion, PIXELS, Stream, StreamBatches, TEST_IMAGES, TEST_LABELS,
 };
 use manabi_firmware::{Args, BOARD, Clock, Error, Fixed, Percent, exit, fail, metric, println};
 use manabi_layers::{
-    Init, Input, Mode, Network, Plan, PlanConfig, Target, Training, Update, argmax,
+    Init, Input, Mode, Moment, Network, Observer, OneNetwork, Period, Plan, PlanConfig, Schedule,
+    Trainer, Training, Update, argmax,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
@@ -44,6 +45,9 @@ static PLAN: Plan = match Plan::new(&PlanConfig {
 static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
 /// One batch of images as bytes, as read from the host.
 static PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
+    ConstStaticCell::new([0; BATCH * PIXELS]);
+/// The same for the test images scored after each epoch, while the training batches keep theirs.
+static TEST_PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
     ConstStaticCell::new([0; BATCH * PIXELS]);
 
 #[entry]
@@ -75,6 +79,56 @@ fn evaluate(
     Ok(confusion)
 }
 
+/// `cnn-train`'s observer: the shared learning-rate schedule, and the test images scored at
+/// the end of each epoch.
+struct Watch<'c> {
+    schedule: cnn::LrSchedule,
+    clock: &'c Clock,
+    dir: &'c str,
+    test_limit: usize,
+    /// The test images' bytes (the training batches have their own buffer).
+    pixels: &'c mut [u8],
+    /// Training steps in one epoch.
+    steps_per_epoch: u64,
+    /// The last epoch's scores, the test images scored in all, and the instructions spent.
+    last: Confusion,
+    tested: u64,
+    eval_instructions: u64,
+}
+
+impl<S> Observer<f32, S, Error> for Watch<'_> {
+    fn learning_rate(&mut self, done: u64) -> Option<f32> {
+        Observer::<f32, S, Error>::learning_rate(&mut self.schedule, done)
+    }
+
+    fn stepped(
+        &mut self,
+        at: &mut Moment<'_, '_, f32, S>,
+        loss: f32,
+        rows: usize,
+    ) -> Result<(), Error> {
+        self.schedule.stepped(at, loss, rows)
+    }
+
+    fn evaluate(&mut self, at: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+        let start = self.clock.instructions();
+        self.last = evaluate(at.net, self.dir, self.test_limit, self.pixels)?;
+        self.eval_instructions += self.clock.instructions() - start;
+        self.tested += u64::from(self.last.total());
+        let (correct, total) = (self.last.correct(), self.last.total());
+        let epoch = at.progress.iteration / self.steps_per_epoch;
+        println!(
+            "epoch {}: mean loss {}, test accuracy {} ({} of {})",
+            epoch,
+            Fixed(mean_loss as f32, 4),
+            Percent(correct, total),
+            correct,
+            total
+        );
+        println!("metric test_correct_epoch{} {}", epoch, correct);
+        Ok(())
+    }
+}
 fn run() -> Result<(), Error> {
     let Some(core) = cortex_m::Peripherals::take() else {
         fail(format_args!("core peripherals taken twice"))
@@ -85,12 +139,15 @@ fn run() -> Result<(), Error> {
     let epochs: usize = args.parse("epochs", 3)?;
     let limit: usize = args.parse("train", usize::MAX)?;
     let test_limit: usize = args.parse("test", usize::MAX)?;
-    let (Some(arena), Some(pixels)) = (ARENA.try_take(), PIXEL_BYTES.try_take()) else {
+    let (Some(arena), Some(pixels), Some(test_pixels)) = (
+        ARENA.try_take(),
+        PIXEL_BYTES.try_take(),
+        TEST_PIXEL_BYTES.try_take(),
+    ) else {
         fail(format_args!("buffers taken twice"))
     };
     let mut net = Network::new(&PLAN, arena)?;
     net.init(Init::He, &mut Rng::new(SEED));
-    let mut sgd = Update::fused_sgd(&PLAN, cnn::LR)?;
     let (params, _, _, activations) = PLAN.breakdown();
     println!(
         "CNN conv 8@5x5, relu, maxpool 2x2, affine 10 on {}: arena {} bytes ({} parameters, {} activation values, {} scratch), batch {}",
@@ -101,7 +158,9 @@ fn run() -> Result<(), Error> {
         PLAN.scratch_len(),
         BATCH
     );
-    let per_epoch = Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?.left();
+    let mut labels = [0usize; BATCH];
+    let mut batches = StreamBatches::open(dir, limit, (pixels, &mut labels), None)?;
+    let per_epoch = batches.per_epoch()?;
     let total = per_epoch * epochs;
     println!(
         "training {} epochs of {} images streamed from the host, SGD lr {} -> {}",
@@ -110,37 +169,45 @@ fn run() -> Result<(), Error> {
         Fixed(cnn::lr(0, total), 3),
         Fixed(cnn::lr(total, total), 3)
     );
-    let mut labels = [0usize; BATCH];
-    let (mut seen, mut train_instructions, mut eval_instructions) = (0usize, 0u64, 0u64);
-    let (mut tested, mut last) = (0u64, Confusion::default());
-    for epoch in 1..=epochs {
-        let mut train = Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?;
-        let (mut loss_sum, mut steps) = (0.0f32, 0u32);
-        let start = clock.instructions();
-        while train.left() > 0 {
-            let n = train.next(pixels, &mut labels)?;
-            sgd.set_lr(cnn::lr(seen, total))?;
-            mnist::to_input(&pixels[..n * PIXELS], net.input_mut(n));
-            let target = Target::Labels(&labels[..n]);
-            loss_sum += net.train_step(&Naive, Input::Arena(n), target, &mut sgd);
-            steps += 1;
-            seen += n;
-        }
-        train_instructions += clock.instructions() - start;
-        let start = clock.instructions();
-        last = evaluate(&mut net, dir, test_limit, pixels)?;
-        eval_instructions += clock.instructions() - start;
-        tested += u64::from(last.total());
-        println!(
-            "epoch {}: mean loss {}, test accuracy {} ({} of {})",
-            epoch,
-            Fixed(loss_sum / steps.max(1) as f32, 4),
-            Percent(last.correct(), last.total()),
-            last.correct(),
-            last.total()
-        );
-        println!("metric test_correct_epoch{} {}", epoch, last.correct());
-    }
+    let steps_per_epoch = per_epoch.div_ceil(BATCH) as u64;
+    let schedule = Schedule {
+        evaluate: Some(Period::ends(steps_per_epoch)),
+        check_weights_every: steps_per_epoch,
+        ..Schedule::new(steps_per_epoch * epochs as u64)
+    };
+    let mut trainer = Trainer::new(net, Update::fused_sgd(&PLAN, cnn::LR)?, schedule);
+    let mut watch = Watch {
+        schedule: cnn::LrSchedule { seen: 0, total },
+        clock: &clock,
+        dir,
+        test_limit,
+        pixels: test_pixels,
+        steps_per_epoch,
+        last: Confusion::default(),
+        tested: 0,
+        eval_instructions: 0,
+    };
+    let start = clock.instructions();
+    trainer.run(&Naive, &mut batches, &mut OneNetwork, &mut watch)?;
+    // The evaluations ran inside the loop: their instructions are not training's.
+    let train_instructions = clock.instructions() - start - watch.eval_instructions;
+    report_results(
+        trainer.net(),
+        &watch,
+        (epochs, per_epoch),
+        train_instructions,
+    );
+    Ok(())
+}
+
+/// Prints the last epoch's confusion matrix, the accuracy and the `metric` lines.
+fn report_results(
+    net: &Network<'_, f32>,
+    watch: &Watch<'_>,
+    (epochs, per_epoch): (usize, usize),
+    train_instructions: u64,
+) {
+    let last = &watch.last;
     let (correct, scored) = (last.correct(), last.total());
     last.print();
     println!(
@@ -151,6 +218,7 @@ fn run() -> Result<(), Error> {
         epochs,
         per_epoch
     );
+    let total = per_epoch * epochs;
     let stack = manabi_firmware::stack_usage();
     let per = |n: u64, k: u64| n / k.max(1);
     metric!("arena_bytes", PLAN.bytes::<f32>());
@@ -163,12 +231,11 @@ fn run() -> Result<(), Error> {
     );
     metric!(
         "instructions_per_test_sample",
-        per(eval_instructions, tested)
+        per(watch.eval_instructions, watch.tested)
     );
     metric!("weights_fnv1a", cnn::digest(net.params()));
     metric!("test_correct", correct);
     metric!("test_total", scored);
     metric!("stack_peak_bytes", stack.peak);
     metric!("stack_size_bytes", stack.size);
-    Ok(())
 }

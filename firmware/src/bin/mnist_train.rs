@@ -23,13 +23,13 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use manabi_firmware::mnist::SparseRows;
-use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, Stream, TRAIN_IMAGES, TRAIN_LABELS};
+use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, SparseRows, StreamBatches};
 use manabi_firmware::{
     Args, BOARD, Clock, Error, Fixed, Percent, digest, exit, fail, metric, println,
 };
 use manabi_layers::{
-    Init, Input, Network, Plan, PlanConfig, SparseBatch, Target, Training, Update,
+    Init, Moment, Network, Observer, OneNetwork, Period, Plan, PlanConfig, Schedule, Trainer,
+    Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
@@ -78,14 +78,52 @@ fn main() -> ! {
     }
 }
 
-fn run() -> Result<(), Error> {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        fail(format_args!("core peripherals taken twice"))
-    };
-    let clock = Clock::start(core.SYST);
-    let args = Args::get();
-    let dir = args.value("data").unwrap_or("");
-    let limit: usize = args.parse("train", usize::MAX)?;
+/// `mnist-train`'s observer: the learning rate falling with the images seen, the instructions
+/// of each step (reading the batch, building its sparse rows, the step itself), and a line of
+/// mean loss every [`REPORT_EVERY`] images.
+struct Watch<'c> {
+    clock: &'c Clock,
+    /// Images trained on, and all the run will.
+    seen: usize,
+    total: usize,
+    /// When the step under way started, and the instructions of all steps so far.
+    step_start: u64,
+    step_instructions: u64,
+}
+
+impl<S> Observer<f32, S, Error> for Watch<'_> {
+    fn learning_rate(&mut self, _done: u64) -> Option<f32> {
+        self.step_start = self.clock.instructions();
+        Some(LR * (1.0 - LR_DECAY * self.seen as f32 / self.total as f32))
+    }
+
+    fn stepped(
+        &mut self,
+        _: &mut Moment<'_, '_, f32, S>,
+        _: f32,
+        rows: usize,
+    ) -> Result<(), Error> {
+        self.step_instructions += self.clock.instructions() - self.step_start;
+        self.seen += rows;
+        Ok(())
+    }
+
+    fn evaluate(&mut self, _: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+        println!(
+            "{:>6} images  mean loss {}",
+            self.seen,
+            Fixed(mean_loss as f32, 4)
+        );
+        Ok(())
+    }
+}
+
+/// The run's buffers: the arena, one batch of pixels and labels, and room for its sparse rows.
+fn buffers() -> (
+    Network<'static, f32>,
+    &'static mut [u8],
+    SparseRows<'static>,
+) {
     let (Some(arena), Some(pixels), Some(offsets), Some(indices), Some(values)) = (
         ARENA.try_take(),
         PIXEL_BYTES.try_take(),
@@ -95,16 +133,28 @@ fn run() -> Result<(), Error> {
     ) else {
         fail(format_args!("buffers taken twice"))
     };
-    let mut sparse = SparseRows {
+    let sparse = SparseRows {
         offsets,
         indices,
         values,
         table: mnist::pixel_values(),
     };
-    let mut net = Network::new(&PLAN, arena)?;
+    match Network::new(&PLAN, arena) {
+        Ok(net) => (net, pixels, sparse),
+        Err(e) => fail(format_args!("{e}")),
+    }
+}
+
+fn run() -> Result<(), Error> {
+    let Some(core) = cortex_m::Peripherals::take() else {
+        fail(format_args!("core peripherals taken twice"))
+    };
+    let clock = Clock::start(core.SYST);
+    let args = Args::get();
+    let dir = args.value("data").unwrap_or("");
+    let limit: usize = args.parse("train", usize::MAX)?;
+    let (mut net, pixels, sparse) = buffers();
     net.init(Init::Book, &mut Rng::new(SEED));
-    // Checked against the plan once; each step only changes the learning rate.
-    let mut sgd = Update::fused_sgd(&PLAN, LR)?;
     let (params, _, _, activations) = PLAN.breakdown();
     println!(
         "MNIST 784-50-10 on {}: arena {} bytes ({} parameters, {} activation values), batch {}",
@@ -114,62 +164,63 @@ fn run() -> Result<(), Error> {
         activations,
         BATCH
     );
-
-    let mut train = Stream::open(dir, TRAIN_IMAGES, TRAIN_LABELS, limit)?;
-    let total = train.left();
+    let mut labels = [0usize; BATCH];
+    let mut batches = StreamBatches::open(dir, limit, (pixels, &mut labels), Some(sparse))?;
+    let total = batches.per_epoch()?;
     println!(
         "training on {} images streamed from the host, SGD lr {} -> {}",
         total,
         Fixed(LR, 2),
         Fixed(LR * (1.0 - LR_DECAY), 2)
     );
-    let mut labels = [0usize; BATCH];
-    let (mut seen, mut loss_sum, mut steps) = (0usize, 0.0f32, 0u32);
-    let (mut all_steps, mut sparse_steps) = (0usize, 0usize);
-    let (mut step_instructions, start) = (0u64, clock.instructions());
-    while train.left() > 0 {
-        let n = train.next(pixels, &mut labels)?;
-        sgd.set_lr(LR * (1.0 - LR_DECAY * seen as f32 / total as f32))?;
-        let target = Target::Labels(&labels[..n]);
-        // The step's instructions include building the sparse rows (or converting the bytes).
-        let before = clock.instructions();
-        let input = match sparse.rows(pixels, n) {
-            Some(x) => {
-                sparse_steps += 1;
-                Input::Sparse(SparseBatch::rows_only(x))
-            }
-            None => {
-                mnist::to_input(&pixels[..n * PIXELS], net.input_mut(n));
-                Input::Arena(n)
-            }
-        };
-        loss_sum += net.train_step(&Naive, input, target, &mut sgd);
-        step_instructions += clock.instructions() - before;
-        steps += 1;
-        all_steps += 1;
-        let was = seen;
-        seen += n;
-        if seen / REPORT_EVERY != was / REPORT_EVERY || seen == total {
-            println!(
-                "{:>6} images  mean loss {}",
-                seen,
-                Fixed(loss_sum / steps as f32, 4)
-            );
-            (loss_sum, steps) = (0.0, 0);
-        }
-    }
-    let train_instructions = clock.instructions() - start;
-
+    // Every weight is checked at each report (a check after every step would cost a tenth
+    // of one); the loss after every step.
+    let report = (REPORT_EVERY / BATCH) as u64;
+    let schedule = Schedule {
+        evaluate: Some(Period::ends(report)),
+        check_weights_every: report,
+        ..Schedule::new(total.div_ceil(BATCH) as u64)
+    };
+    let mut trainer = Trainer::new(net, Update::fused_sgd(&PLAN, LR)?, schedule);
+    let mut watch = Watch {
+        clock: &clock,
+        seen: 0,
+        total,
+        step_start: 0,
+        step_instructions: 0,
+    };
     let start = clock.instructions();
-    let confusion = mnist::evaluate(
-        &mut net,
-        &Naive,
-        dir,
-        pixels,
-        &mut labels,
-        Some(&mut sparse),
-    )?;
+    trainer.run(&Naive, &mut batches, &mut OneNetwork, &mut watch)?;
+    let train_instructions = clock.instructions() - start;
+    let p = *trainer.progress();
+    if p.loss_count > 0 {
+        // The images after the last report.
+        let mean = p.loss_sum / p.loss_count as f64;
+        println!("{:>6} images  mean loss {}", total, Fixed(mean as f32, 4));
+    }
+    let steps = batches.steps;
+    let (pixels, labels, mut sparse) = batches.into_buffers();
+    let mut net = trainer.into_net();
+    let start = clock.instructions();
+    let confusion = mnist::evaluate(&mut net, &Naive, dir, pixels, labels, sparse.as_mut())?;
     let eval_instructions = clock.instructions() - start;
+    let per = |n: u64, k: usize| n / (k.max(1) as u64);
+    let timing = (
+        per(watch.step_instructions, total),
+        per(train_instructions, total),
+    );
+    report_results(&net, &confusion, (total, steps), timing, eval_instructions);
+    Ok(())
+}
+
+/// Prints the confusion matrix, the accuracy and the `metric` lines.
+fn report_results(
+    net: &Network<'_, f32>,
+    confusion: &mnist::Confusion,
+    (total, (all_steps, sparse_steps)): (usize, (usize, usize)),
+    (per_step, per_train): (u64, u64),
+    eval_instructions: u64,
+) {
     let (correct, tested) = (confusion.correct(), confusion.total());
     confusion.print();
     println!(
@@ -180,27 +231,19 @@ fn run() -> Result<(), Error> {
         total
     );
     let stack = manabi_firmware::stack_usage();
-    let per = |n: u64, k: usize| n / (k.max(1) as u64);
     metric!("arena_bytes", PLAN.bytes::<f32>());
     metric!("train_images", total);
     metric!("train_steps", all_steps);
     metric!("sparse_steps", sparse_steps);
-    metric!(
-        "instructions_per_train_step_sample",
-        per(step_instructions, total)
-    );
-    metric!(
-        "instructions_per_train_sample",
-        per(train_instructions, total)
-    );
+    metric!("instructions_per_train_step_sample", per_step);
+    metric!("instructions_per_train_sample", per_train);
     metric!(
         "instructions_per_test_sample",
-        per(eval_instructions, tested as usize)
+        eval_instructions / u64::from(tested.max(1))
     );
     metric!("weights_fnv1a", digest(net.params()));
     metric!("test_correct", correct);
     metric!("test_total", tested);
     metric!("stack_peak_bytes", stack.peak);
     metric!("stack_size_bytes", stack.size);
-    Ok(())
 }

@@ -19,9 +19,12 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use manabi_firmware::{Args, BOARD, Clock, Fixed, Percent, digest, exit, fail, metric, println};
+use manabi_firmware::{
+    Args, BOARD, Clock, Error, Fixed, Percent, TimedStep, digest, exit, fail, metric, println,
+};
 use manabi_layers::{
-    Init, Input, Network, Plan, PlanConfig, Shape, Spec, Target, Training, Update,
+    Batch, BatchSource, Init, Input, Moment, Network, Observer, Period, Plan, PlanConfig, Schedule,
+    Shape, Spec, Trainer, Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Momentum};
@@ -142,6 +145,41 @@ fn calibrate(clock: &Clock) -> bool {
     counted.abs_diff(expected) <= 100
 }
 
+/// XOR's four points, every step's whole batch.
+struct XorBatches;
+
+impl BatchSource<f32, Error> for XorBatches {
+    fn next(&mut self, _: u64, net: &mut Network<'_, f32>) -> Result<Batch<'_, f32>, Error> {
+        net.input_mut(4).copy_from_slice(&XOR_X);
+        Ok(Batch {
+            input: Input::Arena(4),
+            labels: &XOR_Y,
+        })
+    }
+}
+
+/// Prints XOR's loss every 100 steps and after the last.
+struct XorReport {
+    steps: u32,
+    loss: f32,
+}
+
+impl<S> Observer<f32, S, Error> for XorReport {
+    fn stepped(
+        &mut self,
+        at: &mut Moment<'_, '_, f32, S>,
+        loss: f32,
+        _: usize,
+    ) -> Result<(), Error> {
+        let t = at.progress.iteration;
+        if t % 100 == 0 || t == u64::from(self.steps) {
+            println!("xor step {:>4}  loss {}", t, Fixed(loss, 5));
+        }
+        self.loss = loss;
+        Ok(())
+    }
+}
+
 /// Trains XOR with Momentum; true if it learned.
 fn xor(clock: &Clock, steps: u32) -> bool {
     let Some(arena) = XOR_ARENA.try_take() else {
@@ -154,23 +192,23 @@ fn xor(clock: &Clock, steps: u32) -> bool {
     net.init(Init::He, &mut Rng::new(XOR_SEED));
     let opt = Momentum::new(0.1);
     // Steps count from 1; the update adds one per step.
-    let mut update = match Update::optimizer(&XOR_PLAN, &opt, 1) {
+    let update = match Update::optimizer(&XOR_PLAN, &opt, 1) {
         Ok(u) => u,
         Err(e) => fail(format_args!("XOR: {e}")),
     };
-    let mut loss = f32::NAN;
-    let mut instructions = 0;
-    for t in 1..=steps {
-        net.input_mut(4).copy_from_slice(&XOR_X);
-        let start = clock.instructions();
-        loss = net.train_step(&Naive, Input::Arena(4), Target::Labels(&XOR_Y), &mut update);
-        instructions += clock.instructions() - start;
-        if t % 100 == 0 || t == steps {
-            println!("xor step {:>4}  loss {}", t, Fixed(loss, 5));
-        }
+    let mut trainer = Trainer::new(net, update, Schedule::new(u64::from(steps)));
+    let mut timed = TimedStep::new(clock);
+    let mut report = XorReport {
+        steps,
+        loss: f32::NAN,
+    };
+    if let Err(e) = trainer.run(&Naive, &mut XorBatches, &mut timed, &mut report) {
+        fail(format_args!("XOR: {}", Error::from(e)))
     }
-    let per_sample = instructions / (u64::from(steps.max(1)) * 4);
+    let per_sample = timed.instructions / (u64::from(steps.max(1)) * 4);
+    let net = trainer.net_mut();
     let correct = net.correct(&Naive, &XOR_X, &XOR_Y);
+    let loss = report.loss;
     println!(
         "xor: loss {} (pass below {}), {}/4 right, arena {} bytes",
         Fixed(loss, 5),
@@ -195,6 +233,55 @@ fn draw_blobs(rng: &mut Rng, x: &mut [f32; 2 * BLOB_POINTS], y: &mut [usize; BLO
     }
 }
 
+/// The blobs' training points in minibatches, shuffled again at the start of every epoch.
+struct BlobBatches {
+    rng: Rng,
+    x: [f32; 2 * BLOB_POINTS],
+    y: [usize; BLOB_POINTS],
+    order: [u8; BLOB_POINTS],
+    labels: [usize; BLOB_BATCH],
+}
+
+/// Minibatches per epoch.
+const BLOB_STEPS: u64 = (BLOB_POINTS / BLOB_BATCH) as u64;
+
+impl BatchSource<f32, Error> for BlobBatches {
+    fn next(&mut self, done: u64, net: &mut Network<'_, f32>) -> Result<Batch<'_, f32>, Error> {
+        let k = (done % BLOB_STEPS) as usize;
+        if k == 0 {
+            self.rng.shuffle(&mut self.order);
+        }
+        let batch = &self.order[k * BLOB_BATCH..(k + 1) * BLOB_BATCH];
+        let input = net.input_mut(BLOB_BATCH);
+        for (j, &i) in batch.iter().enumerate() {
+            let i = usize::from(i);
+            input[2 * j..2 * j + 2].copy_from_slice(&self.x[2 * i..2 * i + 2]);
+            self.labels[j] = self.y[i];
+        }
+        Ok(Batch {
+            input: Input::Arena(BLOB_BATCH),
+            labels: &self.labels,
+        })
+    }
+}
+
+/// Prints the blobs' mean loss every 10 epochs.
+struct BlobReport;
+
+impl<S> Observer<f32, S, Error> for BlobReport {
+    fn evaluate(&mut self, at: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+        let epoch = at.progress.iteration / BLOB_STEPS;
+        if epoch % 10 == 0 {
+            println!(
+                "blobs epoch {:>3}  loss {}",
+                epoch,
+                Fixed(mean_loss as f32, 5)
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Trains the blobs classifier with Adam on shuffled minibatches; true if it generalises.
 fn blobs(clock: &Clock) -> bool {
     let Some(arena) = BLOBS_ARENA.try_take() else {
@@ -208,41 +295,39 @@ fn blobs(clock: &Clock) -> bool {
     net.init(Init::He, &mut rng);
     let (mut x, mut y) = ([0.0f32; 2 * BLOB_POINTS], [0usize; BLOB_POINTS]);
     draw_blobs(&mut rng, &mut x, &mut y);
-    let mut order: [u8; BLOB_POINTS] = core::array::from_fn(|i| i as u8);
+    let order: [u8; BLOB_POINTS] = core::array::from_fn(|i| i as u8);
     let opt = Adam::new(0.01);
-    let mut update = match Update::optimizer(&BLOBS_PLAN, &opt, 1) {
+    let update = match Update::optimizer(&BLOBS_PLAN, &opt, 1) {
         Ok(u) => u,
         Err(e) => fail(format_args!("blobs: {e}")),
     };
-    let mut labels = [0usize; BLOB_BATCH];
-    let mut instructions = 0;
-    for epoch in 1..=BLOB_EPOCHS {
-        rng.shuffle(&mut order);
-        let mut sum = 0.0;
-        for batch in order.chunks_exact(BLOB_BATCH) {
-            let input = net.input_mut(BLOB_BATCH);
-            for (k, &i) in batch.iter().enumerate() {
-                let i = usize::from(i);
-                input[2 * k..2 * k + 2].copy_from_slice(&x[2 * i..2 * i + 2]);
-                labels[k] = y[i];
-            }
-            let start = clock.instructions();
-            sum += net.train_step(
-                &Naive,
-                Input::Arena(BLOB_BATCH),
-                Target::Labels(&labels),
-                &mut update,
-            );
-            instructions += clock.instructions() - start;
-        }
-        if epoch % 10 == 0 {
-            let mean = sum / (BLOB_POINTS / BLOB_BATCH) as f32;
-            println!("blobs epoch {:>3}  loss {}", epoch, Fixed(mean, 5));
-        }
+    let labels = [0usize; BLOB_BATCH];
+    let mut batches = BlobBatches {
+        rng,
+        x,
+        y,
+        order,
+        labels,
+    };
+    let schedule = Schedule {
+        evaluate: Some(Period::ends(BLOB_STEPS)),
+        ..Schedule::new(u64::from(BLOB_EPOCHS) * BLOB_STEPS)
+    };
+    let mut trainer = Trainer::new(net, update, schedule);
+    let mut timed = TimedStep::new(clock);
+    if let Err(e) = trainer.run(&Naive, &mut batches, &mut timed, &mut BlobReport) {
+        fail(format_args!("blobs: {}", Error::from(e)))
     }
-    let per_sample = instructions / (u64::from(BLOB_EPOCHS) * BLOB_POINTS as u64);
+    let per_sample = timed.instructions / (u64::from(BLOB_EPOCHS) * BLOB_POINTS as u64);
     // Fresh points from the same distributions.
+    let BlobBatches {
+        mut rng,
+        mut x,
+        mut y,
+        ..
+    } = batches;
     draw_blobs(&mut rng, &mut x, &mut y);
+    let net = trainer.net_mut();
     let correct = net.correct(&Naive, &x, &y) as u32;
     println!(
         "blobs: {} of fresh test points right (pass at {} %), arena {} bytes",
