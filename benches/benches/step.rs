@@ -15,7 +15,9 @@
 //! nonzeros only), so its GFLOP/s are not comparable with the dense rows' — its time is.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use manabi_benches::{BATCH, SIZES, labels, step_flops, uniform};
+use manabi_benches::{
+    BATCH, SIZES, SameBatch, labels, step, step_flops, trainer as new_trainer, uniform,
+};
 use manabi_layers::{
     Init, Input, Mode, Network, Plan, PlanConfig, Shape, SparseBatch, Spec, Target, Training,
     Update,
@@ -56,14 +58,19 @@ fn fresh_arena_for(training: Training) -> (Plan, Vec<f32>) {
 /// The loss and the parameters after `steps` steps with backend `g` from [`fresh_arena`].
 fn run<G: Gemm<f32>>(g: &G, labels: &[usize], steps: u64) -> (f32, Vec<f32>) {
     let (plan, mut arena) = fresh_arena();
-    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
     let sgd = Sgd::new(LR);
-    let mut update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
+    let update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
+    let mut trainer = new_trainer(net, update);
+    let mut batch = SameBatch {
+        input: Input::Arena(BATCH),
+        labels,
+    };
     let mut loss = f32::NAN;
     for _ in 0..steps {
-        loss = net.train_step(g, Input::Arena(BATCH), Target::Labels(labels), &mut update);
+        loss = step(&mut trainer, g, &mut batch);
     }
-    (loss, net.params().to_vec())
+    (loss, trainer.net().params().to_vec())
 }
 
 fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f32, Vec<f32>)) {
@@ -83,9 +90,14 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     );
 
     let (plan, mut arena) = fresh_arena();
-    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
     let sgd = Sgd::new(LR);
-    let mut update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
+    let update = Update::optimizer(&plan, &sgd, 1).expect("SGD needs no state");
+    let mut trainer = new_trainer(net, update);
+    let mut batch = SameBatch {
+        input: Input::Arena(BATCH),
+        labels: &labels,
+    };
     let id = format!(
         "{}-{}-{} f32 b{BATCH} t{threads} flop{}",
         SIZES[0],
@@ -95,25 +107,18 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     );
     let mut group = c.benchmark_group("step");
     group.bench_function(BenchmarkId::new(g.name(), &id), |b| {
-        b.iter(|| {
-            net.train_step(
-                g,
-                Input::Arena(BATCH),
-                Target::Labels(black_box(&labels)),
-                &mut update,
-            )
-        });
+        b.iter(|| step(&mut trainer, g, black_box(&mut batch)));
     });
     group.finish();
     // Thousands of steps on one batch: the loss must still be a number.
-    let last = net.loss(
+    let t = trainer.progress().iteration;
+    let last = trainer.net_mut().loss(
         g,
         Input::Arena(BATCH),
         Target::Labels(&labels),
         Mode::Train,
         0.0,
     );
-    let t = update.t() - 1;
     assert!(
         last.is_finite(),
         "{}: loss {last} after {t} steps",
@@ -121,21 +126,15 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, threads: usize, want: &(f3
     );
 
     let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
-    let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+    let net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+    let mut trainer = new_trainer(net, fused);
     let mut group = c.benchmark_group("step-fused");
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-        b.iter(|| {
-            net.train_step(
-                g,
-                Input::Arena(BATCH),
-                Target::Labels(black_box(&labels)),
-                &mut fused,
-            )
-        });
+        b.iter(|| step(&mut trainer, g, black_box(&mut batch)));
     });
     group.finish();
-    let last = net.loss(
+    let last = trainer.net_mut().loss(
         g,
         Input::Arena(BATCH),
         Target::Labels(&labels),
@@ -178,17 +177,22 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     let batch = SparseBatch::new(rows.view(), cols.view()).expect("a transpose of the batch");
     let three = |sparse: bool, g: &G| {
         let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-        let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
-        let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+        let net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+        let fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+        let mut trainer = new_trainer(net, fused);
+        let input = if sparse {
+            Input::Sparse(batch)
+        } else {
+            Input::Dense(&x)
+        };
+        let mut same = SameBatch {
+            input,
+            labels: &labels,
+        };
         for _ in 0..3 {
-            let input = if sparse {
-                Input::Sparse(batch)
-            } else {
-                Input::Dense(&x)
-            };
-            net.train_step(g, input, Target::Labels(&labels), &mut fused);
+            step(&mut trainer, g, &mut same);
         }
-        net.params().to_vec()
+        trainer.net().params().to_vec()
     };
     let (dense, sparse) = (three(false, g), three(true, g));
     if g.name() == "naive" {
@@ -213,25 +217,23 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     // x·W₁ and xᵀ·dy over the nonzeros; the second layer's forward, dW₂ and dx₂ dense.
     let flops = 2 * 2 * nnz * d_hidden + 3 * 2 * BATCH as u64 * d_hidden * classes;
     let (plan, mut arena) = fresh_arena_for(Training::FusedSgd);
-    let mut net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
-    let mut fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+    let net = Network::new(&plan, &mut arena).expect("the arena has plan.total() elements");
+    let fused = Update::fused_sgd(&plan, LR).expect("a fused-SGD plan");
+    let mut trainer = new_trainer(net, fused);
+    let mut same = SameBatch {
+        input: Input::Sparse(batch),
+        labels: &labels,
+    };
     let id = format!(
         "{}-{}-{} f32 b{BATCH} t1 flop{flops}",
         SIZES[0], SIZES[1], SIZES[2]
     );
     let mut group = c.benchmark_group("step-sparse");
     group.bench_function(BenchmarkId::new(g.name(), id), |b| {
-        b.iter(|| {
-            net.train_step(
-                g,
-                Input::Sparse(black_box(batch)),
-                Target::Labels(&labels),
-                &mut fused,
-            )
-        });
+        b.iter(|| step(&mut trainer, g, black_box(&mut same)));
     });
     group.finish();
-    let last = net.loss(
+    let last = trainer.net_mut().loss(
         g,
         Input::Arena(BATCH),
         Target::Labels(&labels),
@@ -241,7 +243,7 @@ fn bench_sparse_step<G: Gemm<f32>>(c: &mut Criterion, g: &G) {
     assert!(last.is_finite(), "{} sparse: loss {last}", g.name());
 }
 
-fn step(c: &mut Criterion) {
+fn steps(c: &mut Criterion) {
     let labels = labels(BATCH, SIZES[2], 3);
     let want = run(&Naive, &labels, 3);
     bench_step(c, &Naive, 1, &want);
@@ -273,6 +275,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = step
+    targets = steps
 }
 criterion_main!(benches);

@@ -16,8 +16,14 @@
 //! - `blas`: also time the OpenBLAS backend (needs the system's `libopenblas-dev`).
 //! - `gemm`: also time the `FaerGemm` backend (the pure-Rust `gemm` crate).
 
+use core::convert::Infallible;
 use core::fmt;
-use manabi_tensor::Rng;
+use manabi_layers::{
+    Batch, BatchSource, Input, Network, OneNetwork, Quiet, Schedule, Trainer, Update,
+};
+use manabi_matmul::Gemm;
+use manabi_optim::Optimizer;
+use manabi_tensor::{Real, Rng};
 
 pub mod peak;
 
@@ -359,4 +365,44 @@ mod tests {
         assert!(v.iter().all(|x| (-0.61..=0.61).contains(x)));
         assert!(v.iter().any(|&x| x != v[0]));
     }
+}
+
+/// The same batch for every step: the batch source of the step benches, which time the
+/// library's training loop ([`Trainer::step`]) rather than a bare `train_step`, as every
+/// caller of the library trains.
+#[derive(Clone, Copy, Debug)]
+pub struct SameBatch<'a, T> {
+    /// The rows.
+    pub input: Input<'a, T>,
+    /// Their labels.
+    pub labels: &'a [usize],
+}
+
+impl<T: Real> BatchSource<T, Infallible> for SameBatch<'_, T> {
+    fn next(&mut self, _: u64, _: &mut Network<'_, T>) -> Result<Batch<'_, T>, Infallible> {
+        Ok(Batch {
+            input: self.input,
+            labels: self.labels,
+        })
+    }
+}
+
+/// A trainer of `net` with `update` that never stops on its own (its schedule has no end),
+/// checking every weight after every step as `manabi train` does.
+pub fn trainer<'n, 'o, T: Real, O: Optimizer<T>>(
+    net: Network<'n, T>,
+    update: Update<'o, T, O>,
+) -> Trainer<'n, 'o, T, O> {
+    Trainer::new(net, update, Schedule::new(u64::MAX))
+}
+
+/// One step of `trainer` on `batch` with backend `g`; NaN if training diverged.
+pub fn step<T: Real, G: Gemm<T>, O: Optimizer<T>>(
+    trainer: &mut Trainer<'_, '_, T, O>,
+    g: &G,
+    batch: &mut SameBatch<'_, T>,
+) -> T {
+    trainer
+        .step(g, batch, &mut OneNetwork, &mut Quiet)
+        .unwrap_or(T::NAN)
 }
