@@ -1,8 +1,9 @@
 //! `manabi experiment`: the book's chapter-6 experiments as `manabi train` runs, with one chart and one summary each.
 //!
-//! Each experiment is a list of runs, and each run is the `manabi train` command it prints:
-//! the same flags parsed by the same parser, trained by the same code, written to its own
-//! subdirectory of `--out`. The experiment then draws the runs' metrics together as the book's
+//! Each experiment is a list of runs, and each run is the options of a `manabi train` run
+//! ([`TrainArgs`], built here, not parsed), trained by the same code, written to its own
+//! subdirectory of `--out`; it prints the command line that runs it again by hand
+//! ([`TrainArgs::command_line`]). The experiment then draws the runs' metrics together as the book's
 //! figure does and writes a table of their final accuracies (`NAME.png`, `NAME.md`).
 //!
 //! The protocols are those of the book's scripts (chapter 6, `ch06/`):
@@ -21,11 +22,12 @@
 
 use crate::backend::BackendArg;
 use crate::chart::{self, Line, Panel};
-use crate::{Cli, Command, DataArgs, train};
-use clap::{Args, Parser, ValueEnum};
+use crate::{DataArgs, TrainArgs, train};
+use clap::{Args, ValueEnum};
 use manabi_cli::CliError;
 use manabi_cli::checkpoint::MetricRow;
 use manabi_cli::model;
+use manabi_layers::Init;
 use plotters::style::RGBColor;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -107,8 +109,8 @@ struct Run {
     /// the one without (dashed in the book's batch-norm figure).
     panel: usize,
     with_technique: bool,
-    /// The protocol's `manabi train` flags (without --out, --seed and the data flags).
-    flags: Vec<String>,
+    /// The protocol's `manabi train` options (without --out, --seed and the data flags).
+    args: TrainArgs,
 }
 
 /// `n` hidden layers of 100 (each `hidden` followed by `after`) and the 10-class output.
@@ -135,36 +137,28 @@ fn weight_scales(count: usize) -> Vec<(usize, f64)> {
         .collect()
 }
 
+/// A run's options: the book's defaults with `net`, weights N(0,1)·`init` (or He), SGD at lr
+/// 0.01, batches of 100, the first `train_limit` training images, `epochs` epochs.
+fn protocol(net: String, init: Init, train_limit: u64, epochs: u64) -> TrainArgs {
+    TrainArgs {
+        net: Some(net),
+        init: Some(init),
+        lr: Some(0.01),
+        train_limit: Some(train_limit),
+        epochs: Some(epochs),
+        ..TrainArgs::book()
+    }
+}
+
 /// The runs of `name` for `epochs` epochs.
 fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
-    let flags = |items: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = items.iter().map(|s| s.to_string()).collect();
-        v.extend(["--epochs".to_string(), epochs.to_string()]);
-        v
-    };
-    // The overfitting protocol of both chapter-6 scripts, then what each varies.
-    let overfit = |layers: &str, extra: &[&str]| {
-        let mut v = vec![
-            "--net",
-            layers,
-            "--init",
-            "he",
-            "--lr",
-            "0.01",
-            "--batch",
-            "100",
-            "--train-limit",
-            "300",
-        ];
-        v.extend_from_slice(extra);
-        flags(&v)
-    };
+    // The overfitting protocol of both chapter-6 scripts: 300 images, He weights.
+    let overfit = |layers: String| protocol(layers, Init::He, 300, epochs);
     match name {
         ExperimentName::BatchNorm => {
             let (with_bn, without) = (net(5, "batchnorm,relu"), net(5, "relu"));
             let mut runs = Vec::new();
             for (panel, (k, w)) in weight_scales(scales).into_iter().enumerate() {
-                let w_text = w.to_string();
                 for (bn, layers) in [(true, &with_bn), (false, &without)] {
                     let tag = if bn { "batchnorm" } else { "plain" };
                     runs.push(Run {
@@ -172,37 +166,26 @@ fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
                         label: format!("{} w={w:.2e}", if bn { "BatchNorm" } else { "without" }),
                         panel,
                         with_technique: bn,
-                        flags: flags(&[
-                            "--net",
-                            layers,
-                            "--init",
-                            &w_text,
-                            "--lr",
-                            "0.01",
-                            "--batch",
-                            "100",
-                            "--train-limit",
-                            "1000",
-                        ]),
+                        args: protocol(layers.clone(), Init::Normal(w), 1000, epochs),
                     });
                 }
             }
             runs
         }
-        ExperimentName::WeightDecay => {
-            let layers = net(6, "relu");
-            [("0", false), ("0.1", true)]
-                .into_iter()
-                .enumerate()
-                .map(|(k, (lambda, with))| Run {
-                    dir: format!("weight-decay/lambda-{lambda}"),
-                    label: format!("weight decay λ = {lambda}"),
-                    panel: k,
-                    with_technique: with,
-                    flags: overfit(&layers, &["--weight-decay", lambda]),
-                })
-                .collect()
-        }
+        ExperimentName::WeightDecay => [(0.0, false), (0.1, true)]
+            .into_iter()
+            .enumerate()
+            .map(|(k, (lambda, with))| Run {
+                dir: format!("weight-decay/lambda-{lambda}"),
+                label: format!("weight decay λ = {lambda}"),
+                panel: k,
+                with_technique: with,
+                args: TrainArgs {
+                    weight_decay: lambda,
+                    ..overfit(net(6, "relu"))
+                },
+            })
+            .collect(),
         ExperimentName::Dropout => [(net(6, "relu"), false), (net(6, "relu,dropout:0.2"), true)]
             .into_iter()
             .enumerate()
@@ -211,37 +194,22 @@ fn runs(name: ExperimentName, epochs: u64, scales: usize) -> Vec<Run> {
                 label: if with { "Dropout 0.2" } else { "no Dropout" }.to_string(),
                 panel: k,
                 with_technique: with,
-                flags: overfit(&layers, &[]),
+                args: overfit(layers),
             })
             .collect(),
     }
 }
 
-/// The full `manabi train` argument list of `run` under `args`.
-fn train_argv(args: &ExperimentArgs, run: &Run) -> Vec<String> {
-    let mut argv: Vec<String> = vec!["manabi".into(), "train".into()];
-    argv.extend(run.flags.iter().cloned());
-    argv.extend(["--seed".into(), args.seed.to_string()]);
-    argv.extend([
-        "--out".into(),
-        args.out.join(&run.dir).to_string_lossy().into_owned(),
-    ]);
-    if let Some(dir) = &args.data.data_dir {
-        argv.extend(["--data-dir".into(), dir.to_string_lossy().into_owned()]);
+/// The whole `manabi train` options of `run` under the experiment's `args`.
+fn train_args(args: &ExperimentArgs, run: &Run) -> TrainArgs {
+    TrainArgs {
+        seed: args.seed,
+        out: args.out.join(&run.dir),
+        data: args.data.clone(),
+        backend: args.backend,
+        threads: args.threads,
+        ..run.args.clone()
     }
-    if args.data.no_verify {
-        argv.push("--no-verify".into());
-    }
-    if let Some(n) = args.data.classes {
-        argv.extend(["--classes".into(), n.to_string()]);
-    }
-    if let Some(b) = args.backend.and_then(|b| b.to_possible_value()) {
-        argv.extend(["--backend".into(), b.get_name().to_string()]);
-    }
-    if let Some(t) = args.threads {
-        argv.extend(["--threads".into(), t.to_string()]);
-    }
-    argv
 }
 
 /// `manabi experiment NAME`.
@@ -253,16 +221,9 @@ pub fn run(args: &ExperimentArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Output(format!("creating {}: {e}", args.out.display())))?;
     let mut results: Vec<Outcome> = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        let argv = train_argv(args, r);
-        say!("\n[{}/{}] $ {}", i + 1, runs.len(), argv.join(" "));
-        let train_args = match Cli::try_parse_from(&argv) {
-            Ok(Cli {
-                command: Command::Train(t),
-            }) => t,
-            // The flags are this file's own: a failure is a bug here, reported as usage.
-            Ok(_) => unreachable!("train_argv starts with `manabi train`"),
-            Err(e) => return Err(CliError::Usage(format!("{}: {e}", argv.join(" ")))),
-        };
+        let train_args = train_args(args, r);
+        let line = train_args.command_line().join(" ");
+        say!("\n[{}/{}] $ {line}", i + 1, runs.len());
         // A run whose loss overflows stops (the book's NumPy carries on with NaN weights at
         // chance accuracy); the experiment records where and goes on.
         match train::run(&train_args) {
@@ -352,8 +313,7 @@ fn summary(
     }
     s.push_str("\nCommands:\n\n```\n");
     for r in runs {
-        let argv = train_argv(args, r);
-        let _ = writeln!(s, "{}", argv.join(" "));
+        let _ = writeln!(s, "{}", train_args(args, r).command_line().join(" "));
     }
     s.push_str("```\n");
     s
@@ -472,6 +432,8 @@ mod tests {
 
     #[test]
     fn every_run_gets_the_data_backend_and_thread_flags() {
+        use crate::{Cli, Command};
+        use clap::Parser;
         let argv = "manabi experiment dropout --data-dir d --no-verify --classes 12 --threads 1 --out o --epochs 2";
         let Ok(Cli {
             command: Command::Experiment(args),
@@ -480,13 +442,14 @@ mod tests {
             panic!("the experiment's flags parse");
         };
         let run = &runs(args.name, 2, 16)[0];
-        let train = train_argv(&args, run);
-        let tail = train[train.len() - 7..].join(" ");
+        let train = train_args(&args, run);
+        let line = train.command_line();
+        let tail = line[line.len() - 7..].join(" ");
         assert_eq!(tail, "--data-dir d --no-verify --classes 12 --threads 1");
-        // What the experiment hands `manabi train` parses as its own flags.
+        // The printed command parses back to the options the experiment trains with.
         assert!(matches!(
-            Cli::try_parse_from(&train),
-            Ok(Cli { command: Command::Train(t) }) if t.data.classes == Some(12)
+            Cli::try_parse_from(&line),
+            Ok(Cli { command: Command::Train(t) }) if t == train
         ));
     }
 
@@ -514,10 +477,14 @@ mod tests {
         assert_eq!(bn.iter().filter(|r| r.with_technique).count(), 16);
         let dropout = runs(ExperimentName::Dropout, 301, 16);
         assert_eq!(dropout.len(), 2);
-        let with = &dropout[1].flags;
-        assert_eq!(with[1].matches("dropout:0.2").count(), 6, "{with:?}");
-        assert_eq!(with[with.len() - 1], "301");
+        let with = &dropout[1].args;
+        let layers = with.net.as_deref().unwrap_or("");
+        assert_eq!(layers.matches("dropout:0.2").count(), 6, "{with:?}");
+        assert_eq!(with.epochs, Some(301));
         let wd = runs(ExperimentName::WeightDecay, 201, 16);
-        assert_eq!(wd[1].flags.iter().filter(|f| *f == "0.1").count(), 1);
+        assert_eq!(
+            (wd[0].args.weight_decay, wd[1].args.weight_decay),
+            (0.0, 0.1)
+        );
     }
 }

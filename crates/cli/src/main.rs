@@ -93,7 +93,7 @@ enum DataCommand {
 }
 
 /// Where the data comes from.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct DataArgs {
     /// Directory with the four IDX files, raw or .gz (default: $MANABI_DATA, else ./data/mnist).
     #[arg(long, global = true)]
@@ -235,7 +235,8 @@ pub enum OptimizerArg {
 }
 
 impl OptimizerArg {
-    fn name(self) -> &'static str {
+    /// The name as `--optimizer` takes it.
+    pub fn name(self) -> &'static str {
         match self {
             OptimizerArg::Sgd => "sgd",
             OptimizerArg::Momentum => "momentum",
@@ -247,8 +248,8 @@ impl OptimizerArg {
     }
 }
 
-/// `manabi train` options.
-#[derive(Args, Debug, Clone)]
+/// `manabi train` options ([`TrainArgs::book`] gives the defaults without parsing).
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct TrainArgs {
     /// Where the data comes from.
     #[command(flatten)]
