@@ -49,7 +49,10 @@ impl BatchSource<f32, String> for FileOrder<'_> {
         }
         let (first, n) = (self.at, BATCH.min(self.per_epoch - self.at));
         self.at += n;
-        to_input(&self.bytes[first * PIXELS..(first + n) * PIXELS], net.input_mut(n));
+        to_input(
+            &self.bytes[first * PIXELS..(first + n) * PIXELS],
+            net.input_mut(n),
+        );
         Ok(Batch {
             input: Input::Arena(n),
             labels: &self.labels[first..first + n],
@@ -62,7 +65,10 @@ fn score(net: &mut Network<'_, f32>, bytes: &[u8], labels: &[usize], scored: usi
     let mut correct = 0;
     for first in (0..scored).step_by(BATCH) {
         let n = BATCH.min(scored - first);
-        to_input(&bytes[first * PIXELS..(first + n) * PIXELS], net.input_mut(n));
+        to_input(
+            &bytes[first * PIXELS..(first + n) * PIXELS],
+            net.input_mut(n),
+        );
         let logits = net.forward(&Naive, Input::Arena(n), Mode::Eval);
         for (row, &label) in logits.chunks_exact(10).zip(&labels[first..first + n]) {
             correct += usize::from(argmax(row) == label);
@@ -118,7 +124,9 @@ fn run(args: &[String]) -> Result<(), String> {
         .run(&Naive, &mut batches, &mut OneNetwork, &mut schedule)
         .map_err(|e| match e {
             Stop::Failed(e) => e,
-            Stop::Diverged { iteration, why } => format!("diverged at iteration {iteration}: {why}"),
+            Stop::Diverged { iteration, why } => {
+                format!("diverged at iteration {iteration}: {why}")
+            }
         })?;
     let net = trainer.net_mut();
     println!("weights_fnv1a {}", digest(net.params()));

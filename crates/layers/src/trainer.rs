@@ -671,7 +671,11 @@ impl<'n, 'o, T: Real, O: Optimizer<T>> Trainer<'n, 'o, T, O> {
         B: Observer<T, S, E>,
     {
         let it = self.progress.iteration;
-        observer.stepped(&mut moment(&mut self.net, &self.progress, source), loss, rows)?;
+        observer.stepped(
+            &mut moment(&mut self.net, &self.progress, source),
+            loss,
+            rows,
+        )?;
         if self.schedule.evaluate.is_some_and(|p| p.contains(it)) {
             let p = self.progress;
             let mean = p.loss_sum / p.loss_count.max(1) as f64;
@@ -779,4 +783,43 @@ pub fn first_non_finite<T: Real>(plan: &Plan, params: &[T]) -> Option<(TensorNam
     }
     let i = params.iter().position(|x| !x.is_finite())?;
     plan.param_at(i).map(|(t, at)| (t.name, at, params[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::first_non_finite;
+    use crate::{Plan, PlanConfig, Shape, Spec, Training};
+    use std::{string::ToString, vec};
+
+    #[test]
+    fn non_finite_weights_are_found_and_named() {
+        // 20·3 + 3 + 3·2 + 2 = 71 parameters: four full 16-lane chunks and a tail of 7.
+        const LAYERS: [Spec; 3] = [Spec::Affine(3), Spec::Relu, Spec::Affine(2)];
+        let plan = Plan::new(&PlanConfig {
+            input: Shape::flat(20),
+            layers: &LAYERS,
+            batch: 1,
+            eval_batch: 1,
+            training: Training::Inference,
+        })
+        .unwrap();
+        let named = |p: &[f32]| first_non_finite(&plan, p).map(|(t, at, v)| (t.to_string(), at, v));
+        let mut p = vec![0.25f32; 71];
+        assert_eq!(named(&p), None);
+        p[5] = f32::NAN;
+        let (name, at, v) = named(&p).unwrap();
+        assert_eq!((name.as_str(), at), ("W1", 5));
+        assert!(v.is_nan());
+        p[5] = 0.25;
+        // b1 is 60..63, W2 63..69, b2 69..71 (in the tail).
+        p[64] = f32::NEG_INFINITY;
+        assert_eq!(named(&p), Some(("W2".to_string(), 1, f32::NEG_INFINITY)));
+        p[64] = 0.25;
+        p[70] = f32::INFINITY;
+        assert_eq!(named(&p), Some(("b2".to_string(), 1, f32::INFINITY)));
+        // Huge but finite values are not divergence.
+        p[70] = f32::MAX;
+        assert_eq!(named(&p), None);
+    }
 }
