@@ -1,9 +1,9 @@
 //! The flags of `manabi train` read into a run's configuration ([`RunConfig`]): the book's network or the one `--net` names, its protocol's defaults, and how the run computes.
 
+use crate::DataArgs;
 use crate::backend::default_backend;
 use crate::setup::{backend_name, replicas};
 use crate::{ActivationArg, CliError, InputArg, ModelArg, SamplingArg, TrainArgs};
-use crate::{DataArgs, OptimizerArg};
 use clap::ValueEnum;
 use manabi_cli::checkpoint::RunConfig;
 use manabi_cli::checkpoint::init_name;
@@ -145,94 +145,94 @@ impl TrainArgs {
     /// The command that runs these options: `manabi train` and every flag that differs from
     /// [`TrainArgs::book`], so that it can be printed and run again by hand.
     pub fn command_line(&self) -> Vec<String> {
-        let book = Self::book();
         let mut argv: Vec<String> = vec!["manabi".into(), "train".into()];
-        let mut flag = |name: &str, value: Option<String>| {
+        let flags = self.network_flags().into_iter().chain(self.run_flags());
+        for (name, value) in flags {
             if let Some(v) = value {
                 argv.push(format!("--{name}"));
                 if !v.is_empty() {
                     argv.push(v);
                 }
             }
-        };
-        let differs = |on: bool, v: String| on.then_some(v);
-        let name = |v: Option<clap::builder::PossibleValue>| v.map(|p| p.get_name().to_string());
-        let hidden: Vec<String> = self.hidden.iter().map(u32::to_string).collect();
-        flag(
-            "hidden",
-            differs(self.hidden != book.hidden, hidden.join(",")),
-        );
-        let act = name(self.activation.to_possible_value())
-            .filter(|_| self.activation != book.activation);
-        flag("activation", act);
-        flag(
-            "model",
-            name(self.model.and_then(|m| m.to_possible_value())),
-        );
-        flag("net", self.net.clone());
-        flag("init", self.init.map(init_name));
-        flag("lr", self.lr.map(|v| v.to_string()));
-        flag(
-            "batch",
-            differs(self.batch != book.batch, self.batch.to_string()),
-        );
-        flag(
-            "weight-decay",
-            differs(self.weight_decay != 0.0, self.weight_decay.to_string()),
-        );
-        flag("iters", self.iters.map(|v| v.to_string()));
-        flag("epochs", self.epochs.map(|v| v.to_string()));
-        flag("eval-samples", self.eval_samples.map(|v| v.to_string()));
-        flag(
-            "optimizer",
-            self.optimizer.map(|o| OptimizerArg::name(o).to_string()),
-        );
-        let sampling =
-            name(self.sampling.to_possible_value()).filter(|_| self.sampling != book.sampling);
-        flag("sampling", sampling);
-        flag("train-limit", self.train_limit.map(|v| v.to_string()));
-        flag("f64", differs(self.f64, String::new()));
-        flag(
-            "seed",
-            differs(self.seed != book.seed, self.seed.to_string()),
-        );
-        flag(
-            "out",
-            differs(
-                self.out != book.out,
-                self.out.to_string_lossy().into_owned(),
-            ),
-        );
-        flag(
-            "checkpoint-every",
-            self.checkpoint_every.map(|v| v.to_string()),
-        );
-        flag(
-            "resume",
-            self.resume
-                .as_ref()
-                .map(|d| d.to_string_lossy().into_owned()),
-        );
-        let data = &self.data;
-        flag(
-            "data-dir",
-            data.data_dir
-                .as_ref()
-                .map(|d| d.to_string_lossy().into_owned()),
-        );
-        flag("no-verify", differs(data.no_verify, String::new()));
-        flag("classes", data.classes.map(|n| n.to_string()));
-        flag(
-            "backend",
-            name(self.backend.and_then(|b| b.to_possible_value())),
-        );
-        flag(
-            "input",
-            name(self.input.and_then(|i| i.to_possible_value())),
-        );
-        flag("threads", self.threads.map(|t| t.to_string()));
+        }
         argv
     }
+
+    /// The flags that choose the network, each with its value if it differs from the book's
+    /// (an empty value for a switch).
+    fn network_flags(&self) -> Vec<(&'static str, Option<String>)> {
+        let book = Self::book();
+        let hidden: Vec<String> = self.hidden.iter().map(u32::to_string).collect();
+        let activation = (self.activation != book.activation)
+            .then(|| name(self.activation.to_possible_value()))
+            .flatten();
+        vec![
+            (
+                "hidden",
+                (self.hidden != book.hidden).then(|| hidden.join(",")),
+            ),
+            ("activation", activation),
+            (
+                "model",
+                name(self.model.and_then(|m| m.to_possible_value())),
+            ),
+            ("net", self.net.clone()),
+            ("init", self.init.map(init_name)),
+        ]
+    }
+
+    /// The flags of the protocol, the files and the computation, as [`Self::network_flags`].
+    fn run_flags(&self) -> Vec<(&'static str, Option<String>)> {
+        let book = Self::book();
+        let text = |v: Option<u64>| v.map(|v| v.to_string());
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let sampling = (self.sampling != book.sampling)
+            .then(|| name(self.sampling.to_possible_value()))
+            .flatten();
+        let data = &self.data;
+        vec![
+            ("lr", self.lr.map(|v| v.to_string())),
+            (
+                "batch",
+                (self.batch != book.batch).then(|| self.batch.to_string()),
+            ),
+            (
+                "weight-decay",
+                (self.weight_decay != 0.0).then(|| self.weight_decay.to_string()),
+            ),
+            ("iters", text(self.iters)),
+            ("epochs", text(self.epochs)),
+            ("eval-samples", text(self.eval_samples)),
+            ("optimizer", self.optimizer.map(|o| o.name().to_string())),
+            ("sampling", sampling),
+            ("train-limit", text(self.train_limit)),
+            ("f64", self.f64.then(String::new)),
+            (
+                "seed",
+                (self.seed != book.seed).then(|| self.seed.to_string()),
+            ),
+            ("out", (self.out != book.out).then(|| path(&self.out))),
+            ("checkpoint-every", text(self.checkpoint_every)),
+            ("resume", self.resume.as_deref().map(path)),
+            ("data-dir", data.data_dir.as_deref().map(path)),
+            ("no-verify", data.no_verify.then(String::new)),
+            ("classes", data.classes.map(|n| n.to_string())),
+            (
+                "backend",
+                name(self.backend.and_then(|b| b.to_possible_value())),
+            ),
+            (
+                "input",
+                name(self.input.and_then(|i| i.to_possible_value())),
+            ),
+            ("threads", self.threads.map(|t| t.to_string())),
+        ]
+    }
+}
+
+/// A value's name as its flag takes it.
+fn name(v: Option<clap::builder::PossibleValue>) -> Option<String> {
+    v.map(|p| p.get_name().to_string())
 }
 
 #[cfg(test)]

@@ -143,16 +143,16 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
     let prep = Prepared::<T>::new(config, sets, sparse)?;
     let plan = &prep.plan;
     let split = config.replicas > 1;
-    print_network(config, &prep.opt, prep.iter_per_epoch);
     // With more than one thread, whole-set evaluations run on a worker thread on snapshots of
     // the parameters while training goes on: the book's numbers, off the critical path.
     // (A data-parallel run resumed with `--threads 1` keeps its replicas and this worker,
     // which hands them whole batches, so that it ends as it would have.)
     let background = threads > 1 || split;
     let evaluator = Evaluator::<T>::new(&config.stack, 1)?;
+    print_network(config, &prep.opt, prep.iter_per_epoch);
+    let evaluators = (evaluator.threads(), background);
     let replicas = split.then_some(config.replicas);
-    let (rows, evaluators) = (prep.rows(), (evaluator.threads(), background));
-    print_backend(plan, mm.name(), (rows, zeros), evaluators, replicas);
+    print_backend(plan, mm.name(), (prep.rows(), zeros), evaluators, replicas);
     let (p, _, s, _) = plan.breakdown();
     check_space(out, output_bytes::<T>(config, p, s, prep.iter_per_epoch))?;
 
@@ -164,18 +164,8 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         false => None,
     };
     let (rng, batcher, progress) = start(config, &mut net, sets.train.len(), ckpt)?;
-    let first = progress.iteration;
-    let mut trainer = Trainer::new(
-        net,
-        prep.update(first)?,
-        schedule(config, prep.iter_per_epoch),
-    );
-    trainer.resume_at(manabi_layers::Progress {
-        iteration: first,
-        loss_sum: progress.loss_sum,
-        loss_count: progress.loss_count,
-    });
-    let bar = progress_bar(config.iters, first);
+    let mut trainer = trainer(&prep, config, net, &progress)?;
+    let bar = progress_bar(config.iters, progress.iteration);
     let clock = Clock::start(progress.elapsed);
     let looped = std::thread::scope(|scope| {
         let parts = Parts {
@@ -185,14 +175,14 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
             background,
             evaluator,
         };
+        let state = (rng, batcher, progress);
         run_loop(
             scope,
             &mut trainer,
             parts,
-            (rng, batcher, progress),
+            state,
             (twin, &bar, clock),
-            config,
-            out,
+            (config, out),
         )
     });
     bar.finish_and_clear();
@@ -202,16 +192,27 @@ fn train<T: Elem, G: Gemm<T> + Sync>(
         config.iters,
         clock.elapsed()
     );
-    let net = trainer.net();
-    write_outputs(
-        config,
-        out,
-        (net, mm.name(), sparse),
-        &prep.opt,
-        final_test,
-        &metrics,
-    )?;
+    let outputs = (trainer.net(), mm.name(), sparse);
+    write_outputs(config, out, outputs, &prep.opt, final_test, &metrics)?;
     Ok(metrics)
+}
+
+/// The run's trainer, continuing from `progress` (iteration 0 for a fresh run).
+fn trainer<'n, 'p, T: Elem>(
+    prep: &'p Prepared<T>,
+    config: &RunConfig,
+    net: Network<'n, T>,
+    progress: &Progress,
+) -> Result<Trainer<'n, 'p, T, AnyOptimizer<T>>, CliError> {
+    let first = progress.iteration;
+    let schedule = schedule(config, prep.iter_per_epoch);
+    let mut trainer = Trainer::new(net, prep.update(first)?, schedule);
+    trainer.resume_at(manabi_layers::Progress {
+        iteration: first,
+        loss_sum: progress.loss_sum,
+        loss_count: progress.loss_count,
+    });
+    Ok(trainer)
 }
 
 /// What the loop is built from, besides the trainer.
@@ -219,23 +220,19 @@ struct Parts<'p, T, G> {
     prep: &'p Prepared<T>,
     sets: &'p TrainTest,
     mm: &'p G,
-    /// Whether a worker gathers the batches and evaluates.
+    /// Whether a worker gathers the batches and evaluates (with the evaluator), or this
+    /// thread does.
     background: bool,
     evaluator: Evaluator<T>,
 }
 
-/// The run inside the thread scope: the batch source, the stepper and the observer built, the
-/// trainer run to the end, then the final test accuracy. Returns it and the metrics.
-#[allow(clippy::type_complexity)]
-fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
+/// How the run's batches are gathered (by a worker, which then also evaluates, or here), and
+/// where its evaluations run.
+fn gathering<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    trainer: &mut Trainer<'_, '_, T, AnyOptimizer<T>>,
     parts: Parts<'env, T, G>,
-    (rng, batcher, progress): (Rng, Batcher, Progress),
-    (twin, bar, clock): (Option<Network<'env, T>>, &ProgressBar, Clock),
-    config: &'env RunConfig,
-    out: &Path,
-) -> Result<(f64, Vec<MetricRow>), CliError> {
+    (config, first): (&RunConfig, u64),
+) -> Result<(Gathering<'env, T>, Evaluations<'env, T>), CliError> {
     let Parts {
         prep,
         sets,
@@ -245,20 +242,12 @@ fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
     } = parts;
     let eval_sets = prep.subset.as_ref().unwrap_or(sets);
     let rows = prep.rows();
-    let first = progress.iteration;
     let (finished, done) = mpsc::channel::<MetricRow>();
     let (gathering, inline, worker) = match (background, rows) {
         (true, _) => {
+            let (batch, to) = (config.batch, finished);
             let feed = Feeder::<T>::spawn(
-                scope,
-                sets,
-                eval_sets,
-                rows,
-                config.batch,
-                first,
-                evaluator,
-                mm,
-                finished,
+                scope, sets, eval_sets, rows, batch, first, evaluator, mm, to,
             )?;
             let worker = feed.evaluations();
             (Gathering::Fed(Box::new((feed, None))), None, Some(worker))
@@ -269,18 +258,6 @@ fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
         }
         (false, None) => (Gathering::DenseHere, Some(evaluator), None),
     };
-    let mut steps = match twin {
-        Some(n) => Steps::Twin(Twin::spawn(scope, n, mm, prep.decay)?),
-        None => Steps::One,
-    };
-    let schedule = (config.checkpoint_every, config.iters);
-    let mut draws = Draws::new(
-        (rng, batcher),
-        &sets.train,
-        config.batch,
-        gathering,
-        schedule,
-    );
     let evals = Evaluations {
         inline,
         worker,
@@ -290,7 +267,28 @@ fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
         pending: 0,
         iter_per_epoch: prep.iter_per_epoch,
     };
-    let checkpoint_path = checkpoint::path_in(out);
+    Ok((gathering, evals))
+}
+
+/// The run inside the thread scope: the batch source, the stepper and the observer built, the
+/// trainer run to the end, then the final test accuracy. Returns it and the metrics.
+fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    trainer: &mut Trainer<'_, '_, T, AnyOptimizer<T>>,
+    parts: Parts<'env, T, G>,
+    (rng, batcher, progress): (Rng, Batcher, Progress),
+    (twin, bar, clock): (Option<Network<'env, T>>, &ProgressBar, Clock),
+    (config, out): (&'env RunConfig, &Path),
+) -> Result<(f64, Vec<MetricRow>), CliError> {
+    let (prep, sets, mm) = (parts.prep, parts.sets, parts.mm);
+    let (gathering, evals) = gathering(scope, parts, (config, progress.iteration))?;
+    let mut steps = match twin {
+        Some(n) => Steps::Twin(Twin::spawn(scope, n, mm, prep.decay)?),
+        None => Steps::One,
+    };
+    let checkpoints = (config.checkpoint_every, config.iters);
+    let (batch, train) = (config.batch, &sets.train);
+    let mut draws = Draws::new((rng, batcher), train, batch, gathering, checkpoints);
     let mut watch = Watch {
         bar,
         evals,
@@ -298,7 +296,7 @@ fn run_loop<'scope, 'env, T: Elem, G: Gemm<T> + Sync>(
         progress,
         clock,
         config,
-        checkpoint_path,
+        checkpoint_path: checkpoint::path_in(out),
         last_checkpoint: None,
     };
     match trainer.run(mm, &mut draws, &mut steps, &mut watch) {
