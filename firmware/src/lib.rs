@@ -34,7 +34,10 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, exception};
 use cortex_m_semihosting::{debug, nr, syscall1};
-use manabi_layers::{Batch, Network, OneNetwork, Stepper, Stop, Update};
+use manabi_layers::{
+    Batch, Moment, Network, OneNetwork, Plan, PlanConfig, Shape, Spec, Stepper, Stop, Training,
+    Update,
+};
 use manabi_matmul::Gemm;
 use manabi_optim::Optimizer;
 
@@ -59,6 +62,72 @@ pub const BOARD: &str = "microbit (Cortex-M0)";
 const TWICE_INSTRUCTIONS_PER_TICK: u64 = 80;
 #[cfg(board = "microbit")]
 const TWICE_INSTRUCTIONS_PER_TICK: u64 = 125;
+
+/// A program's plan, made at compile time: a network on `input` with `layers`, one batch size
+/// for training and evaluation. An invalid configuration panics, which in a `static` fails the
+/// build.
+pub const fn plan(input: Shape, layers: &[Spec], batch: usize, training: Training) -> Plan {
+    match Plan::new(&PlanConfig {
+        input,
+        layers,
+        batch,
+        eval_batch: batch,
+        training,
+    }) {
+        Ok(p) => p,
+        Err(_) => panic!("the program's plan is invalid"),
+    }
+}
+
+/// A program's start: SysTick counting guest instructions, and the command line.
+pub fn start() -> (Clock, Args) {
+    let Some(core) = cortex_m::Peripherals::take() else {
+        fail(format_args!("core peripherals taken twice"))
+    };
+    (Clock::start(core.SYST), Args::get())
+}
+
+/// A program's end: QEMU exits with success, or prints the error and fails.
+pub fn finish(result: Result<(), Error>) -> ! {
+    match result {
+        Ok(()) => exit(true),
+        Err(e) => fail(format_args!("{e}")),
+    }
+}
+
+/// Prints what a program's network takes: `name on BOARD: arena … bytes (… parameters, …
+/// activation values[, … scratch]), batch …`.
+pub fn print_plan(name: &str, plan: &Plan) {
+    let (params, _, _, activations) = plan.breakdown();
+    let scratch = plan.scratch_len();
+    println!(
+        "{} on {}: arena {} bytes ({} parameters, {} activation values{}{}), batch {}",
+        name,
+        BOARD,
+        plan.bytes::<f32>(),
+        params,
+        activations,
+        if scratch > 0 { ", scratch " } else { "" },
+        Blank(scratch),
+        plan.batch()
+    );
+}
+
+/// A count, printed unless it is zero.
+struct Blank(usize);
+
+impl fmt::Display for Blank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            Ok(())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// What an observer of an f32 run sees at one of its moments.
+pub type At<'m, 'n, S> = Moment<'m, 'n, f32, S>;
 
 /// Ends the program: QEMU exits with status 0 on success and 1 on failure.
 pub fn exit(success: bool) -> ! {

@@ -20,26 +20,19 @@ use manabi_firmware::cnn::{self, BATCH, INPUT, LAYERS, SEED};
 use manabi_firmware::mnist::{
     self, CLASSES, Confusion, PIXELS, Stream, StreamBatches, TEST_IMAGES, TEST_LABELS,
 };
-use manabi_firmware::{Args, BOARD, Clock, Error, Fixed, Percent, exit, fail, metric, println};
+use manabi_firmware::{
+    At, Clock, Error, Fixed, Percent, fail, finish, metric, plan, print_plan, println, start,
+};
 use manabi_layers::{
-    Init, Input, Mode, Moment, Network, Observer, OneNetwork, Period, Plan, PlanConfig, Schedule,
-    Trainer, Training, Update, argmax,
+    Init, Input, Mode, Network, Observer, OneNetwork, Period, Plan, Schedule, Trainer, Training,
+    Update, argmax,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
 use static_cell::ConstStaticCell;
 
 /// The memory plan: weights, one batch of activations and their gradients, one `col`.
-static PLAN: Plan = match Plan::new(&PlanConfig {
-    input: INPUT,
-    layers: &LAYERS,
-    batch: BATCH,
-    eval_batch: BATCH,
-    training: Training::FusedSgd,
-}) {
-    Ok(p) => p,
-    Err(_) => panic!("the CNN plan is invalid"),
-};
+static PLAN: Plan = plan(INPUT, &LAYERS, BATCH, Training::FusedSgd);
 
 /// The network's one arena, sized by the plan at compile time.
 static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
@@ -52,10 +45,7 @@ static TEST_PIXEL_BYTES: ConstStaticCell<[u8; BATCH * PIXELS]> =
 
 #[entry]
 fn main() -> ! {
-    match run() {
-        Ok(()) => exit(true),
-        Err(e) => fail(format_args!("{e}")),
-    }
+    finish(run())
 }
 
 /// Scores the first `limit` test images.
@@ -101,16 +91,11 @@ impl<S> Observer<f32, S, Error> for Watch<'_> {
         Observer::<f32, S, Error>::learning_rate(&mut self.schedule, done)
     }
 
-    fn stepped(
-        &mut self,
-        at: &mut Moment<'_, '_, f32, S>,
-        loss: f32,
-        rows: usize,
-    ) -> Result<(), Error> {
+    fn stepped(&mut self, at: &mut At<'_, '_, S>, loss: f32, rows: usize) -> Result<(), Error> {
         self.schedule.stepped(at, loss, rows)
     }
 
-    fn evaluate(&mut self, at: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+    fn evaluate(&mut self, at: &mut At<'_, '_, S>, mean_loss: f64) -> Result<(), Error> {
         let start = self.clock.instructions();
         self.last = evaluate(at.net, self.dir, self.test_limit, self.pixels)?;
         self.eval_instructions += self.clock.instructions() - start;
@@ -130,11 +115,7 @@ impl<S> Observer<f32, S, Error> for Watch<'_> {
     }
 }
 fn run() -> Result<(), Error> {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        fail(format_args!("core peripherals taken twice"))
-    };
-    let clock = Clock::start(core.SYST);
-    let args = Args::get();
+    let (clock, args) = start();
     let dir = args.value("data").unwrap_or("");
     let epochs: usize = args.parse("epochs", 3)?;
     let limit: usize = args.parse("train", usize::MAX)?;
@@ -148,16 +129,7 @@ fn run() -> Result<(), Error> {
     };
     let mut net = Network::new(&PLAN, arena)?;
     net.init(Init::He, &mut Rng::new(SEED));
-    let (params, _, _, activations) = PLAN.breakdown();
-    println!(
-        "CNN conv 8@5x5, relu, maxpool 2x2, affine 10 on {}: arena {} bytes ({} parameters, {} activation values, {} scratch), batch {}",
-        BOARD,
-        PLAN.bytes::<f32>(),
-        params,
-        activations,
-        PLAN.scratch_len(),
-        BATCH
-    );
+    print_plan("CNN conv 8@5x5, relu, maxpool 2x2, affine 10", &PLAN);
     let mut labels = [0usize; BATCH];
     let mut batches = StreamBatches::open(dir, limit, (pixels, &mut labels), None)?;
     let per_epoch = batches.per_epoch()?;

@@ -14,8 +14,8 @@
 
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS};
-use manabi_firmware::{Args, BOARD, Clock, Error, Percent, exit, fail, metric, println};
-use manabi_layers::{Network, Plan, PlanConfig, Training};
+use manabi_firmware::{BOARD, Error, Percent, fail, finish, metric, plan, println, start};
+use manabi_layers::{Network, Plan, Training};
 use manabi_matmul::Naive;
 use static_cell::ConstStaticCell;
 
@@ -23,16 +23,7 @@ use static_cell::ConstStaticCell;
 const ROWS: usize = 10;
 
 /// Forward only: the weights and one pass of activations.
-static PLAN: Plan = match Plan::new(&PlanConfig {
-    input: INPUT,
-    layers: &LAYERS,
-    batch: ROWS,
-    eval_batch: ROWS,
-    training: Training::Inference,
-}) {
-    Ok(p) => p,
-    Err(_) => panic!("the MNIST plan is invalid"),
-};
+static PLAN: Plan = plan(INPUT, &LAYERS, ROWS, Training::Inference);
 
 /// The weights, `[W1 b1 W2 b2]` as little-endian f32; empty when built without a model.
 const MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.bin"));
@@ -46,18 +37,11 @@ static PIXEL_BYTES: ConstStaticCell<[u8; ROWS * PIXELS]> = ConstStaticCell::new(
 
 #[entry]
 fn main() -> ! {
-    match run() {
-        Ok(()) => exit(true),
-        Err(e) => fail(format_args!("{e}")),
-    }
+    finish(run())
 }
 
 fn run() -> Result<(), Error> {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        fail(format_args!("core peripherals taken twice"))
-    };
-    let clock = Clock::start(core.SYST);
-    let args = Args::get();
+    let (clock, args) = start();
     let dir = args.value("data").unwrap_or("");
     let (Some(arena), Some(pixels)) = (ARENA.try_take(), PIXEL_BYTES.try_take()) else {
         fail(format_args!("buffers taken twice"))

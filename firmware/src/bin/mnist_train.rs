@@ -25,11 +25,11 @@
 use cortex_m_rt::entry;
 use manabi_firmware::mnist::{self, INPUT, LAYERS, PIXELS, SparseRows, StreamBatches};
 use manabi_firmware::{
-    Args, BOARD, Clock, Error, Fixed, Percent, digest, exit, fail, metric, println,
+    At, Clock, Error, Fixed, Percent, digest, fail, finish, metric, plan, print_plan, println,
+    start,
 };
 use manabi_layers::{
-    Init, Moment, Network, Observer, OneNetwork, Period, Plan, PlanConfig, Schedule, Trainer,
-    Training, Update,
+    Init, Network, Observer, OneNetwork, Period, Plan, Schedule, Trainer, Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_tensor::Rng;
@@ -46,16 +46,7 @@ const SEED: u64 = 1;
 const REPORT_EVERY: usize = 10_000;
 
 /// The memory plan: weights, one batch of activations and their gradients, no gradient buffer.
-static PLAN: Plan = match Plan::new(&PlanConfig {
-    input: INPUT,
-    layers: &LAYERS,
-    batch: BATCH,
-    eval_batch: BATCH,
-    training: Training::FusedSgd,
-}) {
-    Ok(p) => p,
-    Err(_) => panic!("the MNIST plan is invalid"),
-};
+static PLAN: Plan = plan(INPUT, &LAYERS, BATCH, Training::FusedSgd);
 
 /// The network's one arena, sized by the plan at compile time.
 static ARENA: ConstStaticCell<[f32; PLAN.total()]> = ConstStaticCell::new([0.0; PLAN.total()]);
@@ -72,10 +63,7 @@ static SPARSE_VALUES: ConstStaticCell<[f32; NNZ_ROOM]> = ConstStaticCell::new([0
 
 #[entry]
 fn main() -> ! {
-    match run() {
-        Ok(()) => exit(true),
-        Err(e) => fail(format_args!("{e}")),
-    }
+    finish(run())
 }
 
 /// `mnist-train`'s observer: the learning rate falling with the images seen, the instructions
@@ -97,18 +85,13 @@ impl<S> Observer<f32, S, Error> for Watch<'_> {
         Some(LR * (1.0 - LR_DECAY * self.seen as f32 / self.total as f32))
     }
 
-    fn stepped(
-        &mut self,
-        _: &mut Moment<'_, '_, f32, S>,
-        _: f32,
-        rows: usize,
-    ) -> Result<(), Error> {
+    fn stepped(&mut self, _: &mut At<'_, '_, S>, _: f32, rows: usize) -> Result<(), Error> {
         self.step_instructions += self.clock.instructions() - self.step_start;
         self.seen += rows;
         Ok(())
     }
 
-    fn evaluate(&mut self, _: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+    fn evaluate(&mut self, _: &mut At<'_, '_, S>, mean_loss: f64) -> Result<(), Error> {
         println!(
             "{:>6} images  mean loss {}",
             self.seen,
@@ -146,24 +129,12 @@ fn buffers() -> (
 }
 
 fn run() -> Result<(), Error> {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        fail(format_args!("core peripherals taken twice"))
-    };
-    let clock = Clock::start(core.SYST);
-    let args = Args::get();
+    let (clock, args) = start();
     let dir = args.value("data").unwrap_or("");
     let limit: usize = args.parse("train", usize::MAX)?;
     let (mut net, pixels, sparse) = buffers();
     net.init(Init::Book, &mut Rng::new(SEED));
-    let (params, _, _, activations) = PLAN.breakdown();
-    println!(
-        "MNIST 784-50-10 on {}: arena {} bytes ({} parameters, {} activation values), batch {}",
-        BOARD,
-        PLAN.bytes::<f32>(),
-        params,
-        activations,
-        BATCH
-    );
+    print_plan("MNIST 784-50-10", &PLAN);
     let mut labels = [0usize; BATCH];
     let mut batches = StreamBatches::open(dir, limit, (pixels, &mut labels), Some(sparse))?;
     let total = batches.per_epoch()?;

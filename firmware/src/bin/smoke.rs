@@ -20,11 +20,12 @@
 
 use cortex_m_rt::entry;
 use manabi_firmware::{
-    Args, BOARD, Clock, Error, Fixed, Percent, TimedStep, digest, exit, fail, metric, println,
+    At, BOARD, Clock, Error, Fixed, Percent, TimedStep, digest, exit, fail, metric, plan, println,
+    start,
 };
 use manabi_layers::{
-    Batch, BatchSource, Init, Input, Moment, Network, Observer, Period, Plan, PlanConfig, Schedule,
-    Shape, Spec, Trainer, Training, Update,
+    Batch, BatchSource, Init, Input, Network, Observer, Period, Plan, Schedule, Shape, Spec,
+    Trainer, Training, Update,
 };
 use manabi_matmul::Naive;
 use manabi_optim::{Adam, Momentum};
@@ -33,28 +34,20 @@ use static_cell::ConstStaticCell;
 
 /// XOR: 2 inputs, 8 hidden ReLU units, 2 classes; all four points form one batch; Momentum
 /// keeps one state slot per parameter.
-static XOR_PLAN: Plan = match Plan::new(&PlanConfig {
-    input: Shape::flat(2),
-    layers: &[Spec::Affine(8), Spec::Relu, Spec::Affine(2)],
-    batch: 4,
-    eval_batch: 4,
-    training: Training::Backprop { optimizer_slots: 1 },
-}) {
-    Ok(p) => p,
-    Err(_) => panic!("the XOR plan is invalid"),
-};
+static XOR_PLAN: Plan = plan(
+    Shape::flat(2),
+    &[Spec::Affine(8), Spec::Relu, Spec::Affine(2)],
+    4,
+    Training::Backprop { optimizer_slots: 1 },
+);
 
 /// Blobs: 2 inputs, 16 hidden units, 3 classes, minibatches of 15; Adam keeps two slots.
-static BLOBS_PLAN: Plan = match Plan::new(&PlanConfig {
-    input: Shape::flat(2),
-    layers: &[Spec::Affine(16), Spec::Relu, Spec::Affine(BLOB_CLASSES)],
-    batch: BLOB_BATCH,
-    eval_batch: BLOB_BATCH,
-    training: Training::Backprop { optimizer_slots: 2 },
-}) {
-    Ok(p) => p,
-    Err(_) => panic!("the blobs plan is invalid"),
-};
+static BLOBS_PLAN: Plan = plan(
+    Shape::flat(2),
+    &[Spec::Affine(16), Spec::Relu, Spec::Affine(BLOB_CLASSES)],
+    BLOB_BATCH,
+    Training::Backprop { optimizer_slots: 2 },
+);
 
 static XOR_ARENA: ConstStaticCell<[f32; XOR_PLAN.total()]> =
     ConstStaticCell::new([0.0; XOR_PLAN.total()]);
@@ -82,11 +75,7 @@ const BLOB_MIN_ACCURACY: u32 = 95;
 
 #[entry]
 fn main() -> ! {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        fail(format_args!("core peripherals taken twice"))
-    };
-    let clock = Clock::start(core.SYST);
-    let args = Args::get();
+    let (clock, args) = start();
     if args.has("panic") {
         panic!("deliberate panic (checking the panic handler)");
     }
@@ -165,12 +154,7 @@ struct XorReport {
 }
 
 impl<S> Observer<f32, S, Error> for XorReport {
-    fn stepped(
-        &mut self,
-        at: &mut Moment<'_, '_, f32, S>,
-        loss: f32,
-        _: usize,
-    ) -> Result<(), Error> {
+    fn stepped(&mut self, at: &mut At<'_, '_, S>, loss: f32, _: usize) -> Result<(), Error> {
         let t = at.progress.iteration;
         if t % 100 == 0 || t == u64::from(self.steps) {
             println!("xor step {:>4}  loss {}", t, Fixed(loss, 5));
@@ -269,7 +253,7 @@ impl BatchSource<f32, Error> for BlobBatches {
 struct BlobReport;
 
 impl<S> Observer<f32, S, Error> for BlobReport {
-    fn evaluate(&mut self, at: &mut Moment<'_, '_, f32, S>, mean_loss: f64) -> Result<(), Error> {
+    fn evaluate(&mut self, at: &mut At<'_, '_, S>, mean_loss: f64) -> Result<(), Error> {
         let epoch = at.progress.iteration / BLOB_STEPS;
         if epoch % 10 == 0 {
             println!(
