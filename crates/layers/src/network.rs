@@ -412,6 +412,12 @@ impl<'a, T: Real> Network<'a, T> {
         &mut self.buf[s.start..s.end()]
     }
 
+    /// The whole arena, every span of the plan (to inspect it: a count of subnormal values,
+    /// say).
+    pub fn arena(&self) -> &[T] {
+        self.buf
+    }
+
     /// The generator the Dropout layers draw their masks from (for checkpoints).
     pub fn rng(&self) -> &Rng {
         &self.rng

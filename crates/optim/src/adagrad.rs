@@ -1,7 +1,7 @@
 //! AdaGrad: per-parameter rates shrinking with the summed squared gradients, the book's `AdaGrad`.
 
 use crate::{BAD_LR, BAD_WEIGHT_DECAY, Error, Optimizer, Real};
-use crate::{check_non_negative, debug_check_lens, decayed};
+use crate::{check_non_negative, debug_check_lens, decayed, flush};
 
 /// ε added to `√h` in [`AdaGrad`] (the book's `1e-7`), so a parameter whose gradients have
 /// all been zero gets a zero step instead of `0 / 0`.
@@ -69,7 +69,7 @@ impl<T: Real> Optimizer<T> for AdaGrad<T> {
         let eps = T::from_f64(ADAGRAD_EPS);
         for ((p, &g), h) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
             let g = decayed(g, *p, self.weight_decay);
-            *h += g * g;
+            *h = flush(*h + g * g);
             *p -= self.lr * g / (h.sqrt() + eps);
         }
     }

@@ -1,7 +1,7 @@
 //! Adam: momentum plus RMSprop-style scaling with bias correction, the book's `Adam`.
 
 use crate::{BAD_LR, BAD_WEIGHT_DECAY, Error, Optimizer, Real};
-use crate::{check_non_negative, check_unit, debug_check_lens, decayed};
+use crate::{check_non_negative, check_unit, debug_check_lens, decayed, flush};
 
 /// ε added to the *uncorrected* `√v` in [`Adam`] (the book's `1e-7`).
 pub const ADAM_EPS: f64 = 1e-7;
@@ -112,8 +112,8 @@ impl<T: Real> Optimizer<T> for Adam<T> {
         let (m, v) = state.split_at_mut(params.len().min(state.len()));
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
             let g = decayed(g, *p, self.weight_decay);
-            *m += mix1 * (g - *m);
-            *v += mix2 * (g * g - *v);
+            *m = flush(*m + mix1 * (g - *m));
+            *v = flush(*v + mix2 * (g * g - *v));
             *p -= lr_t * *m / (v.sqrt() + eps);
         }
     }

@@ -1,7 +1,7 @@
 //! Momentum SGD (the heavy-ball method), the book's `Momentum`.
 
 use crate::{BAD_LR, BAD_WEIGHT_DECAY, Error, Optimizer, Real};
-use crate::{check_non_negative, check_unit, debug_check_lens, decayed};
+use crate::{check_non_negative, check_unit, debug_check_lens, decayed, flush};
 
 /// The book's default momentum μ for [`Momentum`] and [`Nesterov`](crate::Nesterov).
 pub const DEFAULT_MOMENTUM: f64 = 0.9;
@@ -75,7 +75,7 @@ impl<T: Real> Optimizer<T> for Momentum<T> {
         debug_check_lens(1, params, grads, state);
         for ((p, &g), v) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
             let g = decayed(g, *p, self.weight_decay);
-            *v = self.momentum * *v - self.lr * g;
+            *v = flush(self.momentum * *v - self.lr * g);
             *p += *v;
         }
     }

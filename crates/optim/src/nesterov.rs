@@ -2,7 +2,7 @@
 
 use crate::momentum::{BAD_MOMENTUM, DEFAULT_MOMENTUM};
 use crate::{BAD_LR, BAD_WEIGHT_DECAY, Error, Optimizer, Real};
-use crate::{check_non_negative, check_unit, debug_check_lens, decayed};
+use crate::{check_non_negative, check_unit, debug_check_lens, decayed, flush};
 
 /// Nesterov's accelerated gradient (NAG), exactly as the book's `common/optimizer.py`
 /// writes it:
@@ -86,7 +86,7 @@ impl<T: Real> Optimizer<T> for Nesterov<T> {
         let lr_g = (T::ONE + self.momentum) * self.lr;
         for ((p, &g), v) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
             let g = decayed(g, *p, self.weight_decay);
-            *v = self.momentum * *v - self.lr * g;
+            *v = flush(self.momentum * *v - self.lr * g);
             *p += mu2 * *v;
             *p -= lr_g * g;
         }

@@ -1,7 +1,7 @@
 //! RMSprop: AdaGrad with an exponentially decaying average of squared gradients, the book's `RMSprop`.
 
 use crate::{BAD_LR, BAD_WEIGHT_DECAY, Error, Optimizer, Real};
-use crate::{check_non_negative, check_unit, debug_check_lens, decayed};
+use crate::{check_non_negative, check_unit, debug_check_lens, decayed, flush};
 
 /// ε added to `√h` in [`RmsProp`] (the book's `1e-7`).
 pub const RMSPROP_EPS: f64 = 1e-7;
@@ -85,7 +85,7 @@ impl<T: Real> Optimizer<T> for RmsProp<T> {
         for ((p, &g), h) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
             let g = decayed(g, *p, self.weight_decay);
             *h *= keep;
-            *h += mix * g * g;
+            *h = flush(*h + mix * g * g);
             *p -= self.lr * g / (h.sqrt() + eps);
         }
     }

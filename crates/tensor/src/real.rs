@@ -58,6 +58,9 @@ pub trait Real:
     const NEG_INFINITY: Self;
     /// Not a number.
     const NAN: Self;
+    /// The smallest positive normal value (`f32::MIN_POSITIVE`, about 1.2e-38): below it,
+    /// values are subnormal.
+    const MIN_POSITIVE: Self;
     /// Size in bytes.
     const BYTES: usize;
     /// A short name: `"f32"` or `"f64"`.
@@ -118,6 +121,7 @@ macro_rules! impl_real {
             const INFINITY: Self = <$t>::INFINITY;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
             const NAN: Self = <$t>::NAN;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
             const BYTES: usize = core::mem::size_of::<$t>();
             const NAME: &'static str = $name;
 
