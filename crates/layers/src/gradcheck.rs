@@ -1,5 +1,6 @@
 //! Gradient check: backprop against central differences, reported per parameter tensor.
 
+use crate::MAX_TENSORS;
 use crate::plan::{MAX_LAYERS, Region, TensorName};
 use crate::{Input, Network, Plan, Target, Update};
 use manabi_matmul::Gemm;
@@ -134,7 +135,7 @@ impl core::fmt::Display for Mismatch {
 /// The result of [`gradcheck`]: one [`TensorDiff`] per parameter tensor, plus the loss.
 #[derive(Clone, Copy, Debug)]
 pub struct GradCheck {
-    diffs: [TensorDiff; 2 * MAX_LAYERS],
+    diffs: [TensorDiff; MAX_TENSORS * MAX_LAYERS],
     count: usize,
     /// The loss on the batch checked.
     pub loss: f64,
@@ -173,7 +174,7 @@ impl GradCheck {
             shape: [0; 4],
             rank: 0,
         };
-        let mut diffs = [blank; 2 * MAX_LAYERS];
+        let mut diffs = [blank; MAX_TENSORS * MAX_LAYERS];
         let mut count = 0;
         for info in plan.tensors().filter(|t| t.region == Region::Params) {
             let range = info.span.start..info.span.end();
