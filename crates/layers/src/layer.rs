@@ -141,7 +141,7 @@ macro_rules! layer_list {
         ///
         /// Text form (`Display` and [`Spec::parse`]): `affine:100`, `relu`, `sigmoid`,
         /// `batchnorm`, `dropout:0.5`, `conv:30@5x5` (30 filters of 5×5; `:s2` sets the
-        /// stride, `:p1` the padding: `conv:16@3x3:p1`), `maxpool:2x2`
+        /// stride, `:p1` the padding: `conv:16@3x3:p1`), `maxpool:2x2` and `avgpool:2x2`
         /// (stride the window's height unless `:sN`); a custom layer's is its name.
         #[derive(Clone, Copy, Debug, PartialEq)]
         pub enum Spec {
@@ -339,7 +339,7 @@ impl Spec {
     }
 
     /// Reads the text form of a built-in layer: `affine:N`, `relu`, `sigmoid`, `batchnorm`,
-    /// `dropout:R`, `conv:F@KHxKW[:sS][:pP]`, `maxpool:KHxKW[:sS]`.
+    /// `dropout:R`, `conv:F@KHxKW[:sS][:pP]`, `maxpool:KHxKW[:sS]`, `avgpool:KHxKW[:sS]`.
     ///
     /// # Errors
     /// [`Error::InvalidValue`] naming what was expected.
@@ -405,7 +405,7 @@ mod tests {
         assert!(
             e.contains(
                 "unknown layer: expected affine:N, relu, sigmoid, batchnorm, dropout:R, \
-                 conv:F@KxK or maxpool:KxK"
+                 conv:F@KxK, maxpool:KxK or avgpool:KxK"
             ),
             "{e}"
         );

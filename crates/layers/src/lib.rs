@@ -12,6 +12,7 @@
 //! - [`Conv2d`]: the book's `Convolution`, im2col and one product per sample; backward
 //!   `dW = Σ dy·colᵀ`, `dx = col2im(Wᵀ·dy)`; weights in PyTorch's `[f, c, kh, kw]` layout.
 //! - [`MaxPool2d`]: the book's `Pooling`; backward sends the gradient to each window's max.
+//! - [`AvgPool2d`]: PyTorch's `nn.AvgPool2d`; backward spreads the gradient over each window.
 //! - [`SoftmaxWithLoss`]: fused softmax and cross-entropy; backward `(y − t)/batch`.
 //!
 //! The built-in layers are one list, at the end of this file: each is its own file and one
@@ -119,4 +120,6 @@ layer::layer_list! {
     conv2d::Conv2d { filters: usize, kh: usize, kw: usize, stride: usize, pad: usize } => dense,
     /// [`MaxPool2d`] on an image input.
     max_pool::MaxPool2d { kh: usize, kw: usize, stride: usize } => dense,
+    /// [`AvgPool2d`] on an image input.
+    avg_pool::AvgPool2d { kh: usize, kw: usize, stride: usize } => dense,
 }
