@@ -93,7 +93,7 @@ mod softmax_loss;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM};
 pub use custom::{Count, Custom, CustomLayer, OutShape, SizeRule};
 pub use gradcheck::{
-    GradCheck, Mismatch, REL_FLOOR, TensorDiff, Tolerance, default_step, gradcheck,
+    GradCheck, Mismatch, REL_FLOOR, RETAKE_STEPS, TensorDiff, Tolerance, default_step, gradcheck,
 };
 pub use kernel::{
     Backward, Dense, Forward, Grad, MAX_TENSORS, ParamGrad, Pointwise, Shapes, Sizes,

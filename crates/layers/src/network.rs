@@ -743,20 +743,42 @@ impl<'a, T: Real> Network<'a, T> {
             self.plan.params.len,
             "numerical_gradient: output length"
         );
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.numerical_partial(mm, input, target, weight_decay, h, i);
+        }
+    }
+
+    /// The central difference `(L(p + h·eᵢ) − L(p − h·eᵢ)) / 2h` of the training-mode loss in
+    /// parameter `i` alone: one element of [`Network::numerical_gradient`], restoring the
+    /// parameter and the Dropout generator the same way.
+    ///
+    /// # Panics
+    /// If `i` is not a parameter's index, or as [`Network::loss`].
+    pub fn numerical_partial(
+        &mut self,
+        mm: &impl Gemm<T>,
+        input: Input<'_, T>,
+        target: Target<'_, T>,
+        weight_decay: T,
+        h: T,
+        i: usize,
+    ) -> T {
+        assert!(
+            i < self.plan.params.len,
+            "parameter {i} of {}",
+            self.plan.params.len
+        );
         let rows = self.rows_of(&input, Mode::Train);
         let rng = self.rng.clone();
-        for (i, o) in out.iter_mut().enumerate() {
-            let saved = self.buf[i];
-            self.buf[i] = saved + h;
-            self.rng = rng.clone();
-            let up = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
-            self.buf[i] = saved - h;
-            self.rng = rng.clone();
-            let down = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
-            self.buf[i] = saved;
-            *o = (up - down) / (h + h);
-        }
+        let saved = self.buf[i];
+        self.buf[i] = saved + h;
+        let up = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
+        self.buf[i] = saved - h;
+        self.rng = rng.clone();
+        let down = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
+        self.buf[i] = saved;
         self.rng = rng;
+        (up - down) / (h + h)
     }
 }
 
