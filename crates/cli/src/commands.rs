@@ -212,10 +212,10 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<(), CliError> {
         rtol: args.rtol,
     };
     if report.retaken > 0 {
+        let steps: Vec<String> = RETAKE_STEPS.iter().map(|s| format!("{s}x")).collect();
         say!(
-            "numerical gradient taken again with {}x and {}x smaller steps at {} elements where it disagreed",
-            RETAKE_STEPS[0],
-            RETAKE_STEPS[1],
+            "numerical gradient taken again with {} smaller steps at {} elements where it disagreed",
+            steps.join(", "),
             report.retaken
         );
     }

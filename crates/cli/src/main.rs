@@ -262,7 +262,8 @@ pub struct TrainArgs {
     /// affine:N (N outputs), relu, sigmoid, batchnorm (the book's, per activation),
     /// dropout:R (the book's, not inverted: R of the units dropped in training, outputs
     /// scaled by 1-R in evaluation), conv:F@KxK (F filters of KxK; :sN stride, :pN zero
-    /// padding, as conv:16@3x3:p1) and maxpool:KxK (stride K unless :sN); the last affine
+    /// padding, as conv:16@3x3:p1), maxpool:KxK and avgpool:KxK (the window's max or mean,
+    /// stride K unless :sN; avgpool is PyTorch's nn.AvgPool2d); the last affine
     /// layer has one output per class. Example: affine:100,batchnorm,relu,dropout:0.2,affine:10.
     #[arg(long, value_name = "LAYERS", conflicts_with_all = ["hidden", "activation"])]
     pub net: Option<String>,
@@ -417,7 +418,10 @@ pub struct GradcheckArgs {
     #[arg(long, value_name = "S", default_value_t = GRADCHECK_BIAS_STD, value_parser = non_negative_f64)]
     pub bias_std: f64,
     /// Fail if any element's |backprop − numerical| exceeds ATOL + RTOL·max(|backprop|,
-    /// |numerical|); the book's figures reach 1e-7, which its `log(y + 1e-7)` explains.
+    /// |numerical|); the book's figures reach 1e-7, which its `log(y + 1e-7)` explains. An
+    /// element beyond the book's tolerance is first taken again with steps 10, 100 and 1000
+    /// times smaller: a kink or a pooling tie within the step fools central differences, not
+    /// backprop.
     #[arg(long, default_value_t = Tolerance::BOOK.atol, value_parser = non_negative_f64)]
     pub atol: f64,
     /// The relative part of the tolerance (see --atol).
