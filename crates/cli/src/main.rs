@@ -269,7 +269,8 @@ pub struct TrainArgs {
     /// affine:N (N outputs), relu, sigmoid, batchnorm (the book's, per activation),
     /// dropout:R (the book's, not inverted: R of the units dropped in training, outputs
     /// scaled by 1-R in evaluation), conv:F@KxK (F filters of KxK; :sN stride, :pN zero
-    /// padding, as conv:16@3x3:p1) and maxpool:KxK (stride K unless :sN); the last affine
+    /// padding, as conv:16@3x3:p1), maxpool:KxK and avgpool:KxK (the window's max or mean,
+    /// stride K unless :sN; avgpool is PyTorch's nn.AvgPool2d); the last affine
     /// layer has one output per class. Example: affine:100,batchnorm,relu,dropout:0.2,affine:10.
     #[arg(long, value_name = "LAYERS", conflicts_with_all = ["hidden", "activation"])]
     pub net: Option<String>,
@@ -388,6 +389,9 @@ pub struct PredictArgs {
     pub backend: Option<backend::BackendArg>,
 }
 
+/// The standard deviation of the biases `manabi gradcheck` draws (`--bias-std`).
+const GRADCHECK_BIAS_STD: f64 = 0.1;
+
 /// `manabi gradcheck` options.
 #[derive(Args, Debug, Clone)]
 pub struct GradcheckArgs {
@@ -404,11 +408,27 @@ pub struct GradcheckArgs {
     /// Training images to check on (the book uses 3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub images: u32,
-    /// Seed for the weight initialisation.
+    /// Seed for the weight initialisation (and the biases, see --bias-std).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Weight initialisation, as `manabi train --init`: book (N(0,1)·0.01), xavier, he, or a
+    /// number s for N(0,1)·s. A deep stack wants he: under book's 0.01 its gradients vanish
+    /// below --atol and the check would pass whatever backward did.
+    #[arg(long, value_parser = parse_init, default_value = "book")]
+    pub init: manabi_layers::Init,
+    /// After the initialisation, draw every bias (b, and BatchNorm's beta) from N(0, S), so
+    /// that the check runs where the network is differentiable: with zero biases every unit
+    /// that sees only MNIST's zero background sits exactly on ReLU's kink (central differences
+    /// give half its slope there, backprop none) and pooling windows of such units tie. The
+    /// book's own convolution check uses random inputs for the same reason. 0 keeps the
+    /// initialisation's biases.
+    #[arg(long, value_name = "S", default_value_t = GRADCHECK_BIAS_STD, value_parser = non_negative_f64)]
+    pub bias_std: f64,
     /// Fail if any element's |backprop − numerical| exceeds ATOL + RTOL·max(|backprop|,
-    /// |numerical|); the book's figures reach 1e-7, which its `log(y + 1e-7)` explains.
+    /// |numerical|); the book's figures reach 1e-7, which its `log(y + 1e-7)` explains. An
+    /// element beyond the book's tolerance is first taken again with steps 10, 100 and 1000
+    /// times smaller: a kink or a pooling tie within the step fools central differences, not
+    /// backprop.
     #[arg(long, default_value_t = Tolerance::BOOK.atol, value_parser = non_negative_f64)]
     pub atol: f64,
     /// The relative part of the tolerance (see --atol).

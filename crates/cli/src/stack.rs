@@ -43,9 +43,7 @@ impl Stack {
 
     /// Whether a layer reads its input as images (so the input keeps its image shape).
     pub fn reads_images(&self) -> bool {
-        self.layers
-            .iter()
-            .any(|s| matches!(s, Spec::Conv2d { .. } | Spec::MaxPool2d { .. }))
+        self.layers.iter().any(Spec::reads_images)
     }
 
     /// Values per input sample.
@@ -259,28 +257,7 @@ pub fn sizes_text(sizes: &[usize]) -> String {
 
 /// The layers of a plan as specs (the inverse of planning them).
 pub fn specs_of(plan: &Plan) -> Vec<Spec> {
-    plan.layers()
-        .iter()
-        .map(|l| match l {
-            Layer::Affine(a) => Spec::Affine(a.d_out),
-            Layer::Relu(_) => Spec::Relu,
-            Layer::Sigmoid(_) => Spec::Sigmoid,
-            Layer::BatchNorm(_) => Spec::BatchNorm,
-            Layer::Dropout(d) => Spec::Dropout(d.ratio),
-            Layer::Conv2d(c) => Spec::Conv2d {
-                filters: c.filters,
-                kh: c.kh,
-                kw: c.kw,
-                stride: c.stride,
-                pad: c.pad,
-            },
-            Layer::MaxPool2d(m) => Spec::MaxPool2d {
-                kh: m.kh,
-                kw: m.kw,
-                stride: m.stride,
-            },
-        })
-        .collect()
+    plan.layers().iter().map(Layer::spec).collect()
 }
 
 #[cfg(test)]

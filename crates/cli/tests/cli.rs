@@ -253,6 +253,66 @@ fn gradcheck_matches_the_book_on_every_element() {
     );
 }
 
+/// The book's DeepConvNet made small: 3×3 convolutions of 2, 2, 4, 4, 8, 8 filters (padding 1,
+/// 2 on the fourth), a 2×2 max-pool after each pair, affine 8, ReLU, Dropout 0.5, affine 10,
+/// Dropout 0.5.
+const SMALL_DEEP_CNN: &str = "conv:2@3x3:p1,relu,conv:2@3x3:p1,relu,maxpool:2x2,\
+    conv:4@3x3:p1,relu,conv:4@3x3:p2,relu,maxpool:2x2,\
+    conv:8@3x3:p1,relu,conv:8@3x3:p1,relu,maxpool:2x2,affine:8,relu,dropout:0.5,affine:10,dropout:0.5";
+
+/// `manabi gradcheck` with `args`: its output, after asserting that it passed with every
+/// tensor's max |diff| under the floor.
+fn gradcheck_passes(args: &[&str]) -> String {
+    let mut all = vec!["gradcheck"];
+    all.extend_from_slice(args);
+    let r = manabi(&all);
+    let out = text(&r);
+    assert!(r.status.success(), "{args:?}: {out}");
+    assert!(out.contains("gradient check passed"), "{out}");
+    let maxima: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains(": mean |diff| "))
+        .map(|l| l.split_whitespace().nth(6).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        !maxima.is_empty() && maxima.iter().all(|&m| m < 1e-7),
+        "{out}"
+    );
+    out
+}
+
+#[test]
+fn gradcheck_passes_on_convolutional_stacks_and_fails_on_the_kink_of_zero_biases() {
+    // The stack that failed with zero biases (b1 on ReLU's kink under the zero background).
+    gradcheck_passes(&["--net", "conv:4@3x3,relu,maxpool:2x2,affine:10"]);
+    // SimpleConvNet's convolution, ReLU and pooling (its 30 filters of 5×5 on MNIST's faint
+    // stroke edges are where kinks and ties fall within the step) under one affine layer; the
+    // whole SimpleConvNet takes minutes (README).
+    let out = gradcheck_passes(&["--net", "conv:30@5x5,relu,maxpool:2x2,affine:10"]);
+    assert!(out.contains("87980 loss evaluations"), "{out}");
+    // The small DeepConvNet, He-initialised as the book's: sixteen tensors, W1 to b8.
+    let out = gradcheck_passes(&["--net", SMALL_DEEP_CNN, "--init", "he"]);
+    assert!(out.lines().any(|l| l.starts_with("b8: ")), "{out}");
+    // Average pooling, and a Dropout whose masks both gradients share (the timed extra pass
+    // used to draw new ones).
+    gradcheck_passes(&["--net", "conv:8@5x5,relu,avgpool:2x2,affine:10"]);
+    gradcheck_passes(&["--net", "affine:20,relu,dropout:0.5,affine:10"]);
+    // Biases left at zero: the background's units sit exactly on the kink, at every step.
+    let r = manabi(&[
+        "gradcheck",
+        "--net",
+        "conv:4@3x3,relu,maxpool:2x2,affine:10",
+        "--bias-std",
+        "0",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.starts_with("manabi: error: gradient check failed: b1["),
+        "{err}"
+    );
+}
+
 /// Writes a small digits set under the MNIST names: 200 training and 20 test samples of
 /// 28×28, labels `i % 10`, with training label `stray_at` set to `stray`.
 fn write_digits_with_a_stray_label(dir: &Path, (stray_at, stray): (usize, u8)) {

@@ -1,8 +1,11 @@
 //! Fully connected layer `y = x·W + b` and its backward pass.
 
-use crate::{Init, Shape};
+use crate::kernel::{Backward, Dense, Forward, ParamGrad, Shapes, Sizes, add_decay, half_sum_of_squares};
+use crate::layer::{Builtin, positive};
+use crate::{Init, Region, Shape, TensorInfo};
+use core::fmt;
 use manabi_matmul::{Csr, Gemm, Mat, MatMut, csr_gemm, csr_gemm_tn};
-use manabi_tensor::{Error, Real, Result, Rng};
+use manabi_tensor::{Error, Real, Result, Rng, Span};
 
 /// Fully connected layer, `y = x·W + b`.
 ///
@@ -64,21 +67,16 @@ impl Affine {
 
     /// `dW += decay·W` (the book's weight decay: weights only, not biases).
     pub fn add_decay<T: Real>(&self, decay: T, p: &[T], dp: &mut [T]) {
-        if decay == T::ZERO {
-            return;
-        }
-        let n = self.d_in * self.d_out;
-        for (g, &w) in dp[..n].iter_mut().zip(&p[..n]) {
-            *g += decay * w;
-        }
+        let weights = Span {
+            start: 0,
+            len: self.d_in * self.d_out,
+        };
+        add_decay(decay, weights, p, dp);
     }
 
     /// `½·Σ W²`, the weight-decay penalty before its `λ`.
     pub fn weight_penalty<T: Real>(&self, p: &[T]) -> T {
-        let sum = p[..self.d_in * self.d_out]
-            .iter()
-            .fold(T::ZERO, |acc, &w| acc + w * w);
-        sum / T::TWO
+        half_sum_of_squares(&p[..self.d_in * self.d_out])
     }
 
     /// Parameters: `d_in·d_out` weights then `d_out` biases.
@@ -266,6 +264,73 @@ impl Affine {
         let (w, b) = p.split_at_mut(self.d_in * self.d_out);
         self.weight_product(-lr, x, xt, dy, T::ONE - lr * decay, w);
         sgd_bias(lr, dy, b);
+    }
+}
+
+impl Affine {
+    /// `d_out` outputs, `[W | b]` learned; nothing kept but the input, no scratch.
+    pub const fn sizes(&self, _input: Shape) -> Sizes {
+        Sizes {
+            params: self.param_len(),
+            ..Sizes::output(Shape::flat(self.d_out))
+        }
+    }
+}
+
+impl Dense for Affine {
+    fn forward<T: Real>(&self, mm: &impl Gemm<T>, f: Forward<'_, T>) {
+        Affine::forward(self, mm, f.p, f.x, f.y);
+    }
+
+    fn backward<T: Real>(&self, mm: &impl Gemm<T>, b: Backward<'_, T>) {
+        match b.grad {
+            ParamGrad::Write(dp) => Affine::backward(self, mm, b.p, b.x, b.dy, b.dx, dp),
+            ParamGrad::Sgd { lr, decay } => {
+                self.backward_sgd(mm, lr, decay, b.p, b.x, b.dy, b.dx);
+            }
+        }
+    }
+
+    fn init<T: Real>(&self, _: Shapes, init: Init, rng: &mut Rng, p: &mut [T], _: &mut [T]) {
+        Affine::init(self, init, rng, p);
+    }
+
+    fn tensor(&self, _: Shapes, k: usize) -> Option<TensorInfo> {
+        let (d_in, d_out) = (self.d_in, self.d_out);
+        match k {
+            0 => Some(TensorInfo::new("W", Region::Params, 0, &[d_in, d_out])),
+            1 => Some(TensorInfo::new("b", Region::Params, d_in * d_out, &[d_out])),
+            _ => None,
+        }
+    }
+
+    fn decayed(&self, _: Shapes) -> Span {
+        Span {
+            start: 0,
+            len: self.d_in * self.d_out,
+        }
+    }
+}
+
+impl Builtin for Affine {
+    const KEYWORD: &'static str = "affine";
+    const SYNTAX: &'static str = "affine:N";
+    const READS_IMAGES: bool = false;
+    type Args = (usize,);
+
+    fn parse(arg: Option<&str>) -> Result<(usize,)> {
+        let Some(arg) = arg else {
+            return Err(Error::InvalidValue {
+                what: "affine needs its output width, as in affine:100",
+            });
+        };
+        positive(arg).map(|n| (n,)).ok_or(Error::InvalidValue {
+            what: "affine needs a positive output width, as in affine:100",
+        })
+    }
+
+    fn write(&(d_out,): &(usize,), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "affine:{d_out}")
     }
 }
 

@@ -1,7 +1,11 @@
 //! Batch normalisation, the book's `BatchNormalization`: batch statistics in training, running ones in evaluation.
 
-use crate::{Mode, Shape};
-use manabi_tensor::{Error, Real, Result};
+use crate::kernel::{Backward, Dense, Forward, ParamGrad, Shapes, Sizes};
+use crate::layer::{Builtin, no_argument};
+use crate::{Init, Mode, Region, Shape, TensorInfo};
+use core::fmt;
+use manabi_matmul::Gemm;
+use manabi_tensor::{Error, Real, Result, Rng, Span};
 
 /// The `ε` under the square root, `10e-7` in the book's code (that is, 1e-6).
 pub const BN_EPS: f64 = 1e-6;
@@ -238,6 +242,69 @@ impl BatchNorm {
         for (b, &d) in beta.iter_mut().zip(dbeta) {
             *b -= lr * d;
         }
+    }
+}
+
+impl BatchNorm {
+    /// The input's shape; `[γ | β]` learned, running mean and variance kept; the cache holds
+    /// `x̂` per sample and three vectors per batch.
+    pub const fn sizes(&self, input: Shape) -> Sizes {
+        Sizes {
+            params: self.param_len(),
+            stats: self.stats_len(),
+            cache_per_sample: self.d,
+            cache_fixed: 3 * self.d,
+            ..Sizes::output(input)
+        }
+    }
+}
+
+impl Dense for BatchNorm {
+    fn forward<T: Real>(&self, _: &impl Gemm<T>, f: Forward<'_, T>) {
+        BatchNorm::forward(self, f.mode, f.p, f.stats, f.x, f.y, f.cache);
+    }
+
+    fn backward<T: Real>(&self, _: &impl Gemm<T>, b: Backward<'_, T>) {
+        match b.grad {
+            ParamGrad::Write(dp) => BatchNorm::backward(self, b.p, b.cache, b.dy, b.dx, dp),
+            // γ and β are not decayed.
+            ParamGrad::Sgd { lr, .. } => self.backward_sgd(lr, b.p, b.cache, b.dy, b.dx),
+        }
+    }
+
+    fn init<T: Real>(&self, _: Shapes, _: Init, _: &mut Rng, p: &mut [T], stats: &mut [T]) {
+        BatchNorm::init(self, p, stats);
+    }
+
+    fn tensor(&self, _: Shapes, k: usize) -> Option<TensorInfo> {
+        let d = self.d;
+        let (prefix, region, start) = match k {
+            0 => ("gamma", Region::Params, 0),
+            1 => ("beta", Region::Params, d),
+            2 => ("running_mean", Region::Stats, 0),
+            3 => ("running_var", Region::Stats, d),
+            _ => return None,
+        };
+        Some(TensorInfo::new(prefix, region, start, &[d]))
+    }
+
+    fn decayed(&self, _: Shapes) -> Span {
+        Span { start: 0, len: 0 }
+    }
+}
+
+impl Builtin for BatchNorm {
+    const KEYWORD: &'static str = "batchnorm";
+    const SYNTAX: &'static str = "batchnorm";
+    const READS_IMAGES: bool = false;
+    type Args = ();
+
+    fn parse(arg: Option<&str>) -> Result<()> {
+        no_argument(arg, "batchnorm takes no argument")
+    }
+
+    fn write(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::KEYWORD)
     }
 }
 

@@ -1,8 +1,11 @@
 //! Convolution, the book's `Convolution`: im2col and one product per sample forward; the product's transposes and col2im backward.
 
-use crate::{Init, Shape};
+use crate::kernel::{Backward, Dense, Forward, ParamGrad, Shapes, Sizes, add_decay, half_sum_of_squares};
+use crate::layer::{Builtin, positive, window};
+use crate::{Init, Region, Shape, TensorInfo};
+use core::fmt;
 use manabi_matmul::{Gemm, Mat, MatMut};
-use manabi_tensor::{Error, Real, Result, Rng};
+use manabi_tensor::{Error, Real, Result, Rng, Span};
 
 /// 2-D convolution over `c` channels of `h × w`, with `filters` kernels of `c × kh × kw`,
 /// `stride` and zero padding `pad` on every side (the book's `Convolution`, PyTorch's
@@ -192,21 +195,16 @@ impl Conv2d {
 
     /// `½·Σ W²`, the weight-decay penalty before its `λ` (weights, not biases).
     pub fn weight_penalty<T: Real>(&self, p: &[T]) -> T {
-        let sum = p[..self.filters * self.patch()]
-            .iter()
-            .fold(T::ZERO, |acc, &w| acc + w * w);
-        sum / T::TWO
+        half_sum_of_squares(&p[..self.filters * self.patch()])
     }
 
     /// `dW += decay·W`.
     pub fn add_decay<T: Real>(&self, decay: T, p: &[T], dp: &mut [T]) {
-        if decay == T::ZERO {
-            return;
-        }
-        let n = self.filters * self.patch();
-        for (g, &w) in dp[..n].iter_mut().zip(&p[..n]) {
-            *g += decay * w;
-        }
+        let weights = Span {
+            start: 0,
+            len: self.filters * self.patch(),
+        };
+        add_decay(decay, weights, p, dp);
     }
 
     /// The valid output columns `[lo, hi)` for kernel column `kj`: those whose input column
@@ -446,6 +444,109 @@ impl Conv2d {
             db[k % self.filters] += lane_sum(channel);
         }
     }
+}
+
+impl Conv2d {
+    /// `filters × oh × ow`, `[W | b]` learned, nothing kept (backward rebuilds `col` from the
+    /// input); scratch for one `col`, and a `dcol` as large for a backward with `dx`.
+    pub const fn sizes(&self, _input: Shape) -> Sizes {
+        let col = self.patch() * self.pixels();
+        Sizes {
+            params: self.param_len(),
+            scratch: col,
+            scratch_dx: col,
+            ..Sizes::output(self.out_shape())
+        }
+    }
+}
+
+impl Dense for Conv2d {
+    fn forward<T: Real>(&self, mm: &impl Gemm<T>, f: Forward<'_, T>) {
+        Conv2d::forward(self, mm, f.p, f.x, f.y, f.scratch);
+    }
+
+    fn backward<T: Real>(&self, mm: &impl Gemm<T>, b: Backward<'_, T>) {
+        let (p, x, dy, dx, scratch) = (b.p, b.x, b.dy, b.dx, b.scratch);
+        match b.grad {
+            ParamGrad::Write(dp) => Conv2d::backward(self, mm, p, x, dy, dx, dp, scratch),
+            ParamGrad::Sgd { lr, decay } => {
+                self.backward_sgd(mm, lr, decay, p, x, dy, dx, scratch);
+            }
+        }
+    }
+
+    fn init<T: Real>(&self, _: Shapes, init: Init, rng: &mut Rng, p: &mut [T], _: &mut [T]) {
+        Conv2d::init(self, init, rng, p);
+    }
+
+    fn tensor(&self, _: Shapes, k: usize) -> Option<TensorInfo> {
+        let w_len = self.filters * self.patch();
+        match k {
+            0 => Some(TensorInfo::new(
+                "W",
+                Region::Params,
+                0,
+                &[self.filters, self.c, self.kh, self.kw],
+            )),
+            1 => Some(TensorInfo::new("b", Region::Params, w_len, &[self.filters])),
+            _ => None,
+        }
+    }
+
+    fn decayed(&self, _: Shapes) -> Span {
+        Span {
+            start: 0,
+            len: self.filters * self.patch(),
+        }
+    }
+}
+
+impl Builtin for Conv2d {
+    const KEYWORD: &'static str = "conv";
+    const SYNTAX: &'static str = "conv:F@KxK";
+    const READS_IMAGES: bool = true;
+    type Args = (usize, usize, usize, usize, usize);
+
+    fn parse(arg: Option<&str>) -> Result<Self::Args> {
+        let Some(arg) = arg else {
+            return Err(Error::InvalidValue {
+                what: "conv needs its filters and size, as in conv:30@5x5",
+            });
+        };
+        parse_conv(arg).ok_or(Error::InvalidValue {
+            what: "conv needs filters@size and optional :sN (stride), :pN (padding), as in conv:30@5x5 or conv:16@3x3:p1",
+        })
+    }
+
+    fn write(
+        &(filters, kh, kw, stride, pad): &Self::Args,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        write!(f, "conv:{filters}@{kh}x{kw}")?;
+        if stride != 1 {
+            write!(f, ":s{stride}")?;
+        }
+        if pad != 0 {
+            write!(f, ":p{pad}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `F@KHxKW[:sS][:pP]` as `(filters, kh, kw, stride, pad)`.
+fn parse_conv(arg: &str) -> Option<(usize, usize, usize, usize, usize)> {
+    let mut parts = arg.split(':');
+    let (filters, size) = parts.next()?.split_once('@')?;
+    let (kh, kw) = window(size)?;
+    let (mut stride, mut pad) = (1, 0);
+    for part in parts {
+        match part.split_at_checked(1)? {
+            ("s", n) => stride = positive(n)?,
+            ("p", n) => pad = n.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some((positive(filters)?, kh, kw, stride, pad))
 }
 
 /// `Σ xs` in 32 independent lanes, so that it vectorises (one running sum is a chain of

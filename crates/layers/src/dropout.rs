@@ -1,6 +1,9 @@
 //! Dropout, the book's `Dropout`: a seeded mask in training, the output scaled by the keep ratio in evaluation.
 
+use crate::kernel::{Grad, Pointwise, Sizes};
+use crate::layer::Builtin;
 use crate::{Mode, Shape};
+use core::fmt;
 use manabi_tensor::{Error, Real, Result, Rng};
 
 /// Dropout (Srivastava et al. 2014, <https://jmlr.org/papers/v15/srivastava14a.html>), as the
@@ -88,6 +91,56 @@ impl Dropout {
         for (d, &m) in d.iter_mut().zip(mask) {
             *d *= m;
         }
+    }
+}
+
+impl Dropout {
+    /// The input's shape, the mask kept (one value per input value); a training forward draws.
+    pub const fn sizes(&self, input: Shape) -> Sizes {
+        Sizes {
+            cache_per_sample: self.d,
+            draws: true,
+            ..Sizes::output(input)
+        }
+    }
+}
+
+impl Pointwise for Dropout {
+    fn forward<T: Real>(&self, mode: Mode, rng: &mut Rng, v: &mut [T], mask: &mut [T]) {
+        self.forward_in_place(mode, rng, v, mask);
+    }
+
+    fn backward<T: Real>(&self, _: &[T], mask: &[T], g: Grad<'_, T>) {
+        match g {
+            Grad::InPlace(d) => self.backward_in_place(mask, d),
+            Grad::Apart(dy, dx) => Dropout::backward(self, mask, dy, dx),
+        }
+    }
+}
+
+impl Builtin for Dropout {
+    const KEYWORD: &'static str = "dropout";
+    const SYNTAX: &'static str = "dropout:R";
+    const READS_IMAGES: bool = false;
+    type Args = (f64,);
+
+    fn parse(arg: Option<&str>) -> Result<(f64,)> {
+        let Some(arg) = arg else {
+            return Err(Error::InvalidValue {
+                what: "dropout needs its ratio, as in dropout:0.5",
+            });
+        };
+        match arg.parse::<f64>() {
+            Ok(r) if (0.0..1.0).contains(&r) => Ok((r,)),
+            _ => Err(Error::InvalidValue {
+                what: "dropout needs a ratio in [0, 1), as in dropout:0.5",
+            }),
+        }
+    }
+
+    fn write(&(ratio,): &(f64,), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Display` of an f64 is the shortest text that parses back to the same value.
+        write!(f, "dropout:{ratio}")
     }
 }
 

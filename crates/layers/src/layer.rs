@@ -1,82 +1,333 @@
-//! The layer list: what a user asks for ([`Spec`]), what the plan resolves it to ([`Layer`]), and the one dispatch point per pass.
+//! The layer list's machinery: `layer_list!` (invoked once, in `lib.rs`) makes [`Spec`], [`Layer`] and every dispatch from each built-in layer's file; [`Builtin`] is what a file gives besides its passes.
 //!
-//! Adding a layer is one file with its shape rule, sizes, init, `forward` and `backward` (and
-//! a gradient check), plus one arm in each `match` below; the plan and the network do not
-//! change.
+//! Adding a built-in layer is one file, `foo.rs`, with
+//!
+//! - a struct with `const fn new(input: Shape, args…) -> Result<Self>` (the shape rule and its
+//!   errors), `const fn sizes(&self, input: Shape) -> Sizes`, and public fields named as the
+//!   spec's arguments;
+//! - its passes as an impl of [`Dense`](crate::Dense) or [`Pointwise`](crate::Pointwise);
+//! - its text form as an impl of [`Builtin`];
+//!
+//! plus one line in the list in `lib.rs`: `foo::Foo { arg: type, … } => dense,` (or
+//! `Foo(arg: type)`, or `Foo` alone; `pointwise` for a pointwise layer). Anything missing or
+//! misnamed is a compile error; nothing can fail at run time for want of a match arm.
 
-use crate::plan::{Region, Shape, TensorInfo, TensorName, tri};
-use crate::{Affine, BatchNorm, Conv2d, Dropout, Init, MaxPool2d, Relu, Sigmoid};
-use manabi_matmul::{Csr, Gemm};
-use manabi_tensor::{Error, Real, Result, Rng, Span};
+use crate::{Layer, Spec};
+use core::fmt;
+use manabi_tensor::{Error, Result};
 
-/// One layer as a user writes it: its kind and the sizes only it knows (an Affine layer's
-/// output width, a Dropout ratio); the input size comes from the layer before.
-///
-/// Text form (`Display` and [`Spec::parse`]): `affine:100`, `relu`, `sigmoid`, `batchnorm`,
-/// `dropout:0.5`, `conv:30@5x5` (30 filters of 5×5; `:s2` sets the stride, `:p1` the
-/// padding: `conv:16@3x3:p1`), `maxpool:2x2` (stride the window's size unless `:sN`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Spec {
-    /// [`Affine`] with this many outputs.
-    Affine(usize),
-    /// [`Relu`].
-    Relu,
-    /// [`Sigmoid`].
-    Sigmoid,
-    /// [`BatchNorm`] over every activation of its input.
-    BatchNorm,
-    /// [`Dropout`] with this ratio of units dropped in training.
-    Dropout(f64),
-    /// [`Conv2d`] on an image input.
-    Conv2d {
-        /// Output channels.
-        filters: usize,
-        /// Kernel rows.
-        kh: usize,
-        /// Kernel columns.
-        kw: usize,
-        /// Step between windows.
-        stride: usize,
-        /// Zeros on every side.
-        pad: usize,
-    },
-    /// [`MaxPool2d`] on an image input.
-    MaxPool2d {
-        /// Window rows.
-        kh: usize,
-        /// Window columns.
-        kw: usize,
-        /// Step between windows.
-        stride: usize,
-    },
-}
-
-impl Spec {
-    /// The layer this spec makes on an input of shape `input`, and its output shape.
+/// A built-in layer's text form (`affine:100`, `maxpool:2x2`), which [`Spec::parse`] reads
+/// and `Spec`'s `Display` writes, and what a stack needs to know about its input.
+pub(crate) trait Builtin {
+    /// The name before the `:` (`affine`).
+    const KEYWORD: &'static str;
+    /// How the text form is written, for the list of known layers (`affine:N`).
+    const SYNTAX: &'static str;
+    /// Whether the layer reads its input as images (`c × h × w`), so that a stack keeps the
+    /// data's image shape.
+    const READS_IMAGES: bool;
+    /// The spec's arguments, in the order of its fields (`()` for none).
+    type Args;
+    /// Reads the text after the `:` (`None` without one).
     ///
     /// # Errors
-    /// As each layer's `new`.
-    pub const fn build(self, input: Shape) -> Result<(Layer, Shape)> {
-        let layer = match self {
-            Spec::Affine(d_out) => Layer::Affine(tri!(Affine::new(input, d_out))),
-            Spec::Relu => Layer::Relu(Relu),
-            Spec::Sigmoid => Layer::Sigmoid(Sigmoid),
-            Spec::BatchNorm => Layer::BatchNorm(tri!(BatchNorm::new(input))),
-            Spec::Dropout(ratio) => Layer::Dropout(tri!(Dropout::new(input, ratio))),
-            Spec::Conv2d {
-                filters,
-                kh,
-                kw,
-                stride,
-                pad,
-            } => Layer::Conv2d(tri!(Conv2d::new(input, filters, kh, kw, stride, pad))),
-            Spec::MaxPool2d { kh, kw, stride } => {
-                Layer::MaxPool2d(tri!(MaxPool2d::new(input, kh, kw, stride)))
-            }
-        };
-        Ok((layer, layer.out_shape(input)))
-    }
+    /// [`Error::InvalidValue`] naming what was expected.
+    fn parse(arg: Option<&str>) -> Result<Self::Args>;
+    /// Writes the text form, which [`Builtin::parse`] reads back to the same arguments.
+    fn write(args: &Self::Args, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
 
+/// A positive whole number.
+pub(crate) fn positive(text: &str) -> Option<usize> {
+    text.parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+/// `KHxKW` (or a single `K` for a square window).
+pub(crate) fn window(text: &str) -> Option<(usize, usize)> {
+    match text.split_once('x') {
+        Some((h, w)) => Some((positive(h)?, positive(w)?)),
+        None => positive(text).map(|k| (k, k)),
+    }
+}
+
+/// `KHxKW[:sS]` of a pooling layer, the stride the window's height unless given.
+pub(crate) fn pool_args(arg: &str) -> Option<(usize, usize, usize)> {
+    let (size, stride) = match arg.split_once(':') {
+        Some((size, s)) => (size, Some(s.strip_prefix('s').and_then(positive)?)),
+        None => (arg, None),
+    };
+    let (kh, kw) = window(size)?;
+    Some((kh, kw, stride.unwrap_or(kh)))
+}
+
+/// Writes a pooling layer's `KEYWORD:KHxKW`, and `:sS` unless the stride is the default.
+pub(crate) fn write_pool(
+    keyword: &str,
+    &(kh, kw, stride): &(usize, usize, usize),
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    write!(f, "{keyword}:{kh}x{kw}")?;
+    if stride != kh || kh != kw {
+        write!(f, ":s{stride}")?;
+    }
+    Ok(())
+}
+
+/// `()` for a layer without arguments.
+///
+/// # Errors
+/// [`Error::InvalidValue`] with `what` if there is one.
+pub(crate) fn no_argument(arg: Option<&str>, what: &'static str) -> Result<()> {
+    match arg {
+        None => Ok(()),
+        Some(_) => Err(Error::InvalidValue { what }),
+    }
+}
+
+/// `prefix` and the parts joined by `, ` (the last by ` or `) into a buffer of `N` bytes,
+/// and the length used: the message for an unknown layer, made from each layer's syntax.
+pub(crate) const fn join<const N: usize>(prefix: &str, parts: &[&str]) -> ([u8; N], usize) {
+    let mut buf = [0u8; N];
+    let mut n = 0;
+    let mut i = 0;
+    while i <= parts.len() {
+        let part = if i == 0 {
+            prefix.as_bytes()
+        } else {
+            parts[i - 1].as_bytes()
+        };
+        let sep: &[u8] = match i {
+            0 | 1 => b"",
+            _ if i == parts.len() => b" or ",
+            _ => b", ",
+        };
+        let mut j = 0;
+        while j < sep.len() + part.len() {
+            buf[n] = if j < sep.len() {
+                sep[j]
+            } else {
+                part[j - sep.len()]
+            };
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    (buf, n)
+}
+
+/// The first `len` bytes of `bytes` as text.
+pub(crate) const fn text(bytes: &[u8], len: usize) -> &str {
+    match core::str::from_utf8(bytes.split_at(len).0) {
+        Ok(s) => s,
+        Err(_) => panic!("a layer syntax is not UTF-8"),
+    }
+}
+
+/// Generates [`Spec`] and [`Layer`] from the list of built-in layers, with every dispatch:
+/// text form, shape rule, sizes, passes, tensors. See this module's documentation.
+macro_rules! layer_list {
+    ($(
+        $(#[$doc:meta])*
+        $module:ident :: $name:ident
+            $( ( $($tf:ident : $tt:ty),* ) )?
+            $( { $($sf:ident : $st:ty),* } )?
+            => $flow:ident
+    ),* $(,)?) => {
+        $( mod $module; pub use $module::$name; )*
+
+        /// One layer as a user writes it: its kind and the sizes only it knows (an Affine
+        /// layer's output width, a Dropout ratio); the input size comes from the layer before.
+        ///
+        /// Text form (`Display` and [`Spec::parse`]): `affine:100`, `relu`, `sigmoid`,
+        /// `batchnorm`, `dropout:0.5`, `conv:30@5x5` (30 filters of 5×5; `:s2` sets the
+        /// stride, `:p1` the padding: `conv:16@3x3:p1`), `maxpool:2x2` and `avgpool:2x2`
+        /// (stride the window's height unless `:sN`); a custom layer's is its name.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub enum Spec {
+            $(
+                $(#[$doc])*
+                $name $( ( $($tt),* ) )? $( { $(
+                    #[doc = concat!("See [`", stringify!($name), "::", stringify!($sf), "`].")]
+                    $sf: $st
+                ),* } )?,
+            )*
+            /// A layer defined outside this crate.
+            Custom($crate::Custom),
+        }
+
+        /// A layer with its sizes resolved by the plan.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub enum Layer {
+            $(
+                #[doc = concat!("A planned [`", stringify!($name), "`].")]
+                $name($name),
+            )*
+            /// A planned custom layer.
+            Custom($crate::CustomLayer),
+        }
+
+        impl Spec {
+            /// The layer this spec makes on an input of shape `input`, and its output shape.
+            ///
+            /// # Errors
+            /// As each layer's `new`; [`Error::InvalidValue`](manabi_tensor::Error) for a
+            /// pointwise layer that would change the shape or learn.
+            pub const fn build(self, input: $crate::Shape) -> manabi_tensor::Result<(Layer, $crate::Shape)> {
+                use $crate::plan::tri;
+                let layer = match self {
+                    $(
+                        Spec::$name $( ( $($tf),* ) )? $( { $($sf),* } )? => {
+                            let layer = tri!($name::new(input $( $(, $tf)* )? $( $(, $sf)* )?));
+                            tri!($crate::pass::$flow::check(&layer.sizes(input), input));
+                            Layer::$name(layer)
+                        }
+                    )*
+                    Spec::Custom(c) => Layer::Custom(tri!($crate::CustomLayer::new(c, input))),
+                };
+                Ok((layer, layer.sizes(input).output))
+            }
+
+            /// Whether the layer reads its input as images (`c × h × w`): a stack with one
+            /// keeps the data's image shape.
+            pub const fn reads_images(&self) -> bool {
+                match self {
+                    $( Spec::$name { .. } => <$name as $crate::layer::Builtin>::READS_IMAGES, )*
+                    Spec::Custom(_) => false,
+                }
+            }
+
+            /// The built-in layer named `kind`, from the text after its `:` (if any).
+            fn parse_builtin(kind: &str, arg: Option<&str>) -> Option<manabi_tensor::Result<Self>> {
+                use $crate::layer::Builtin;
+                $(
+                    if kind == <$name as Builtin>::KEYWORD {
+                        return Some(<$name as Builtin>::parse(arg).map(
+                            |( $( $($tf,)* )? $( $($sf,)* )? )| {
+                                Spec::$name $( ( $($tf),* ) )? $( { $($sf),* } )?
+                            },
+                        ));
+                    }
+                )*
+                None
+            }
+
+            /// The message for a layer name that is none of the built-in ones.
+            const UNKNOWN: &str = {
+                const PARTS: &[&str] = &[$( <$name as $crate::layer::Builtin>::SYNTAX ),*];
+                const JOINED: ([u8; 512], usize) =
+                    $crate::layer::join("unknown layer: expected ", PARTS);
+                $crate::layer::text(&JOINED.0, JOINED.1)
+            };
+        }
+
+        impl core::fmt::Display for Spec {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                use $crate::layer::Builtin;
+                match *self {
+                    $(
+                        Spec::$name $( ( $($tf),* ) )? $( { $($sf),* } )? => {
+                            <$name as Builtin>::write(&( $( $($tf,)* )? $( $($sf,)* )? ), f)
+                        }
+                    )*
+                    Spec::Custom(c) => f.write_str(c.name()),
+                }
+            }
+        }
+
+        impl Layer {
+            /// What the layer needs on an input of shape `input`.
+            pub const fn sizes(&self, input: $crate::Shape) -> $crate::Sizes {
+                match self {
+                    $( Layer::$name(k) => k.sizes(input), )*
+                    Layer::Custom(c) => c.sizes(),
+                }
+            }
+
+            /// Whether the plan may let the layer overwrite its input (a pointwise layer).
+            pub const fn works_in_place(&self) -> bool {
+                match self {
+                    $( Layer::$name(_) => $crate::pass::$flow::IN_PLACE, )*
+                    Layer::Custom(c) => c.works_in_place(),
+                }
+            }
+
+            /// The spec that plans into this layer.
+            pub fn spec(&self) -> Spec {
+                match *self {
+                    $(
+                        Layer::$name(k) => {
+                            let _ = k;
+                            Spec::$name $( ( $(k.$tf),* ) )? $( { $($sf: k.$sf),* } )?
+                        }
+                    )*
+                    Layer::Custom(c) => Spec::Custom(c.custom),
+                }
+            }
+
+            /// Sets the parameters and statistics to their starting values.
+            pub(crate) fn init<T: manabi_tensor::Real>(
+                &self,
+                shapes: $crate::Shapes,
+                init: $crate::Init,
+                rng: &mut manabi_tensor::Rng,
+                p: &mut [T],
+                stats: &mut [T],
+            ) {
+                match self {
+                    $( Layer::$name(k) => $crate::pass::$flow::init(k, shapes, init, rng, p, stats), )*
+                    Layer::Custom(c) => c.init(init, rng, p, stats),
+                }
+            }
+
+            /// Named tensor `i`, relative to the layer's parameters or statistics, numbered 0.
+            pub(crate) fn tensor(&self, shapes: $crate::Shapes, i: usize) -> Option<$crate::TensorInfo> {
+                match self {
+                    $( Layer::$name(k) => $crate::pass::$flow::tensor(k, shapes, i), )*
+                    Layer::Custom(c) => c.tensor(i),
+                }
+            }
+
+            /// The parameters weight decay reaches.
+            pub(crate) fn decayed(&self, shapes: $crate::Shapes) -> manabi_tensor::Span {
+                match self {
+                    $( Layer::$name(k) => $crate::pass::$flow::decayed(k, shapes), )*
+                    Layer::Custom(c) => c.decayed(),
+                }
+            }
+
+            /// Forward over the step's spans.
+            pub(crate) fn forward<T: manabi_tensor::Real>(
+                &self,
+                mm: &impl manabi_matmul::Gemm<T>,
+                buf: &mut [T],
+                rng: &mut manabi_tensor::Rng,
+                step: $crate::pass::ForwardStep<'_, T>,
+            ) {
+                match self {
+                    $( Layer::$name(k) => $crate::pass::$flow::forward(k, mm, buf, rng, step), )*
+                    Layer::Custom(c) => c.forward(mm, buf, rng, step),
+                }
+            }
+
+            /// Backward over the step's spans.
+            pub(crate) fn backward<T: manabi_tensor::Real>(
+                &self,
+                mm: &impl manabi_matmul::Gemm<T>,
+                buf: &mut [T],
+                step: $crate::pass::BackwardStep<'_, T>,
+            ) {
+                match self {
+                    $( Layer::$name(k) => $crate::pass::$flow::backward(k, mm, buf, step), )*
+                    Layer::Custom(c) => c.backward(mm, buf, step),
+                }
+            }
+        }
+    };
+}
+pub(crate) use layer_list;
+
+impl Spec {
     /// The book's `MultiLayerNet` as a layer list: for output widths `[h₁, …, hₖ, classes]`,
     /// `affine:h₁, activation, …, affine:hₖ, activation, affine:classes`.
     pub fn mlp(widths: &[usize], activation: Spec) -> impl Iterator<Item = Spec> + '_ {
@@ -87,174 +338,34 @@ impl Spec {
         })
     }
 
-    /// Reads the text form: `affine:N`, `relu`, `sigmoid`, `batchnorm`, `dropout:R`,
-    /// `conv:F@KHxKW[:sS][:pP]`, `maxpool:KHxKW[:sS]`.
+    /// Reads the text form of a built-in layer: `affine:N`, `relu`, `sigmoid`, `batchnorm`,
+    /// `dropout:R`, `conv:F@KHxKW[:sS][:pP]`, `maxpool:KHxKW[:sS]`, `avgpool:KHxKW[:sS]`.
     ///
     /// # Errors
     /// [`Error::InvalidValue`] naming what was expected.
     pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_with(text, &[])
+    }
+
+    /// [`Spec::parse`], where a name in `custom` also reads as that layer.
+    ///
+    /// # Errors
+    /// As [`Spec::parse`].
+    pub fn parse_with(text: &str, custom: &[crate::Custom]) -> Result<Self> {
+        if let Some(c) = custom.iter().find(|c| c.name() == text) {
+            return Ok(Spec::Custom(*c));
+        }
         let (kind, arg) = match text.split_once(':') {
             Some((k, a)) => (k, Some(a)),
             None => (text, None),
         };
-        let spec = match (kind, arg) {
-            ("conv", Some(a)) => parse_conv(a).ok_or(Error::InvalidValue {
-                what: "conv needs filters@size and optional :sN (stride), :pN (padding), as in conv:30@5x5 or conv:16@3x3:p1",
-            })?,
-            ("maxpool", Some(a)) => parse_pool(a).ok_or(Error::InvalidValue {
-                what: "maxpool needs a window and an optional :sN (stride), as in maxpool:2x2",
-            })?,
-            ("conv" | "maxpool", None) => {
-                return Err(Error::InvalidValue {
-                    what: "conv and maxpool need their sizes, as in conv:30@5x5 and maxpool:2x2",
-                });
-            }
-            ("affine", Some(a)) => match a.parse::<usize>() {
-                Ok(n) if n > 0 => Spec::Affine(n),
-                _ => {
-                    return Err(Error::InvalidValue {
-                        what: "affine needs a positive output width, as in affine:100",
-                    });
-                }
-            },
-            ("affine", None) => {
-                return Err(Error::InvalidValue {
-                    what: "affine needs its output width, as in affine:100",
-                });
-            }
-            ("dropout", Some(a)) => match a.parse::<f64>() {
-                Ok(r) if (0.0..1.0).contains(&r) => Spec::Dropout(r),
-                _ => {
-                    return Err(Error::InvalidValue {
-                        what: "dropout needs a ratio in [0, 1), as in dropout:0.5",
-                    });
-                }
-            },
-            ("dropout", None) => {
-                return Err(Error::InvalidValue {
-                    what: "dropout needs its ratio, as in dropout:0.5",
-                });
-            }
-            ("relu", None) => Spec::Relu,
-            ("sigmoid", None) => Spec::Sigmoid,
-            ("batchnorm", None) => Spec::BatchNorm,
-            ("relu" | "sigmoid" | "batchnorm", Some(_)) => {
-                return Err(Error::InvalidValue {
-                    what: "relu, sigmoid and batchnorm take no argument",
-                });
-            }
-            _ => {
-                return Err(Error::InvalidValue {
-                    what: "unknown layer: expected affine:N, relu, sigmoid, batchnorm, dropout:R, conv:F@KxK or maxpool:KxK",
-                });
-            }
-        };
-        Ok(spec)
-    }
-}
-
-impl core::fmt::Display for Spec {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Spec::Affine(n) => write!(f, "affine:{n}"),
-            Spec::Relu => f.write_str("relu"),
-            Spec::Sigmoid => f.write_str("sigmoid"),
-            Spec::BatchNorm => f.write_str("batchnorm"),
-            // `Display` of an f64 is the shortest text that parses back to the same value.
-            Spec::Dropout(r) => write!(f, "dropout:{r}"),
-            Spec::Conv2d {
-                filters,
-                kh,
-                kw,
-                stride,
-                pad,
-            } => {
-                write!(f, "conv:{filters}@{kh}x{kw}")?;
-                if *stride != 1 {
-                    write!(f, ":s{stride}")?;
-                }
-                if *pad != 0 {
-                    write!(f, ":p{pad}")?;
-                }
-                Ok(())
-            }
-            Spec::MaxPool2d { kh, kw, stride } => {
-                write!(f, "maxpool:{kh}x{kw}")?;
-                if *stride != *kh || *kh != *kw {
-                    write!(f, ":s{stride}")?;
-                }
-                Ok(())
-            }
+        match Self::parse_builtin(kind, arg) {
+            Some(spec) => spec,
+            None => Err(Error::InvalidValue {
+                what: Self::UNKNOWN,
+            }),
         }
     }
-}
-
-/// A positive whole number.
-fn positive(text: &str) -> Option<usize> {
-    text.parse::<usize>().ok().filter(|&n| n > 0)
-}
-
-/// `KHxKW` (or a single `K` for a square window).
-fn window(text: &str) -> Option<(usize, usize)> {
-    match text.split_once('x') {
-        Some((h, w)) => Some((positive(h)?, positive(w)?)),
-        None => positive(text).map(|k| (k, k)),
-    }
-}
-
-/// `F@KHxKW[:sS][:pP]`.
-fn parse_conv(arg: &str) -> Option<Spec> {
-    let mut parts = arg.split(':');
-    let (filters, size) = parts.next()?.split_once('@')?;
-    let (kh, kw) = window(size)?;
-    let (mut stride, mut pad) = (1, 0);
-    for part in parts {
-        match part.split_at_checked(1)? {
-            ("s", n) => stride = positive(n)?,
-            ("p", n) => pad = n.parse().ok()?,
-            _ => return None,
-        }
-    }
-    Some(Spec::Conv2d {
-        filters: positive(filters)?,
-        kh,
-        kw,
-        stride,
-        pad,
-    })
-}
-
-/// `KHxKW[:sS]`; the stride is the window's height unless given.
-fn parse_pool(arg: &str) -> Option<Spec> {
-    let (size, stride) = match arg.split_once(':') {
-        Some((size, s)) => (size, Some(s.strip_prefix('s').and_then(positive)?)),
-        None => (arg, None),
-    };
-    let (kh, kw) = window(size)?;
-    Some(Spec::MaxPool2d {
-        kh,
-        kw,
-        stride: stride.unwrap_or(kh),
-    })
-}
-
-/// A layer with its sizes resolved by the plan.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Layer {
-    /// Fully connected.
-    Affine(Affine),
-    /// Rectified linear unit.
-    Relu(Relu),
-    /// Logistic sigmoid.
-    Sigmoid(Sigmoid),
-    /// Batch normalisation.
-    BatchNorm(BatchNorm),
-    /// Dropout (not inverted, as in the book).
-    Dropout(Dropout),
-    /// 2-D convolution.
-    Conv2d(Conv2d),
-    /// Max pooling.
-    MaxPool2d(MaxPool2d),
 }
 
 /// Whether a forward pass learns from its batch or evaluates.
@@ -267,270 +378,36 @@ pub enum Mode {
     Eval,
 }
 
-/// Where a layer's input is during a pass.
-#[derive(Clone, Copy)]
-pub(crate) enum Src<'x, T> {
-    /// Dense rows.
-    Dense(&'x [T]),
-    /// Compressed rows and, if built, their transpose (first Affine layer only).
-    Sparse(Csr<'x, T>, Option<Csr<'x, T>>),
-    /// In the output buffer: the layer works in place.
-    InPlace,
-}
-
-/// What a backward pass does with a layer's parameter gradient.
-pub(crate) enum ParamGrad<'g, T> {
-    /// Write it (never add to it), plus `decay·W` for Affine weights.
-    Write(&'g mut [T], T),
-    /// Apply `p ← p − lr·(g + decay·W)` inside the pass (decay on Affine weights only).
-    Sgd(T, T),
-}
-
-/// Panics on a pass the plan never builds (a bug in the plan, not a user error).
-#[cold]
-fn unplanned(what: &str) -> ! {
-    panic!("layer pass not planned: {what}")
-}
-
 impl Layer {
     /// The output shape for an input of shape `input`.
-    pub const fn out_shape(&self, input: Shape) -> Shape {
-        match self {
-            Layer::Affine(a) => Shape::flat(a.d_out),
-            Layer::Conv2d(c) => c.out_shape(),
-            Layer::MaxPool2d(m) => m.out_shape(),
-            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::BatchNorm(_) | Layer::Dropout(_) => input,
-        }
+    pub const fn out_shape(&self, input: crate::Shape) -> crate::Shape {
+        self.sizes(input).output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn syntaxes_join_into_one_message() {
+        let (buf, len) = join::<64>("expected ", &["a:N", "b", "c:K"]);
+        assert_eq!(text(&buf, len), "expected a:N, b or c:K");
+        let (buf, len) = join::<16>("one ", &["x"]);
+        assert_eq!(text(&buf, len), "one x");
     }
 
-    /// Learned parameters.
-    pub const fn param_len(&self) -> usize {
-        match self {
-            Layer::Affine(a) => a.param_len(),
-            Layer::BatchNorm(b) => b.param_len(),
-            Layer::Conv2d(c) => c.param_len(),
-            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) | Layer::MaxPool2d(_) => 0,
-        }
-    }
-
-    /// Running statistics (saved with the model, not learned by gradient).
-    pub const fn stats_len(&self) -> usize {
-        match self {
-            Layer::BatchNorm(b) => b.stats_len(),
-            _ => 0,
-        }
-    }
-
-    /// Values kept from forward for backward, for a batch of `batch` rows.
-    ///
-    /// # Errors
-    /// [`Error::Overflow`].
-    pub const fn cache_len(&self, batch: usize) -> Result<usize> {
-        match self {
-            Layer::BatchNorm(b) => b.cache_len(batch),
-            Layer::Dropout(d) => d.cache_len(batch),
-            Layer::MaxPool2d(m) => m.cache_len(batch),
-            Layer::Affine(_) | Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Conv2d(_) => Ok(0),
-        }
-    }
-
-    /// Working memory for one pass (shared by all layers: one pass runs at a time): a
-    /// convolution's `col` (and `dcol` when training).
-    pub const fn scratch_len(&self, trains: bool) -> usize {
-        match self {
-            Layer::Conv2d(c) => c.scratch_len(trains),
-            _ => 0,
-        }
-    }
-
-    /// Whether the layer can overwrite its input with its output (element-wise layers).
-    pub const fn works_in_place(&self) -> bool {
-        matches!(self, Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_))
-    }
-
-    /// Whether its backward pass reads its own output (so the next layer must not overwrite it).
-    pub const fn reads_output(&self) -> bool {
-        matches!(self, Layer::Relu(_) | Layer::Sigmoid(_))
-    }
-
-    /// Its named tensors.
-    pub const fn tensor_count(&self) -> usize {
-        match self {
-            Layer::Affine(_) | Layer::Conv2d(_) => 2,
-            Layer::BatchNorm(_) => 4,
-            _ => 0,
-        }
-    }
-
-    /// Layers numbered together in tensor names: Affine and Conv2d share `W`/`b` (the book's
-    /// SimpleConvNet has `W1` for its convolution, `W2`, `W3` for its affine layers).
-    pub(crate) const fn tensor_family(&self) -> u8 {
-        match self {
-            Layer::Affine(_) | Layer::Conv2d(_) => 0,
-            Layer::BatchNorm(_) => 1,
-            _ => 2,
-        }
-    }
-
-    /// Tensor `k` of this layer, the `number`-th of its kind, with its span relative to the
-    /// layer's own parameters or statistics.
-    pub(crate) fn tensor(&self, k: usize, number: usize) -> Option<TensorInfo> {
-        let (prefix, region, start, dims): (_, _, _, &[usize]) = match (self, k) {
-            (Layer::Affine(a), 0) => ("W", Region::Params, 0, &[a.d_in, a.d_out]),
-            (Layer::Affine(a), 1) => ("b", Region::Params, a.d_in * a.d_out, &[a.d_out]),
-            (Layer::Conv2d(c), 0) => ("W", Region::Params, 0, &[c.filters, c.c, c.kh, c.kw]),
-            (Layer::Conv2d(c), 1) => ("b", Region::Params, c.filters * c.patch(), &[c.filters]),
-            (Layer::BatchNorm(b), 0) => ("gamma", Region::Params, 0, &[b.d]),
-            (Layer::BatchNorm(b), 1) => ("beta", Region::Params, b.d, &[b.d]),
-            (Layer::BatchNorm(b), 2) => ("running_mean", Region::Stats, 0, &[b.d]),
-            (Layer::BatchNorm(b), 3) => ("running_var", Region::Stats, b.d, &[b.d]),
-            _ => return None,
-        };
-        let mut shape = [0; 4];
-        shape[..dims.len()].copy_from_slice(dims);
-        Some(TensorInfo {
-            name: TensorName { prefix, number },
-            region,
-            span: Span {
-                start,
-                len: dims.iter().product(),
-            },
-            shape,
-            rank: dims.len(),
-        })
-    }
-
-    /// Sets the parameters and statistics to their starting values.
-    pub(crate) fn init<T: Real>(&self, init: Init, rng: &mut Rng, p: &mut [T], stats: &mut [T]) {
-        match self {
-            Layer::Affine(a) => a.init(init, rng, p),
-            Layer::BatchNorm(b) => b.init(p, stats),
-            Layer::Conv2d(c) => c.init(init, rng, p),
-            Layer::Relu(_) | Layer::Sigmoid(_) | Layer::Dropout(_) | Layer::MaxPool2d(_) => {}
-        }
-    }
-
-    /// Forward over `x` (or, in place, over `y`) into `y`; `cache` is planned for training
-    /// passes and empty otherwise; `scratch` holds at least [`Layer::scratch_len`].
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward<T: Real>(
-        &self,
-        mm: &impl Gemm<T>,
-        mode: Mode,
-        rng: &mut Rng,
-        p: &[T],
-        stats: &mut [T],
-        x: Src<'_, T>,
-        y: &mut [T],
-        cache: &mut [T],
-        scratch: &mut [T],
-    ) {
-        match (self, x) {
-            (Layer::Affine(a), Src::Dense(x)) => a.forward(mm, p, x, y),
-            (Layer::Affine(a), Src::Sparse(x, _)) => a.forward_sparse(p, x, y),
-            (Layer::Relu(r), Src::Dense(x)) => r.forward(x, y),
-            (Layer::Relu(r), Src::InPlace) => r.forward_in_place(y),
-            (Layer::Sigmoid(s), Src::Dense(x)) => s.forward(x, y),
-            (Layer::Sigmoid(s), Src::InPlace) => s.forward_in_place(y),
-            (Layer::BatchNorm(b), Src::Dense(x)) => b.forward(mode, p, stats, x, y, cache),
-            (Layer::Dropout(d), Src::Dense(x)) => {
-                y.copy_from_slice(x);
-                d.forward_in_place(mode, rng, y, cache);
-            }
-            (Layer::Dropout(d), Src::InPlace) => d.forward_in_place(mode, rng, y, cache),
-            (Layer::Conv2d(c), Src::Dense(x)) => c.forward(mm, p, x, y, scratch),
-            (Layer::MaxPool2d(m), Src::Dense(x)) => m.forward(mode, x, y, cache),
-            _ => unplanned("forward"),
-        }
-    }
-
-    /// Backward: turns `dy` (the gradient of this layer's output `y`) into `dx` (skipped when
-    /// `None`, for the first layer) and the parameter gradient; for an in-place layer `dy`
-    /// is `None` and `dx` holds the output's gradient on entry.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn backward<T: Real>(
-        &self,
-        mm: &impl Gemm<T>,
-        p: &mut [T],
-        x: Src<'_, T>,
-        y: &[T],
-        cache: &mut [T],
-        dy: Option<&[T]>,
-        dx: Option<&mut [T]>,
-        grad: ParamGrad<'_, T>,
-        scratch: &mut [T],
-    ) {
-        match (self, x, dy, grad) {
-            (Layer::Affine(a), Src::Dense(x), Some(dy), ParamGrad::Write(dp, decay)) => {
-                a.backward(mm, p, x, dy, dx, dp);
-                a.add_decay(decay, p, dp);
-            }
-            (Layer::Affine(a), Src::Dense(x), Some(dy), ParamGrad::Sgd(lr, decay)) => {
-                a.backward_sgd(mm, lr, decay, p, x, dy, dx);
-            }
-            (Layer::Affine(a), Src::Sparse(x, xt), Some(dy), ParamGrad::Write(dp, decay)) => {
-                a.backward_sparse(x, xt, dy, dp);
-                a.add_decay(decay, p, dp);
-            }
-            (Layer::Affine(a), Src::Sparse(x, xt), Some(dy), ParamGrad::Sgd(lr, decay)) => {
-                a.backward_sgd_sparse(lr, decay, p, x, xt, dy);
-            }
-            (Layer::BatchNorm(b), Src::Dense(_), Some(dy), ParamGrad::Write(dp, _)) => {
-                b.backward(p, cache, dy, dx, dp);
-            }
-            (Layer::BatchNorm(b), Src::Dense(_), Some(dy), ParamGrad::Sgd(lr, _)) => {
-                b.backward_sgd(lr, p, cache, dy, dx);
-            }
-            (Layer::Conv2d(c), Src::Dense(x), Some(dy), ParamGrad::Write(dp, decay)) => {
-                c.backward(mm, p, x, dy, dx, dp, scratch);
-                c.add_decay(decay, p, dp);
-            }
-            (Layer::Conv2d(c), Src::Dense(x), Some(dy), ParamGrad::Sgd(lr, decay)) => {
-                c.backward_sgd(mm, lr, decay, p, x, dy, dx, scratch);
-            }
-            (Layer::MaxPool2d(m), _, Some(dy), _) => {
-                if let Some(dx) = dx {
-                    m.backward(cache, dy, dx)
-                }
-            }
-            (Layer::Relu(r), _, Some(dy), _) => {
-                if let Some(dx) = dx {
-                    r.backward(y, dy, dx)
-                }
-            }
-            (Layer::Relu(r), Src::InPlace, None, _) => match dx {
-                Some(d) => r.backward_in_place(y, d),
-                None => unplanned("in-place backward without a gradient"),
-            },
-            (Layer::Sigmoid(s), _, Some(dy), _) => {
-                if let Some(dx) = dx {
-                    s.backward(y, dy, dx)
-                }
-            }
-            (Layer::Sigmoid(s), Src::InPlace, None, _) => match dx {
-                Some(d) => s.backward_in_place(y, d),
-                None => unplanned("in-place backward without a gradient"),
-            },
-            (Layer::Dropout(d), _, Some(dy), _) => {
-                if let Some(dx) = dx {
-                    d.backward(cache, dy, dx)
-                }
-            }
-            (Layer::Dropout(d), Src::InPlace, None, _) => match dx {
-                Some(g) => d.backward_in_place(cache, g),
-                None => unplanned("in-place backward without a gradient"),
-            },
-            _ => unplanned("backward"),
-        }
-    }
-
-    /// The weight penalty `½·Σ W²` of this layer (Affine and Conv2d weights; biases and
-    /// BatchNorm's `γ`, `β` are not decayed, as in the book).
-    pub(crate) fn weight_penalty<T: Real>(&self, p: &[T]) -> T {
-        match self {
-            Layer::Affine(a) => a.weight_penalty(p),
-            Layer::Conv2d(c) => c.weight_penalty(p),
-            _ => T::ZERO,
-        }
+    #[test]
+    fn the_unknown_message_lists_every_built_in_layer() {
+        let e = Spec::parse("convolution").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "unknown layer: expected affine:N, relu, sigmoid, batchnorm, dropout:R, \
+                 conv:F@KxK, maxpool:KxK or avgpool:KxK"
+            ),
+            "{e}"
+        );
     }
 }

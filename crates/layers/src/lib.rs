@@ -12,7 +12,13 @@
 //! - [`Conv2d`]: the book's `Convolution`, im2col and one product per sample; backward
 //!   `dW = Σ dy·colᵀ`, `dx = col2im(Wᵀ·dy)`; weights in PyTorch's `[f, c, kh, kw]` layout.
 //! - [`MaxPool2d`]: the book's `Pooling`; backward sends the gradient to each window's max.
+//! - [`AvgPool2d`]: PyTorch's `nn.AvgPool2d`; backward spreads the gradient over each window.
 //! - [`SoftmaxWithLoss`]: fused softmax and cross-entropy; backward `(y − t)/batch`.
+//!
+//! The built-in layers are one list, at the end of this file: each is its own file and one
+//! line there, and the list generates [`Spec`], [`Layer`] and every dispatch. A layer of one's
+//! own implements [`Dense`] or [`Pointwise`] outside this crate and joins a stack as
+//! [`Spec::Custom`] ([`Custom`]).
 //!
 //! A [`Network`] is a list of layers ([`Spec`]s, resolved into [`Layer`]s) over one arena
 //! planned by [`Plan`]: parameters, gradients, optimizer state, running statistics,
@@ -75,35 +81,50 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-mod affine;
-mod batch_norm;
-mod conv2d;
-mod dropout;
+mod custom;
 mod gradcheck;
+mod kernel;
 mod layer;
-mod max_pool;
 mod network;
+mod pass;
 mod plan;
-mod relu;
-mod sigmoid;
 mod softmax_loss;
 mod trainer;
 
-pub use affine::Affine;
-pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
-pub use conv2d::Conv2d;
-pub use dropout::Dropout;
+pub use batch_norm::{BN_EPS, BN_MOMENTUM};
+pub use custom::{Count, Custom, CustomLayer, OutShape, SizeRule};
 pub use gradcheck::{
-    GradCheck, Mismatch, REL_FLOOR, TensorDiff, Tolerance, default_step, gradcheck,
+    GradCheck, Mismatch, REL_FLOOR, RETAKE_STEPS, TensorDiff, Tolerance, default_step, gradcheck,
 };
-pub use layer::{Layer, Mode, Spec};
-pub use max_pool::MaxPool2d;
+pub use kernel::{
+    Backward, Dense, Forward, Grad, MAX_TENSORS, ParamGrad, Pointwise, Shapes, Sizes,
+};
+pub use layer::Mode;
 pub use network::{Init, Input, Network, NoOptimizer, SparseBatch, Update, argmax};
 pub use plan::{MAX_LAYERS, Plan, PlanConfig, Region, Shape, TensorInfo, TensorName, Training};
-pub use relu::Relu;
-pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Target};
 pub use trainer::{
     Batch, BatchSource, Divergence, Moment, Observer, OneNetwork, Period, Progress, Quiet,
     RestoreError, SNAPSHOT_TENSORS, Schedule, State, Stepper, Stop, Trainer, first_non_finite,
 };
+
+// The built-in layers: `module::Type`, the spec's arguments (named as the type's fields), and
+// whether the layer is `dense` (input and output apart) or `pointwise` (one buffer).
+layer::layer_list! {
+    /// [`Affine`] with this many outputs.
+    affine::Affine(d_out: usize) => dense,
+    /// [`Relu`].
+    relu::Relu => pointwise,
+    /// [`Sigmoid`].
+    sigmoid::Sigmoid => pointwise,
+    /// [`BatchNorm`] over every activation of its input.
+    batch_norm::BatchNorm => dense,
+    /// [`Dropout`] with this ratio of units dropped in training.
+    dropout::Dropout(ratio: f64) => pointwise,
+    /// [`Conv2d`] on an image input.
+    conv2d::Conv2d { filters: usize, kh: usize, kw: usize, stride: usize, pad: usize } => dense,
+    /// [`MaxPool2d`] on an image input.
+    max_pool::MaxPool2d { kh: usize, kw: usize, stride: usize } => dense,
+    /// [`AvgPool2d`] on an image input.
+    avg_pool::AvgPool2d { kh: usize, kw: usize, stride: usize } => dense,
+}

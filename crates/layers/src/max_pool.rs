@@ -1,7 +1,11 @@
 //! Max pooling, the book's `Pooling`: the largest value of each window forward, the gradient to that value only backward.
 
-use crate::{Mode, Shape};
-use manabi_tensor::{Error, Real, Result};
+use crate::kernel::{Backward, Dense, Forward, Shapes, Sizes};
+use crate::layer::{Builtin, pool_args, write_pool};
+use crate::{Init, Mode, Shape, TensorInfo};
+use core::fmt;
+use manabi_matmul::Gemm;
+use manabi_tensor::{Error, Real, Result, Rng, Span};
 
 /// Max pooling over windows of `kh × kw` moved by `stride` over each channel (the book's
 /// `Pooling` with `pad = 0`; PyTorch's `nn.MaxPool2d`).
@@ -33,6 +37,32 @@ pub struct MaxPool2d {
     pub ow: usize,
 }
 
+/// The output rows and columns of `kh × kw` windows moved by `stride` over `input`, the
+/// last windows that do not fit dropped (PyTorch's floor mode): `(h − kh)/stride + 1`, likewise
+/// for the columns. Shared by the pooling layers.
+///
+/// # Errors
+/// [`Error::Zero`] for a zero window or stride; [`Error::InvalidValue`] for a window larger
+/// than the input.
+pub(crate) const fn pooled(input: Shape, kh: usize, kw: usize, stride: usize) -> Result<(usize, usize)> {
+    if kh == 0 || kw == 0 {
+        return Err(Error::Zero {
+            what: "pooling window",
+        });
+    }
+    if stride == 0 {
+        return Err(Error::Zero {
+            what: "pooling stride",
+        });
+    }
+    if kh > input.h || kw > input.w {
+        return Err(Error::InvalidValue {
+            what: "the pooling window is larger than its input",
+        });
+    }
+    Ok(((input.h - kh) / stride + 1, (input.w - kw) / stride + 1))
+}
+
 impl MaxPool2d {
     /// The layer on inputs of shape `input`.
     ///
@@ -40,21 +70,10 @@ impl MaxPool2d {
     /// [`Error::Zero`] for a zero window or stride; [`Error::InvalidValue`] for a window
     /// larger than the input.
     pub const fn new(input: Shape, kh: usize, kw: usize, stride: usize) -> Result<Self> {
-        if kh == 0 || kw == 0 {
-            return Err(Error::Zero {
-                what: "pooling window",
-            });
-        }
-        if stride == 0 {
-            return Err(Error::Zero {
-                what: "pooling stride",
-            });
-        }
-        if kh > input.h || kw > input.w {
-            return Err(Error::InvalidValue {
-                what: "the pooling window is larger than its input",
-            });
-        }
+        let (oh, ow) = match pooled(input, kh, kw, stride) {
+            Ok(out) => out,
+            Err(e) => return Err(e),
+        };
         Ok(Self {
             c: input.c,
             h: input.h,
@@ -62,8 +81,8 @@ impl MaxPool2d {
             kh,
             kw,
             stride,
-            oh: (input.h - kh) / stride + 1,
-            ow: (input.w - kw) / stride + 1,
+            oh,
+            ow,
         })
     }
 
@@ -200,6 +219,60 @@ impl MaxPool2d {
                 }
             }
         }
+    }
+}
+
+impl MaxPool2d {
+    /// `c × oh × ow`; a training forward keeps each output's position in its window.
+    pub const fn sizes(&self, _input: Shape) -> Sizes {
+        Sizes {
+            cache_per_sample: self.c * self.oh * self.ow,
+            ..Sizes::output(self.out_shape())
+        }
+    }
+}
+
+impl Dense for MaxPool2d {
+    fn forward<T: Real>(&self, _: &impl Gemm<T>, f: Forward<'_, T>) {
+        MaxPool2d::forward(self, f.mode, f.x, f.y, f.cache);
+    }
+
+    fn backward<T: Real>(&self, _: &impl Gemm<T>, b: Backward<'_, T>) {
+        if let Some(dx) = b.dx {
+            MaxPool2d::backward(self, b.cache, b.dy, dx);
+        }
+    }
+
+    fn init<T: Real>(&self, _: Shapes, _: Init, _: &mut Rng, _: &mut [T], _: &mut [T]) {}
+
+    fn tensor(&self, _: Shapes, _: usize) -> Option<TensorInfo> {
+        None
+    }
+
+    fn decayed(&self, _: Shapes) -> Span {
+        Span { start: 0, len: 0 }
+    }
+}
+
+impl Builtin for MaxPool2d {
+    const KEYWORD: &'static str = "maxpool";
+    const SYNTAX: &'static str = "maxpool:KxK";
+    const READS_IMAGES: bool = true;
+    type Args = (usize, usize, usize);
+
+    fn parse(arg: Option<&str>) -> Result<Self::Args> {
+        let Some(arg) = arg else {
+            return Err(Error::InvalidValue {
+                what: "maxpool needs its window, as in maxpool:2x2",
+            });
+        };
+        pool_args(arg).ok_or(Error::InvalidValue {
+            what: "maxpool needs a window and an optional :sN (stride), as in maxpool:2x2",
+        })
+    }
+
+    fn write(args: &Self::Args, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_pool(Self::KEYWORD, args, f)
     }
 }
 

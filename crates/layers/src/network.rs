@@ -1,11 +1,12 @@
 //! A network: a list of layers over one caller-owned arena, with one forward, one training step and the numerical gradient.
 
-use crate::layer::{Layer, Mode, ParamGrad, Src};
+use crate::kernel::half_sum_of_squares;
+use crate::pass::{BackwardStep, ForwardStep, GradStep, NONE, Rows, spans_mut};
 use crate::plan::{Plan, Training};
-use crate::{SoftmaxWithLoss, Target};
+use crate::{Affine, Mode, SoftmaxWithLoss, Target};
 use manabi_matmul::{Csr, Gemm};
 use manabi_optim::Optimizer;
-use manabi_tensor::{Error, Real, Result, Rng, Span, disjoint_mut};
+use manabi_tensor::{Error, Real, Result, Rng};
 
 /// How weights are drawn; biases start at zero, BatchNorm's `γ` at one.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -291,26 +292,6 @@ impl<'o, T: Real, O: Optimizer<T>> Update<'o, T, O> {
 /// [`Network::set_rng`] replaces it.
 const DROPOUT_SEED: u64 = 0x00D2_0F0E;
 
-/// A zero-length span at 0: a slot a pass does not use.
-const NONE: Span = Span { start: 0, len: 0 };
-
-/// `N` disjoint spans of `buf` in any order, all writable. Zero-length spans give empty
-/// slices wherever they point.
-///
-/// # Panics
-/// If two spans with elements overlap (a bug in the plan).
-fn spans_mut<T, const N: usize>(buf: &mut [T], spans: [Span; N]) -> [&mut [T]; N] {
-    let spans = spans.map(|s| if s.len == 0 { NONE } else { s });
-    let mut order: [usize; N] = core::array::from_fn(|i| i);
-    order.sort_unstable_by_key(|&i| (spans[i].start, spans[i].len));
-    let parts = disjoint_mut(buf, order.map(|i| spans[i]));
-    let mut out: [Option<&mut [T]>; N] = [const { None }; N];
-    for (k, part) in parts.into_iter().enumerate() {
-        out[order[k]] = Some(part);
-    }
-    out.map(|o| o.unwrap_or_default())
-}
-
 /// A network living in one caller-owned buffer.
 ///
 /// The book's `MultiLayerNetExtend` maps onto it: [`Network::forward`] (`predict`, with its
@@ -351,15 +332,16 @@ impl<'a, T: Real> Network<'a, T> {
 
     /// Draws the weights from `rng` layer by layer, sets BatchNorm to `γ = 1`, `β = 0` and
     /// zero running statistics, zeroes the gradients and the optimizer state, and, if the
-    /// plan has Dropout layers, seeds their generator with one more draw from `rng`.
+    /// plan has layers that draw (Dropout), seeds their generator with one more draw from
+    /// `rng`.
     pub fn init(&mut self, init: Init, rng: &mut Rng) {
         let plan = self.plan;
         for (l, layer) in plan.layers().iter().enumerate() {
             let [p, st] = spans_mut(self.buf, [plan.layer_params[l], plan.stats_span(l)]);
-            layer.init(init, rng, p, st);
+            layer.init(plan.shapes_of(l), init, rng, p, st);
         }
         self.buf[plan.grads.start..plan.state.end()].fill(T::ZERO);
-        if plan.layers().iter().any(|l| matches!(l, Layer::Dropout(_))) {
+        if plan.draws {
             self.rng = Rng::new(rng.next_u64());
         }
     }
@@ -468,42 +450,51 @@ impl<'a, T: Real> Network<'a, T> {
         rows
     }
 
-    /// Where layer `l` reads its input in a pass over `rows` rows of `input`: the span to
-    /// borrow from the arena (if any).
-    fn input_span(&self, l: usize, input: &Input<'_, T>, rows: usize) -> Span {
+    /// Where layer `l` reads its input in a pass over `rows` rows of `input`.
+    fn input_rows<'x>(&self, l: usize, input: Input<'x, T>, rows: usize) -> Rows<'x, T> {
         let plan = self.plan;
-        let span = plan.act[l].prefix(rows * plan.shapes[l].len());
-        match (plan.in_place[l], l, input) {
-            (true, _, _) => NONE,
-            (false, 0, Input::Arena(_)) | (false, 1.., _) => span,
-            (false, 0, _) => NONE,
+        match (l, input) {
+            (0, Input::Dense(x)) => Rows::Caller(x),
+            // Sparse rows go to a first Affine layer, which reads them itself
+            // ([`Network::sparse_forward`]); `rows_of` refuses them for any other.
+            (0, Input::Sparse(_)) => Rows::Caller(&[]),
+            _ => Rows::Arena(plan.act[l].prefix(rows * plan.shapes[l].len())),
         }
     }
 
     /// The forward pass over `rows` rows of `input`; the logits are then in `act[count]`.
     fn run_forward(&mut self, mm: &impl Gemm<T>, input: Input<'_, T>, rows: usize, mode: Mode) {
         let plan = self.plan;
-        for (l, layer) in plan.layers().iter().enumerate() {
-            let x_span = self.input_span(l, &input, rows);
-            let y_span = plan.act[l + 1].prefix(rows * plan.shapes[l + 1].len());
-            let cache = match mode {
-                Mode::Train => plan.caches[l],
-                Mode::Eval => NONE,
+        let first = self.sparse_forward(input, rows);
+        for l in first..plan.count {
+            let step = ForwardStep {
+                mode,
+                x: self.input_rows(l, input, rows),
+                y: plan.act[l + 1].prefix(rows * plan.shapes[l + 1].len()),
+                p: plan.layer_params[l],
+                stats: plan.stats_span(l),
+                cache: match mode {
+                    Mode::Train => plan.caches[l],
+                    Mode::Eval => NONE,
+                },
+                scratch: plan.scratch,
+                shapes: plan.shapes_of(l),
             };
-            let [p, st, xa, y, cache, scratch] = spans_mut(
-                self.buf,
-                [
-                    plan.layer_params[l],
-                    plan.stats_span(l),
-                    x_span,
-                    y_span,
-                    cache,
-                    plan.scratch,
-                ],
-            );
-            let x = source(plan.in_place[l], l, input, xa);
-            layer.forward(mm, mode, &mut self.rng, p, st, x, y, cache, scratch);
+            plan.layers[l].forward(mm, self.buf, &mut self.rng, step);
         }
+    }
+
+    /// The first Affine layer's forward over sparse rows, if the input is sparse; returns the
+    /// layers done (1 or 0).
+    fn sparse_forward(&mut self, input: Input<'_, T>, rows: usize) -> usize {
+        let plan = self.plan;
+        let (Input::Sparse(b), Some(a)) = (input, plan.first_affine) else {
+            return 0;
+        };
+        let y = plan.act[1].prefix(rows * plan.shapes[1].len());
+        let [p, y] = spans_mut(self.buf, [plan.layer_params[0], y]);
+        a.forward_sparse(p, b.x, y);
+        1
     }
 
     /// Forward pass over `input` in `mode`; returns the logits, `[rows, classes]`.
@@ -523,7 +514,7 @@ impl<'a, T: Real> Network<'a, T> {
         &self.buf[out.start..out.end()]
     }
 
-    /// `½·λ·Σ W²` over every Affine weight.
+    /// `½·λ·Σ W²` over every decayed weight (Affine's and Conv2d's).
     fn penalty(&self, weight_decay: T) -> T {
         if weight_decay == T::ZERO {
             return T::ZERO;
@@ -531,8 +522,8 @@ impl<'a, T: Real> Network<'a, T> {
         let plan = self.plan;
         let mut sum = T::ZERO;
         for (l, layer) in plan.layers().iter().enumerate() {
-            let p = plan.layer_params[l];
-            sum += layer.weight_penalty(&self.buf[p.start..p.end()]);
+            let (p, w) = (plan.layer_params[l], layer.decayed(plan.shapes_of(l)));
+            sum += half_sum_of_squares(&self.buf[p.start + w.start..p.start + w.end()]);
         }
         weight_decay * sum
     }
@@ -621,50 +612,55 @@ impl<'a, T: Real> Network<'a, T> {
     ) {
         let plan = self.plan;
         for l in (0..plan.count).rev() {
-            let layer = &plan.layers[l];
             // Nothing consumes the gradient of the network's input.
-            if l == 0 && layer.param_len() == 0 {
+            if l == 0 && plan.layer_params[0].len == 0 {
                 break;
             }
-            let in_place = plan.in_place[l];
+            if let (0, Input::Sparse(b), Some(a)) = (l, input, plan.first_affine) {
+                self.sparse_backward(a, b, rows, fused, weight_decay);
+                break;
+            }
             let (in_len, out_len) = (rows * plan.shapes[l].len(), rows * plan.shapes[l + 1].len());
-            let x_span = self.input_span(l, &input, rows);
-            let y_span = plan.act[l + 1].prefix(out_len);
-            let dy_span = if in_place {
-                NONE
-            } else {
-                plan.d_act[l + 1].prefix(out_len)
+            let step = BackwardStep {
+                x: self.input_rows(l, input, rows),
+                y: plan.act[l + 1].prefix(out_len),
+                dy: plan.d_act[l + 1].prefix(out_len),
+                dx: (l > 0).then(|| plan.d_act[l].prefix(in_len)),
+                p: plan.layer_params[l],
+                grad: match fused {
+                    None => GradStep::Write(plan.grad_span(l), weight_decay),
+                    Some(lr) => GradStep::Sgd(lr, weight_decay),
+                },
+                cache: plan.caches[l],
+                scratch: plan.scratch,
+                shapes: plan.shapes_of(l),
             };
-            let dx_span = if l == 0 {
-                NONE
-            } else {
-                plan.d_act[l].prefix(in_len)
-            };
-            let g_span = match fused {
-                None => plan.grad_span(l),
-                Some(_) => NONE,
-            };
-            let [p, g, xa, y, cache, dy, dx, scratch] = spans_mut(
-                self.buf,
-                [
-                    plan.layer_params[l],
-                    g_span,
-                    x_span,
-                    y_span,
-                    plan.caches[l],
-                    dy_span,
-                    dx_span,
-                    plan.scratch,
-                ],
-            );
-            let x = source(in_place, l, input, xa);
-            let dy = if in_place { None } else { Some(&*dy) };
-            let dx = if l == 0 { None } else { Some(dx) };
-            let grad = match fused {
-                None => ParamGrad::Write(g, weight_decay),
-                Some(lr) => ParamGrad::Sgd(lr, weight_decay),
-            };
-            layer.backward(mm, p, x, y, cache, dy, dx, grad, scratch);
+            plan.layers[l].backward(mm, self.buf, step);
+        }
+    }
+
+    /// The first Affine layer's backward over sparse rows: its weight gradient written (plus
+    /// `decay·W`), or fused SGD with learning rate `Some(lr)`.
+    fn sparse_backward(
+        &mut self,
+        a: Affine,
+        b: SparseBatch<'_, T>,
+        rows: usize,
+        fused: Option<T>,
+        decay: T,
+    ) {
+        let plan = self.plan;
+        let dy = plan.d_act[1].prefix(rows * plan.shapes[1].len());
+        match fused {
+            None => {
+                let [p, g, dy] = spans_mut(self.buf, [plan.layer_params[0], plan.grad_span(0), dy]);
+                a.backward_sparse(b.x, b.xt, dy, g);
+                a.add_decay(decay, p, g);
+            }
+            Some(lr) => {
+                let [p, dy] = spans_mut(self.buf, [plan.layer_params[0], dy]);
+                a.backward_sgd_sparse(lr, decay, p, b.x, b.xt, dy);
+            }
         }
     }
 
@@ -775,30 +771,42 @@ impl<'a, T: Real> Network<'a, T> {
             self.plan.params.len,
             "numerical_gradient: output length"
         );
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.numerical_partial(mm, input, target, weight_decay, h, i);
+        }
+    }
+
+    /// The central difference `(L(p + h·eᵢ) − L(p − h·eᵢ)) / 2h` of the training-mode loss in
+    /// parameter `i` alone: one element of [`Network::numerical_gradient`], restoring the
+    /// parameter and the Dropout generator the same way.
+    ///
+    /// # Panics
+    /// If `i` is not a parameter's index, or as [`Network::loss`].
+    pub fn numerical_partial(
+        &mut self,
+        mm: &impl Gemm<T>,
+        input: Input<'_, T>,
+        target: Target<'_, T>,
+        weight_decay: T,
+        h: T,
+        i: usize,
+    ) -> T {
+        assert!(
+            i < self.plan.params.len,
+            "parameter {i} of {}",
+            self.plan.params.len
+        );
         let rows = self.rows_of(&input, Mode::Train);
         let rng = self.rng.clone();
-        for (i, o) in out.iter_mut().enumerate() {
-            let saved = self.buf[i];
-            self.buf[i] = saved + h;
-            self.rng = rng.clone();
-            let up = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
-            self.buf[i] = saved - h;
-            self.rng = rng.clone();
-            let down = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
-            self.buf[i] = saved;
-            *o = (up - down) / (h + h);
-        }
+        let saved = self.buf[i];
+        self.buf[i] = saved + h;
+        let up = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
+        self.buf[i] = saved - h;
+        self.rng = rng.clone();
+        let down = self.run_loss(mm, input, rows, target, Mode::Train, weight_decay);
+        self.buf[i] = saved;
         self.rng = rng;
-    }
-}
-
-/// The input of layer `l` in a pass: in place, the caller's rows, or the arena's span `xa`.
-fn source<'x, T: Real>(in_place: bool, l: usize, input: Input<'x, T>, xa: &'x [T]) -> Src<'x, T> {
-    match (in_place, l, input) {
-        (true, _, _) => Src::InPlace,
-        (false, 0, Input::Dense(x)) => Src::Dense(x),
-        (false, 0, Input::Sparse(b)) => Src::Sparse(b.x, b.xt),
-        _ => Src::Dense(xa),
+        (up - down) / (h + h)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The memory plan of a [`Network`](crate::Network): a list of layers laid out in one arena, fixed before it runs.
 
-use crate::layer::{Layer, Spec};
+use crate::pass::{cache_len, scratch_len};
+use crate::{Affine, Layer, Relu, Shapes, Spec};
 use manabi_tensor::{Error, Planner, Real, Result, Span};
 
 /// The most layers a plan holds, so that a plan is `Copy`, `const` and needs no heap (the
@@ -180,6 +181,10 @@ pub struct Plan {
     pub(crate) probs: Span,
     /// Working memory shared by every layer's passes (a convolution's `col`, `dcol`).
     pub(crate) scratch: Span,
+    /// The first layer, if it is Affine: it can read sparse rows.
+    pub(crate) first_affine: Option<Affine>,
+    /// Whether a layer draws from the network's generator.
+    pub(crate) draws: bool,
     pub(crate) total: usize,
 }
 
@@ -202,6 +207,28 @@ macro_rules! tri {
 }
 pub(crate) use tri;
 
+/// A zero-length span at 0.
+const EMPTY: Span = Span { start: 0, len: 0 };
+
+/// Refuses a configuration no plan can be made of.
+const fn check_config(config: &PlanConfig<'_>) -> Result<()> {
+    let n = config.layers.len();
+    if n == 0 || n > MAX_LAYERS {
+        return Err(Error::ShapeMismatch {
+            expected: if n == 0 { 1 } else { MAX_LAYERS },
+            got: n,
+        });
+    }
+    if config.batch == 0 {
+        return Err(Error::Zero { what: "batch size" });
+    }
+    match config.input.checked_len() {
+        Some(0) => Err(Error::Zero { what: "input size" }),
+        Some(_) => Ok(()),
+        None => Err(Error::Overflow { what: "plan" }),
+    }
+}
+
 impl Plan {
     /// Plans a network; `const`, so firmware can size a `static` arena at compile time.
     ///
@@ -211,138 +238,160 @@ impl Plan {
     /// layer that does not fit its input (a Dropout ratio outside `[0, 1)`, say);
     /// [`Error::Overflow`] if the plan does not fit in `usize`.
     pub const fn new(config: &PlanConfig<'_>) -> Result<Self> {
-        let n = config.layers.len();
-        if n == 0 || n > MAX_LAYERS {
-            return Err(Error::ShapeMismatch {
-                expected: if n == 0 { 1 } else { MAX_LAYERS },
-                got: n,
-            });
-        }
-        if config.batch == 0 {
-            return Err(Error::Zero { what: "batch size" });
-        }
-        match config.input.checked_len() {
-            Some(0) => return Err(Error::Zero { what: "input size" }),
-            Some(_) => {}
-            None => return Err(Error::Overflow { what: "plan" }),
-        }
+        tri!(check_config(config));
         let batch = config.batch;
-        let rows = if config.eval_batch > batch {
-            config.eval_batch
-        } else {
-            batch
+        let mut plan = Self {
+            layers: [Layer::Relu(Relu); MAX_LAYERS],
+            count: config.layers.len(),
+            shapes: [Shape::flat(0); MAX_LAYERS + 1],
+            in_place: [false; MAX_LAYERS],
+            layer_params: [EMPTY; MAX_LAYERS],
+            layer_stats: [EMPTY; MAX_LAYERS],
+            caches: [EMPTY; MAX_LAYERS],
+            act: [EMPTY; MAX_LAYERS + 1],
+            d_act: [EMPTY; MAX_LAYERS + 1],
+            training: config.training,
+            batch,
+            rows: if config.eval_batch > batch {
+                config.eval_batch
+            } else {
+                batch
+            },
+            params: EMPTY,
+            grads: EMPTY,
+            state: EMPTY,
+            stats: EMPTY,
+            probs: EMPTY,
+            scratch: EMPTY,
+            first_affine: None,
+            draws: false,
+            total: 0,
         };
-        let trains = !matches!(config.training, Training::Inference);
-        let mut layers = [Layer::Relu(crate::Relu); MAX_LAYERS];
-        let mut shapes = [Shape::flat(0); MAX_LAYERS + 1];
-        let mut in_place = [false; MAX_LAYERS];
-        shapes[0] = config.input;
+        tri!(plan.build_layers(config.input, config.layers));
+        let mut next = Planner::new();
+        tri!(plan.lay_out_params(&mut next));
+        tri!(plan.lay_out_stats(&mut next));
+        tri!(plan.lay_out_activations(&mut next));
+        tri!(plan.lay_out_scratch(&mut next));
+        plan.total = next.total();
+        Ok(plan)
+    }
+
+    /// What layer `l` needs.
+    const fn sizes_of(&self, l: usize) -> crate::Sizes {
+        self.layers[l].sizes(self.shapes[l])
+    }
+
+    /// Builds each layer on the shape before it and decides which work in place.
+    const fn build_layers(&mut self, input: Shape, specs: &[Spec]) -> Result<()> {
+        self.shapes[0] = input;
         let mut l = 0;
-        while l < n {
-            let (layer, out) = tri!(config.layers[l].build(shapes[l]));
+        while l < specs.len() {
+            let (layer, out) = tri!(specs[l].build(self.shapes[l]));
             // A layer may overwrite its input only if the layer before does not read its own
             // output in backward, and never the caller's input rows.
-            in_place[l] = layer.works_in_place() && l > 0 && !layers[l - 1].reads_output();
-            layers[l] = layer;
-            shapes[l + 1] = out;
+            self.in_place[l] =
+                layer.works_in_place() && l > 0 && !self.sizes_of(l - 1).reads_output;
+            self.layers[l] = layer;
+            self.shapes[l + 1] = out;
+            self.draws = self.draws || self.sizes_of(l).draws;
             l += 1;
         }
+        if let Layer::Affine(a) = self.layers[0] {
+            self.first_affine = Some(a);
+        }
+        Ok(())
+    }
 
-        let empty = Span { start: 0, len: 0 };
-        let mut next = Planner::new();
-        let mut layer_params = [empty; MAX_LAYERS];
-        l = 0;
-        while l < n {
-            layer_params[l] = tri!(next.try_take(layers[l].param_len()));
+    /// The parameters of every layer, their gradients and the optimizer state.
+    const fn lay_out_params(&mut self, next: &mut Planner) -> Result<()> {
+        let mut l = 0;
+        while l < self.count {
+            self.layer_params[l] = tri!(next.try_take(self.sizes_of(l).params));
             l += 1;
         }
-        let params = Span {
+        self.params = Span {
             start: 0,
             len: next.total(),
         };
-        let (grads_len, slots) = match config.training {
+        let (grads_len, slots) = match self.training {
             Training::Inference | Training::FusedSgd => (0, 0),
-            Training::Backprop { optimizer_slots } => (params.len, optimizer_slots),
+            Training::Backprop { optimizer_slots } => (self.params.len, optimizer_slots),
         };
-        let grads = tri!(next.try_take(grads_len));
-        let state = tri!(next.try_take(tri!(mul(slots, params.len))));
-        let stats_start = next.total();
-        let mut layer_stats = [empty; MAX_LAYERS];
-        l = 0;
-        while l < n {
-            let s = tri!(next.try_take(layers[l].stats_len()));
-            layer_stats[l] = Span {
-                start: s.start - stats_start,
+        self.grads = tri!(next.try_take(grads_len));
+        self.state = tri!(next.try_take(tri!(mul(slots, self.params.len))));
+        Ok(())
+    }
+
+    /// The running statistics of every layer.
+    const fn lay_out_stats(&mut self, next: &mut Planner) -> Result<()> {
+        let start = next.total();
+        let mut l = 0;
+        while l < self.count {
+            let s = tri!(next.try_take(self.sizes_of(l).stats));
+            self.layer_stats[l] = Span {
+                start: s.start - start,
                 len: s.len,
             };
             l += 1;
         }
-        let stats = Span {
-            start: stats_start,
-            len: next.total() - stats_start,
+        self.stats = Span {
+            start,
+            len: next.total() - start,
         };
-        let mut act = [empty; MAX_LAYERS + 1];
-        let mut caches = [empty; MAX_LAYERS];
-        act[0] = tri!(next.try_take(tri!(mul(rows, shapes[0].len()))));
-        l = 0;
+        Ok(())
+    }
+
+    /// The input rows, each layer's output and cache, the probabilities and, when training,
+    /// the gradients of the layer outputs.
+    const fn lay_out_activations(&mut self, next: &mut Planner) -> Result<()> {
+        let (rows, batch, n) = (self.rows, self.batch, self.count);
+        let trains = self.trains();
+        self.act[0] = tri!(next.try_take(tri!(mul(rows, self.shapes[0].len()))));
+        let mut l = 0;
         while l < n {
-            act[l + 1] = if in_place[l] {
-                act[l]
+            self.act[l + 1] = if self.in_place[l] {
+                self.act[l]
             } else {
-                tri!(next.try_take(tri!(mul(rows, shapes[l + 1].len()))))
+                tri!(next.try_take(tri!(mul(rows, self.shapes[l + 1].len()))))
             };
-            caches[l] = if trains {
-                tri!(next.try_take(tri!(layers[l].cache_len(batch))))
+            self.caches[l] = if trains {
+                tri!(next.try_take(tri!(cache_len(&self.sizes_of(l), batch))))
             } else {
                 next.empty()
             };
             l += 1;
         }
-        let probs = tri!(next.try_take(tri!(mul(batch, shapes[n].len()))));
-        let mut d_act = [empty; MAX_LAYERS + 1];
+        self.probs = tri!(next.try_take(tri!(mul(batch, self.shapes[n].len()))));
         if trains {
             l = 1;
             while l <= n {
-                d_act[l] = if in_place[l - 1] {
-                    d_act[l - 1]
+                self.d_act[l] = if self.in_place[l - 1] {
+                    self.d_act[l - 1]
                 } else {
-                    tri!(next.try_take(tri!(mul(batch, shapes[l].len()))))
+                    tri!(next.try_take(tri!(mul(batch, self.shapes[l].len()))))
                 };
                 l += 1;
             }
         }
-        let mut scratch_len = 0;
-        l = 0;
-        while l < n {
+        Ok(())
+    }
+
+    /// One scratch span, as large as the largest layer's.
+    const fn lay_out_scratch(&mut self, next: &mut Planner) -> Result<()> {
+        let trains = self.trains();
+        let mut len = 0;
+        let mut l = 0;
+        while l < self.count {
             // The first layer's backward computes no input gradient (nothing reads it).
-            let need = layers[l].scratch_len(trains && l > 0);
-            if need > scratch_len {
-                scratch_len = need;
+            let need = scratch_len(&self.sizes_of(l), trains && l > 0);
+            if need > len {
+                len = need;
             }
             l += 1;
         }
-        let scratch = tri!(next.try_take(scratch_len));
-        Ok(Self {
-            layers,
-            count: n,
-            shapes,
-            in_place,
-            layer_params,
-            layer_stats,
-            caches,
-            act,
-            d_act,
-            training: config.training,
-            batch,
-            rows,
-            params,
-            grads,
-            state,
-            stats,
-            probs,
-            scratch,
-            total: next.total(),
-        })
+        self.scratch = tri!(next.try_take(len));
+        Ok(())
     }
 
     /// Elements the arena must hold.
@@ -431,7 +480,15 @@ impl Plan {
 
     /// Whether the first layer can read compressed sparse rows (it is Affine).
     pub const fn accepts_sparse(&self) -> bool {
-        matches!(self.layers[0], Layer::Affine(_))
+        self.first_affine.is_some()
+    }
+
+    /// One sample's shapes going into layer `l` and out of it.
+    pub(crate) const fn shapes_of(&self, l: usize) -> Shapes {
+        Shapes {
+            input: self.shapes[l],
+            output: self.shapes[l + 1],
+        }
     }
 
     /// Element counts by role: `(parameters and statistics, gradients, optimizer state,
@@ -450,21 +507,30 @@ impl Plan {
     /// region, span and shape.
     pub fn tensors(&self) -> impl Iterator<Item = TensorInfo> + '_ {
         (0..self.count).flat_map(move |l| {
-            let layer = self.layers[l];
-            let number = self.layers[..=l]
-                .iter()
-                .filter(|o| o.tensor_family() == layer.tensor_family())
+            let (layer, shapes) = (self.layers[l], self.shapes_of(l));
+            let number = (0..=l)
+                .filter(|&o| self.tensor_family(o) == self.tensor_family(l))
                 .count();
-            (0..layer.tensor_count()).filter_map(move |k| {
-                let mut info = layer.tensor(k, number)?;
-                let base = match info.region {
-                    Region::Params => self.layer_params[l].start,
-                    Region::Stats => self.layer_stats[l].start,
-                };
-                info.span.start += base;
-                Some(info)
-            })
+            (0..crate::MAX_TENSORS)
+                .map_while(move |k| layer.tensor(shapes, k))
+                .map(move |mut info| {
+                    info.name.number = number;
+                    info.span.start += match info.region {
+                        Region::Params => self.layer_params[l].start,
+                        Region::Stats => self.layer_stats[l].start,
+                    };
+                    info
+                })
         })
+    }
+
+    /// The prefix of layer `l`'s first tensor: layers whose first prefixes agree are numbered
+    /// together (Affine and Conv2d share `W`/`b`, as in the book's SimpleConvNet: `W1` is its
+    /// convolution, `W2` and `W3` its affine layers).
+    fn tensor_family(&self, l: usize) -> Option<&'static str> {
+        self.layers[l]
+            .tensor(self.shapes_of(l), 0)
+            .map(|t| t.name.prefix)
     }
 
     /// The parameter tensor holding parameter `i`, and `i`'s index within it.

@@ -1,6 +1,10 @@
 //! Rectified linear unit `y = max(0, x)`; backward masks the gradient where the unit was off.
 
-use manabi_tensor::Real;
+use crate::kernel::{Grad, Pointwise, Sizes};
+use crate::layer::{Builtin, no_argument};
+use crate::{Mode, Shape};
+use core::fmt;
+use manabi_tensor::{Real, Result, Rng};
 
 /// `y = max(0, x)`, element-wise.
 ///
@@ -43,6 +47,52 @@ impl Relu {
         for (d, &y) in d.iter_mut().zip(y) {
             *d = if y > T::ZERO { *d } else { T::ZERO };
         }
+    }
+}
+
+impl Relu {
+    /// The layer on inputs of any shape.
+    ///
+    /// # Errors
+    /// None: every shape will do.
+    pub const fn new(_input: Shape) -> Result<Self> {
+        Ok(Relu)
+    }
+
+    /// The input's shape, nothing kept; backward reads the output.
+    pub const fn sizes(&self, input: Shape) -> Sizes {
+        Sizes {
+            reads_output: true,
+            ..Sizes::output(input)
+        }
+    }
+}
+
+impl Pointwise for Relu {
+    fn forward<T: Real>(&self, _: Mode, _: &mut Rng, v: &mut [T], _: &mut [T]) {
+        self.forward_in_place(v);
+    }
+
+    fn backward<T: Real>(&self, y: &[T], _: &[T], g: Grad<'_, T>) {
+        match g {
+            Grad::InPlace(d) => self.backward_in_place(y, d),
+            Grad::Apart(dy, dx) => Relu::backward(self, y, dy, dx),
+        }
+    }
+}
+
+impl Builtin for Relu {
+    const KEYWORD: &'static str = "relu";
+    const SYNTAX: &'static str = "relu";
+    const READS_IMAGES: bool = false;
+    type Args = ();
+
+    fn parse(arg: Option<&str>) -> Result<()> {
+        no_argument(arg, "relu takes no argument")
+    }
+
+    fn write(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::KEYWORD)
     }
 }
 

@@ -1,6 +1,10 @@
 //! Logistic sigmoid `y = 1/(1 + e^{−x})`; backward `dx = dy·y·(1 − y)`.
 
-use manabi_tensor::Real;
+use crate::kernel::{Grad, Pointwise, Sizes};
+use crate::layer::{Builtin, no_argument};
+use crate::{Mode, Shape};
+use core::fmt;
+use manabi_tensor::{Real, Result, Rng};
 
 /// `y = 1 / (1 + e^{−x})`, element-wise; backward uses the saved output: `dx = dy·y·(1 − y)`.
 ///
@@ -51,6 +55,54 @@ impl Sigmoid {
         for (d, &y) in d.iter_mut().zip(y) {
             *d *= y * (T::ONE - y);
         }
+    }
+}
+
+impl Sigmoid {
+    /// The layer on inputs of any shape.
+    ///
+    /// # Errors
+    /// None: every shape will do.
+    pub const fn new(_input: Shape) -> Result<Self> {
+        Ok(Sigmoid)
+    }
+
+    /// The input's shape, nothing kept; backward reads the output.
+    pub const fn sizes(&self, input: Shape) -> Sizes {
+        Sizes {
+            reads_output: true,
+            ..Sizes::output(input)
+        }
+    }
+}
+
+impl Pointwise for Sigmoid {
+    fn forward<T: Real>(&self, _: Mode, _: &mut Rng, v: &mut [T], _: &mut [T]) {
+        self.forward_in_place(v);
+    }
+
+    fn backward<T: Real>(&self, y: &[T], _: &[T], g: Grad<'_, T>) {
+        // Apart and in place round differently (`dy·y·(1 − y)` against `d·(y·(1 − y))`), so
+        // each keeps its own loop.
+        match g {
+            Grad::InPlace(d) => self.backward_in_place(y, d),
+            Grad::Apart(dy, dx) => Sigmoid::backward(self, y, dy, dx),
+        }
+    }
+}
+
+impl Builtin for Sigmoid {
+    const KEYWORD: &'static str = "sigmoid";
+    const SYNTAX: &'static str = "sigmoid";
+    const READS_IMAGES: bool = false;
+    type Args = ();
+
+    fn parse(arg: Option<&str>) -> Result<()> {
+        no_argument(arg, "sigmoid takes no argument")
+    }
+
+    fn write(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::KEYWORD)
     }
 }
 

@@ -68,7 +68,7 @@ mod sparse;
 pub use error::Error;
 pub use mat::{Mat, MatMut};
 pub use plan::{Arena, Planner, Span, disjoint_mut, read_write, write_read};
-pub use real::Real;
+pub use real::{PerPrecision, Real};
 pub use rng::Rng;
 #[cfg(feature = "alloc")]
 pub use sparse::CsrBuf;

@@ -1,4 +1,4 @@
-//! The sealed `Real` trait: `f32` and `f64` with their maths taken from `libm`.
+//! The sealed `Real` trait: `f32` and `f64` with their maths taken from `libm`, and the dispatch of generic code to a body per precision.
 
 use crate::safetensors::{Data, StError, View};
 use core::fmt::{Debug, Display};
@@ -105,11 +105,34 @@ pub trait Real:
     /// # Errors
     /// [`StError::BadTensor`] for another dtype or length.
     fn read_tensor(view: &View<'_>, out: &mut [Self]) -> Result<(), StError>;
+
+    /// Runs the body of `P` for this type: [`PerPrecision::f32`] on `f32`,
+    /// [`PerPrecision::f64`] on `f64`, each on `args` as its own type.
+    fn per_precision<P: PerPrecision>(args: P::Of<Self>) -> P::Out;
+}
+
+/// A computation written once per precision, which [`Real::per_precision`] picks for a
+/// generic `T`.
+///
+/// Generic code cannot hand a `&mut [T]` to a function that takes `&mut [f32]` (a trait object
+/// made for one precision, say) without `unsafe` or a check that could fail. Here the type
+/// system does it: `Of<T>` (the arguments, as many buffers as needed) becomes `Of<f32>` in the
+/// `f32` implementation of `Real` and `Of<f64>` in the `f64` one, and since `Real` is sealed
+/// those are the only two bodies.
+pub trait PerPrecision {
+    /// The arguments for element type `T`.
+    type Of<T: Real>;
+    /// The result, the same for both precisions.
+    type Out;
+    /// The body for `f32`.
+    fn f32(args: Self::Of<f32>) -> Self::Out;
+    /// The body for `f64`.
+    fn f64(args: Self::Of<f64>) -> Self::Out;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $data:ident, $read:ident, $exp:path, $ln:path, $sqrt:path,
-     $fabs:path, $pow:path, $tanh:path, $cos:path, $fma:path) => {
+    ($t:ty, $name:literal, $body:ident, $data:ident, $read:ident, $exp:path, $ln:path,
+     $sqrt:path, $fabs:path, $pow:path, $tanh:path, $cos:path, $fma:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -205,6 +228,10 @@ macro_rules! impl_real {
             fn read_tensor(view: &View<'_>, out: &mut [Self]) -> Result<(), StError> {
                 view.$read(out)
             }
+            #[inline]
+            fn per_precision<P: PerPrecision>(args: P::Of<Self>) -> P::Out {
+                P::$body(args)
+            }
         }
     };
 }
@@ -232,6 +259,7 @@ fn sqrt_f64(v: f64) -> f64 {
 impl_real!(
     f32,
     "f32",
+    f32,
     F32,
     read_f32,
     libm::expf,
@@ -246,6 +274,7 @@ impl_real!(
 impl_real!(
     f64,
     "f64",
+    f64,
     F64,
     read_f64,
     libm::exp,
@@ -260,7 +289,7 @@ impl_real!(
 
 #[cfg(test)]
 mod tests {
-    use super::Real;
+    use super::{PerPrecision, Real};
 
     fn roundtrip<T: Real>() {
         assert_eq!(T::ONE + T::ONE, T::TWO);
@@ -282,6 +311,32 @@ mod tests {
         let odd = 16_777_215.0f32 / 8_388_608.0;
         assert_eq!(T::from_f32(odd).to_f64(), f64::from(odd));
         assert_eq!(T::TWO.mul_add(T::from_f64(3.0), T::ONE), T::from_f64(7.0));
+    }
+
+    /// Writes a marker of each precision into a buffer of that precision.
+    struct Mark;
+
+    impl PerPrecision for Mark {
+        type Of<T: Real> = (&'static str, T);
+        type Out = &'static str;
+        fn f32((tag, v): (&'static str, f32)) -> &'static str {
+            assert_eq!(v, 1.5f32);
+            tag
+        }
+        fn f64((_, v): (&'static str, f64)) -> &'static str {
+            assert_eq!(v, 2.5f64);
+            "the f64 body"
+        }
+    }
+
+    fn mark<T: Real>(v: f64) -> &'static str {
+        T::per_precision::<Mark>(("the f32 body", T::from_f64(v)))
+    }
+
+    #[test]
+    fn each_precision_runs_its_own_body() {
+        assert_eq!(mark::<f32>(1.5), "the f32 body");
+        assert_eq!(mark::<f64>(2.5), "the f64 body");
     }
 
     #[test]
