@@ -2,6 +2,7 @@
 
 use crate::CliError;
 use crate::error::Context;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
@@ -46,6 +47,21 @@ pub fn draw(path: &Path, points: &[EpochPoint], title: &str) -> Result<(), CliEr
         .context(|| format!("drawing {shown}"))?;
     let (left, right) = root.split_horizontally(500);
     let max_epoch = points.iter().map(|p| p.epoch).fold(1.0, f64::max);
+    draw_accuracy(&left, path, points, max_epoch)?;
+    draw_loss(&right, path, points, max_epoch)?;
+    root.present().context(|| format!("writing {shown}"))?;
+    Ok(())
+}
+
+/// The left half of [`draw`]'s chart: train and test accuracy per epoch, with a legend, from
+/// a floor of at most 0.9 up to 1. `path` is the file, for messages.
+fn draw_accuracy(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    path: &Path,
+    points: &[EpochPoint],
+    max_epoch: f64,
+) -> Result<(), CliError> {
+    let shown = path.display();
     let min_acc = points
         .iter()
         .map(|p| p.train_acc.min(p.test_acc))
@@ -53,7 +69,7 @@ pub fn draw(path: &Path, points: &[EpochPoint], title: &str) -> Result<(), CliEr
         .min(0.9);
     let floor = (min_acc * 20.0).floor() / 20.0;
 
-    let mut acc = ChartBuilder::on(&left)
+    let mut acc = ChartBuilder::on(area)
         .caption("accuracy", ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
@@ -96,9 +112,20 @@ pub fn draw(path: &Path, points: &[EpochPoint], title: &str) -> Result<(), CliEr
         .border_style(BLACK)
         .draw()
         .context(|| format!("drawing {shown}"))?;
+    Ok(())
+}
 
+/// The right half of [`draw`]'s chart: the mean training loss per epoch, from 0. `path` is
+/// the file, for messages.
+fn draw_loss(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    path: &Path,
+    points: &[EpochPoint],
+    max_epoch: f64,
+) -> Result<(), CliError> {
+    let shown = path.display();
     let max_loss = points.iter().map(|p| p.loss).fold(0.0, f64::max).max(0.1) * 1.05;
-    let mut loss = ChartBuilder::on(&right)
+    let mut loss = ChartBuilder::on(area)
         .caption("training loss", ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
@@ -115,7 +142,6 @@ pub fn draw(path: &Path, points: &[EpochPoint], title: &str) -> Result<(), CliEr
         .context(|| format!("drawing {shown}"))?;
     loss.draw_series(data.into_iter().map(|p| Circle::new(p, 3, BLACK.filled())))
         .context(|| format!("drawing {shown}"))?;
-    root.present().context(|| format!("writing {shown}"))?;
     Ok(())
 }
 

@@ -195,6 +195,8 @@ impl RunConfig {
         )))
     }
 
+    /// The configuration as `key=value` fields for the metadata (read back by
+    /// [`RunConfig::from_fields`]).
     fn fields(&self) -> BTreeMap<&'static str, String> {
         let mut f = BTreeMap::new();
         f.insert("format", FORMAT.to_string());
@@ -232,38 +234,112 @@ impl RunConfig {
         f
     }
 
-    fn from_fields(f: &BTreeMap<String, String>, name: &str) -> Result<Self, CliError> {
-        let get = |key: &str| {
-            f.get(key).map(String::as_str).ok_or_else(|| {
-                CliError::BadFile(format!(
-                    "{name}: the checkpoint's configuration has no {key:?}"
-                ))
-            })
+    /// Reads the configuration [`RunConfig::fields`] wrote, checking every field in a fixed
+    /// order (the first bad one named); `name` (usually the path) starts every message.
+    fn from_fields(map: &BTreeMap<String, String>, name: &str) -> Result<Self, CliError> {
+        let fields = ConfigFields { map, name };
+        fields.check_format()?;
+        let stack = fields.stack()?;
+        let init = fields.init()?;
+        let sampling = fields.sampling()?;
+        let f64 = fields.is_f64()?;
+        let every = fields.int("checkpoint_every", 0, u64::MAX)?;
+        let sparse = fields.is_sparse()?;
+        let train_limit = fields.optional_size("train_limit", 1, u64::MAX)?;
+        let eval_samples = fields.optional_size("eval_samples", 1, u64::MAX)?;
+        // Checkpoints without the field had one replica.
+        let replicas = fields.optional_size("replicas", 1, 2)?.unwrap_or(1);
+        let config = RunConfig {
+            stack,
+            eval_samples,
+            replicas,
+            batch: fields.size("batch", 1, SIZE_LIMIT)?,
+            lr: fields.float("lr")?,
+            weight_decay: fields.float("weight_decay")?,
+            iters: fields.int("iters", 1, u64::MAX)?,
+            optimizer: fields.get("optimizer")?.to_string(),
+            init,
+            sampling,
+            seed: fields.int("seed", 0, u64::MAX)?,
+            f64,
+            backend: fields.get("backend")?.to_string(),
+            sparse,
+            train_len: fields.size("train_len", 1, u64::MAX)?,
+            train_limit,
+            checkpoint_every: (every > 0).then_some(every),
         };
-        let bad = |key: &str, value: &str, why: &str| {
+        fields.check_optimizer(&config)?;
+        Ok(config)
+    }
+}
+
+/// The largest width or batch a checkpoint may hold: the same bounds as the command-line
+/// flags (widths and batch fit in `u32`).
+const SIZE_LIMIT: u64 = u32::MAX as u64;
+
+/// A checkpoint's configuration fields, read with messages that name the file and the field.
+struct ConfigFields<'a> {
+    /// The `key=value` pairs of the metadata.
+    map: &'a BTreeMap<String, String>,
+    /// The file (usually its path), which starts every message.
+    name: &'a str,
+}
+
+impl<'a> ConfigFields<'a> {
+    /// The value of `key`, or an error saying the configuration has none.
+    fn get(&self, key: &str) -> Result<&'a str, CliError> {
+        self.map.get(key).map(String::as_str).ok_or_else(|| {
             CliError::BadFile(format!(
-                "{name}: configuration {key}={value:?} is invalid: {why}"
+                "{}: the checkpoint's configuration has no {key:?}",
+                self.name
             ))
-        };
-        let int = |key: &str, min: u64, max: u64| -> Result<u64, CliError> {
-            let v = get(key)?;
-            match v.parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(bad(
-                    key,
-                    v,
-                    &format!("expected an integer in {min}..={max}"),
-                )),
-            }
-        };
-        let float = |key: &str| -> Result<f64, CliError> {
-            let v = get(key)?;
-            match v.parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-                _ => Err(bad(key, v, "expected a finite number >= 0")),
-            }
-        };
-        match get("format")? {
+        })
+    }
+
+    /// The error for a field `key=value` refused because of `why`.
+    fn bad(&self, key: &str, value: &str, why: &str) -> CliError {
+        CliError::BadFile(format!(
+            "{}: configuration {key}={value:?} is invalid: {why}",
+            self.name
+        ))
+    }
+
+    /// `key` as an integer in `min..=max`.
+    fn int(&self, key: &str, min: u64, max: u64) -> Result<u64, CliError> {
+        let v = self.get(key)?;
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.bad(key, v, &format!("expected an integer in {min}..={max}"))),
+        }
+    }
+
+    /// `key` as an integer in `min..=max` that also fits this machine's `usize`.
+    fn size(&self, key: &str, min: u64, max: u64) -> Result<usize, CliError> {
+        let n = self.int(key, min, max)?;
+        usize::try_from(n).map_err(|_| self.bad(key, &n.to_string(), "too large for this machine"))
+    }
+
+    /// `key` read as [`ConfigFields::size`] if the configuration has it, else `None`.
+    fn optional_size(&self, key: &str, min: u64, max: u64) -> Result<Option<usize>, CliError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(_) => self.size(key, min, max).map(Some),
+        }
+    }
+
+    /// `key` as a finite number >= 0.
+    fn float(&self, key: &str) -> Result<f64, CliError> {
+        let v = self.get(key)?;
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(self.bad(key, v, "expected a finite number >= 0")),
+        }
+    }
+
+    /// Checks that `format` is a manabi checkpoint's and `version` the one this build reads.
+    fn check_format(&self) -> Result<(), CliError> {
+        let name = self.name;
+        match self.get("format")? {
             FORMAT => {}
             other => {
                 return Err(CliError::BadFile(format!(
@@ -271,7 +347,7 @@ impl RunConfig {
                 )));
             }
         }
-        match get("version")? {
+        match self.get("version")? {
             VERSION => {}
             other => {
                 return Err(CliError::BadFile(format!(
@@ -279,103 +355,95 @@ impl RunConfig {
                 )));
             }
         }
-        // The same bounds as the command-line flags: widths and batch fit in u32.
-        let limit = u64::from(u32::MAX);
-        let stack = match Stack::from_net_fields(f, name)? {
-            Some(stack) => stack,
-            None => {
-                let sizes_text = get("sizes")?;
-                let sizes: Vec<usize> = sizes_text
-                    .split(',')
-                    .map(|s| match s.parse::<u64>() {
-                        Ok(n) if (1..=limit).contains(&n) => usize::try_from(n).ok(),
-                        _ => None,
-                    })
-                    .collect::<Option<_>>()
-                    .filter(|v: &Vec<usize>| v.len() >= 2)
-                    .ok_or_else(|| {
-                        bad(
-                            "sizes",
-                            sizes_text,
-                            "expected two or more widths in 1..=4294967295",
-                        )
-                    })?;
-                let activation = get("activation")?;
-                let activation = activation_from_name(activation)
-                    .ok_or_else(|| bad("activation", activation, "expected relu or sigmoid"))?;
-                Stack::mlp(
-                    sizes[0],
-                    &sizes[1..sizes.len() - 1],
-                    sizes[sizes.len() - 1],
-                    activation,
+        Ok(())
+    }
+
+    /// The network: from `net` (and `input_shape`) when the configuration has it, else the
+    /// MLP of `sizes` and `activation`.
+    fn stack(&self) -> Result<Stack, CliError> {
+        match Stack::from_net_fields(self.map, self.name)? {
+            Some(stack) => Ok(stack),
+            None => self.mlp(),
+        }
+    }
+
+    /// The MLP of `sizes` (input, hidden widths, classes) and `activation`.
+    fn mlp(&self) -> Result<Stack, CliError> {
+        let sizes_text = self.get("sizes")?;
+        let sizes: Vec<usize> = sizes_text
+            .split(',')
+            .map(|s| match s.parse::<u64>() {
+                Ok(n) if (1..=SIZE_LIMIT).contains(&n) => usize::try_from(n).ok(),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .filter(|v: &Vec<usize>| v.len() >= 2)
+            .ok_or_else(|| {
+                self.bad(
+                    "sizes",
+                    sizes_text,
+                    "expected two or more widths in 1..=4294967295",
                 )
-            }
-        };
-        let init_text = get("init")?;
-        let init = init_from_name(init_text).ok_or_else(|| {
-            bad(
+            })?;
+        let activation = self.get("activation")?;
+        let activation = activation_from_name(activation)
+            .ok_or_else(|| self.bad("activation", activation, "expected relu or sigmoid"))?;
+        Ok(Stack::mlp(
+            sizes[0],
+            &sizes[1..sizes.len() - 1],
+            sizes[sizes.len() - 1],
+            activation,
+        ))
+    }
+
+    /// The weight initialisation, `init` (see [`init_from_name`]).
+    fn init(&self) -> Result<Init, CliError> {
+        let init_text = self.get("init")?;
+        init_from_name(init_text).ok_or_else(|| {
+            self.bad(
                 "init",
                 init_text,
                 "expected book, xavier, he or a positive scale",
             )
-        })?;
-        let sampling_text = get("sampling")?;
-        let sampling = Sampling::from_name(sampling_text)
-            .ok_or_else(|| bad("sampling", sampling_text, "expected random or shuffle"))?;
-        let f64 = match get("dtype")? {
-            "f32" => false,
-            "f64" => true,
-            other => return Err(bad("dtype", other, "expected f32 or f64")),
-        };
-        let to_usize = |key: &str, n: u64| {
-            usize::try_from(n).map_err(|_| bad(key, &n.to_string(), "too large for this machine"))
-        };
-        let every = int("checkpoint_every", 0, u64::MAX)?;
-        let sparse = match f.get("input").map(String::as_str) {
-            None | Some("dense") => false,
-            Some("sparse") => true,
-            Some(other) => return Err(bad("input", other, "expected dense or sparse")),
-        };
-        let train_limit = match f.get("train_limit") {
-            None => None,
-            Some(_) => Some(to_usize("train_limit", int("train_limit", 1, u64::MAX)?)?),
-        };
-        let eval_samples = match f.get("eval_samples") {
-            None => None,
-            Some(_) => Some(to_usize("eval_samples", int("eval_samples", 1, u64::MAX)?)?),
-        };
-        let replicas = match f.get("replicas") {
-            None => 1,
-            Some(_) => to_usize("replicas", int("replicas", 1, 2)?)?,
-        };
-        let config = RunConfig {
-            stack,
-            eval_samples,
-            replicas,
-            batch: to_usize("batch", int("batch", 1, limit)?)?,
-            lr: float("lr")?,
-            weight_decay: float("weight_decay")?,
-            iters: int("iters", 1, u64::MAX)?,
-            optimizer: get("optimizer")?.to_string(),
-            init,
-            sampling,
-            seed: int("seed", 0, u64::MAX)?,
-            f64,
-            backend: get("backend")?.to_string(),
-            sparse,
-            train_len: to_usize("train_len", int("train_len", 1, u64::MAX)?)?,
-            train_limit,
-            checkpoint_every: (every > 0).then_some(every),
-        };
+        })
+    }
+
+    /// How minibatches are drawn, `sampling`.
+    fn sampling(&self) -> Result<Sampling, CliError> {
+        let sampling_text = self.get("sampling")?;
+        Sampling::from_name(sampling_text)
+            .ok_or_else(|| self.bad("sampling", sampling_text, "expected random or shuffle"))
+    }
+
+    /// Whether `dtype` is f64 (else f32).
+    fn is_f64(&self) -> Result<bool, CliError> {
+        match self.get("dtype")? {
+            "f32" => Ok(false),
+            "f64" => Ok(true),
+            other => Err(self.bad("dtype", other, "expected f32 or f64")),
+        }
+    }
+
+    /// Whether `input` is sparse; checkpoints without the field were dense.
+    fn is_sparse(&self) -> Result<bool, CliError> {
+        match self.map.get("input").map(String::as_str) {
+            None | Some("dense") => Ok(false),
+            Some("sparse") => Ok(true),
+            Some(other) => Err(self.bad("input", other, "expected dense or sparse")),
+        }
+    }
+
+    /// Checks that the configuration's learning rate is positive and that its optimizer exists
+    /// and accepts its learning rate and weight decay.
+    fn check_optimizer(&self, config: &RunConfig) -> Result<(), CliError> {
         if config.lr <= 0.0 {
-            return Err(bad("lr", get("lr")?, "must be positive"));
+            return Err(self.bad("lr", self.get("lr")?, "must be positive"));
         }
         let opt = AnyOptimizer::<f64>::from_name(&config.optimizer, config.lr)
-            .map_err(|e| bad("optimizer", &config.optimizer, &e.to_string()))?;
+            .map_err(|e| self.bad("optimizer", &config.optimizer, &e.to_string()))?;
         opt.with_weight_decay(config.weight_decay)
             .validate()
-            .map_err(|e| bad("lr", &config.lr.to_string(), &e.to_string()))?;
-        Ok(config)
+            .map_err(|e| self.bad("lr", &config.lr.to_string(), &e.to_string()))
     }
 }
 
@@ -575,6 +643,7 @@ fn expect<'a>(
     Ok(t.data())
 }
 
+/// The little-endian `u64` words of a tensor's bytes.
 fn words(data: &[u8]) -> Vec<u64> {
     data.chunks_exact(8)
         .map(|c| {
@@ -583,6 +652,14 @@ fn words(data: &[u8]) -> Vec<u64> {
             u64::from_le_bytes(b)
         })
         .collect()
+}
+
+/// The first dimension of tensor `tensor` of `st`, or 0 if it is missing or has no dimension
+/// (so that [`expect`] names what is wrong with it).
+fn first_dim(st: &SafeTensors<'_>, tensor: &str) -> usize {
+    st.tensor(tensor)
+        .map(|t| t.shape().first().copied().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// Reads checkpoint bytes and checks them completely: the configuration in the metadata, then
@@ -617,9 +694,34 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     // The shapes matched, so the parameter count is what the file holds (no overflow).
     let param_len = found.params.len();
     let slots = config.slots()?;
+    let opt_state = read_opt_state(&st, name, dtype, slots, param_len)?;
+    let rng = read_rng(&st, name, "rng")?;
+    let dropout_rng = read_dropout_rng(&st, name, config.stack.has_dropout())?;
+    let batcher = read_batcher(&st, name, &config)?;
+    let progress = read_progress(&st, name, config.iters)?;
+    Ok(Checkpoint {
+        config,
+        progress,
+        params: found.params,
+        stats: found.stats,
+        opt_state,
+        rng,
+        dropout_rng,
+        batcher,
+    })
+}
+
+/// The `opt_state` tensor, `slots × param_len` values of `dtype` widened to f64, all finite.
+fn read_opt_state(
+    st: &SafeTensors<'_>,
+    name: &str,
+    dtype: Dtype,
+    slots: usize,
+    param_len: usize,
+) -> Result<Vec<f64>, CliError> {
     let state = model::floats(
         dtype,
-        expect(&st, name, "opt_state", dtype, &[slots, param_len])?,
+        expect(st, name, "opt_state", dtype, &[slots, param_len])?,
     );
     if let Some(i) = state.iter().position(|v| !v.is_finite()) {
         return Err(CliError::BadFile(format!(
@@ -627,27 +729,45 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
             state[i]
         )));
     }
-    let rng_words = words(expect(&st, name, "rng", Dtype::U64, &[4])?);
-    let rng = [rng_words[0], rng_words[1], rng_words[2], rng_words[3]];
-    Rng::from_state(rng).map_err(|e| CliError::BadFile(format!("{name}: tensor rng: {e}")))?;
-    let dropout_rng = if config.stack.has_dropout() {
-        let w = words(expect(&st, name, "dropout_rng", Dtype::U64, &[4])?);
-        let state = [w[0], w[1], w[2], w[3]];
-        Rng::from_state(state)
-            .map_err(|e| CliError::BadFile(format!("{name}: tensor dropout_rng: {e}")))?;
-        Some(state)
+    Ok(state)
+}
+
+/// The generator state in tensor `tensor` (four `u64` words, not all zero).
+fn read_rng(st: &SafeTensors<'_>, name: &str, tensor: &str) -> Result<[u64; 4], CliError> {
+    let w = words(expect(st, name, tensor, Dtype::U64, &[4])?);
+    let state = [w[0], w[1], w[2], w[3]];
+    Rng::from_state(state)
+        .map_err(|e| CliError::BadFile(format!("{name}: tensor {tensor}: {e}")))?;
+    Ok(state)
+}
+
+/// The Dropout generator's state: required for a network with Dropout, refused for one
+/// without.
+fn read_dropout_rng(
+    st: &SafeTensors<'_>,
+    name: &str,
+    has_dropout: bool,
+) -> Result<Option<[u64; 4]>, CliError> {
+    if has_dropout {
+        read_rng(st, name, "dropout_rng").map(Some)
     } else if st.tensor("dropout_rng").is_ok() {
-        return Err(CliError::BadFile(format!(
+        Err(CliError::BadFile(format!(
             "{name}: tensor dropout_rng in a checkpoint of a network without Dropout"
-        )));
+        )))
     } else {
-        None
-    };
-    let batcher_len = st
-        .tensor("batcher")
-        .map(|t| t.shape().first().copied().unwrap_or(0))
-        .unwrap_or(0);
-    let batcher_words = words(expect(&st, name, "batcher", Dtype::U64, &[batcher_len])?);
+        Ok(None)
+    }
+}
+
+/// The batcher's position, checked against the configuration's batch, training-set length and
+/// sampling and by [`Batcher::from_state`].
+fn read_batcher(
+    st: &SafeTensors<'_>,
+    name: &str,
+    config: &RunConfig,
+) -> Result<BatcherState, CliError> {
+    let batcher_len = first_dim(st, "batcher");
+    let batcher_words = words(expect(st, name, "batcher", Dtype::U64, &[batcher_len])?);
     let batcher = BatcherState::from_words(&batcher_words)
         .map_err(|e| CliError::BadFile(format!("{name}: tensor batcher: {e}")))?;
     if batcher.batch != config.batch
@@ -666,16 +786,39 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
     }
     Batcher::from_state(batcher.clone())
         .map_err(|e| CliError::BadFile(format!("{name}: tensor batcher: {e}")))?;
-    let iteration = words(expect(&st, name, "iteration", Dtype::U64, &[1])?)[0];
-    if iteration == 0 || iteration > config.iters {
+    Ok(batcher)
+}
+
+/// Where the run stands: `iteration` (in `1..=iters`), `loss_window`, `elapsed` and
+/// `metrics`, each checked against the iteration.
+fn read_progress(st: &SafeTensors<'_>, name: &str, iters: u64) -> Result<Progress, CliError> {
+    let iteration = words(expect(st, name, "iteration", Dtype::U64, &[1])?)[0];
+    if iteration == 0 || iteration > iters {
         return Err(CliError::BadFile(format!(
-            "{name}: tensor iteration is {iteration}, outside 1..={}",
-            config.iters
+            "{name}: tensor iteration is {iteration}, outside 1..={iters}"
         )));
     }
+    let (loss_sum, loss_count) = read_loss_window(st, name, iteration)?;
+    let elapsed = read_elapsed(st, name)?;
+    let metrics = read_metrics(st, name, iteration)?;
+    Ok(Progress {
+        iteration,
+        loss_sum,
+        loss_count,
+        elapsed,
+        metrics,
+    })
+}
+
+/// The `loss_window` tensor: a finite sum of losses and their count, at most `iteration`.
+fn read_loss_window(
+    st: &SafeTensors<'_>,
+    name: &str,
+    iteration: u64,
+) -> Result<(f64, u64), CliError> {
     let window = model::floats(
         Dtype::F64,
-        expect(&st, name, "loss_window", Dtype::F64, &[2])?,
+        expect(st, name, "loss_window", Dtype::F64, &[2])?,
     );
     let (loss_sum, count) = (window[0], window[1]);
     if !loss_sum.is_finite() || !(0.0..=iteration as f64).contains(&count) || count.fract() != 0.0 {
@@ -683,19 +826,31 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
             "{name}: tensor loss_window holds [{loss_sum}, {count}], not a finite sum and a count up to {iteration}"
         )));
     }
-    let elapsed = model::floats(Dtype::F64, expect(&st, name, "elapsed", Dtype::F64, &[1])?)[0];
+    Ok((loss_sum, count as u64))
+}
+
+/// The `elapsed` tensor: training seconds so far, finite and not negative.
+fn read_elapsed(st: &SafeTensors<'_>, name: &str) -> Result<f64, CliError> {
+    let elapsed = model::floats(Dtype::F64, expect(st, name, "elapsed", Dtype::F64, &[1])?)[0];
     if !(elapsed.is_finite() && elapsed >= 0.0) {
         return Err(CliError::BadFile(format!(
             "{name}: tensor elapsed holds {elapsed}, not a number of seconds"
         )));
     }
-    let rows = st
-        .tensor("metrics")
-        .map(|t| t.shape().first().copied().unwrap_or(0))
-        .unwrap_or(0);
+    Ok(elapsed)
+}
+
+/// The `metrics` tensor: one row per evaluation, each finite and taken at an iteration in
+/// `1..=iteration`.
+fn read_metrics(
+    st: &SafeTensors<'_>,
+    name: &str,
+    iteration: u64,
+) -> Result<Vec<MetricRow>, CliError> {
+    let rows = first_dim(st, "metrics");
     let values = model::floats(
         Dtype::F64,
-        expect(&st, name, "metrics", Dtype::F64, &[rows, METRIC_COLUMNS])?,
+        expect(st, name, "metrics", Dtype::F64, &[rows, METRIC_COLUMNS])?,
     );
     let mut metrics = Vec::with_capacity(rows);
     for (r, row) in values.chunks_exact(METRIC_COLUMNS).enumerate() {
@@ -716,20 +871,5 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Checkpoint, CliError> {
             elapsed: row[5],
         });
     }
-    Ok(Checkpoint {
-        config,
-        progress: Progress {
-            iteration,
-            loss_sum,
-            loss_count: count as u64,
-            elapsed,
-            metrics,
-        },
-        params: found.params,
-        stats: found.stats,
-        opt_state: state,
-        rng,
-        dropout_rng,
-        batcher,
-    })
+    Ok(metrics)
 }

@@ -319,8 +319,12 @@ fn summary(
     s
 }
 
+/// The colour of the run with the technique (batch-norm) and of training accuracy (the
+/// overfitting runs).
 const BLUE: RGBColor = RGBColor(31, 119, 180);
+/// The colour of test accuracy (the overfitting runs).
 const ORANGE: RGBColor = RGBColor(230, 110, 20);
+/// The colour of the run without the technique (batch-norm).
 const GREY: RGBColor = RGBColor(110, 110, 110);
 
 /// The figure: for batch-norm the book's 4×4 grid of training accuracy (BatchNorm solid,
@@ -332,71 +336,94 @@ fn draw(
     results: &[Outcome],
     path: &Path,
 ) -> Result<(), CliError> {
+    let mut panels = empty_panels(runs);
+    for (r, outcome) in runs.iter().zip(results) {
+        let panel = &mut panels[r.panel];
+        match name {
+            ExperimentName::BatchNorm => add_batch_norm_line(panel, r, outcome),
+            ExperimentName::WeightDecay | ExperimentName::Dropout => {
+                add_train_test_lines(panel, r, outcome);
+            }
+        }
+    }
+    let (title, cols, cell) = figure_layout(name, epochs);
+    draw_panels_atomically(path, &title, &panels, cols, cell)
+}
+
+/// One panel without caption or lines per chart the runs name, the legend on the last.
+fn empty_panels(runs: &[Run]) -> Vec<Panel> {
     let panels_n = runs.iter().map(|r| r.panel + 1).max().unwrap_or(0);
-    let mut panels: Vec<Panel> = (0..panels_n)
+    (0..panels_n)
         .map(|k| Panel {
             caption: String::new(),
             lines: Vec::new(),
             legend: k + 1 == panels_n,
         })
-        .collect();
-    let curve = |rows: &[MetricRow], f: fn(&MetricRow) -> f64| -> Vec<(f64, f64)> {
-        rows.iter().map(|m| (m.epoch, f(m))).collect()
-    };
-    for (r, outcome) in runs.iter().zip(results) {
-        let panel = &mut panels[r.panel];
-        let rows = outcome.rows();
-        match name {
-            ExperimentName::BatchNorm => {
-                let scale = r.label.rsplit_once("w=").map_or("", |(_, w)| w);
-                if panel.caption.is_empty() {
-                    panel.caption = format!("W: {scale}");
-                }
-                if let Some(at) = outcome.diverged_at() {
-                    let who = if r.with_technique {
-                        "BatchNorm"
-                    } else {
-                        "without"
-                    };
-                    panel.caption = format!("{} ({who} {at})", panel.caption);
-                }
-                panel.lines.push(Line {
-                    label: if r.with_technique {
-                        "BatchNorm".into()
-                    } else {
-                        "without".into()
-                    },
-                    color: if r.with_technique { BLUE } else { GREY },
-                    dashed: !r.with_technique,
-                    points: curve(rows, |m| m.train_acc),
-                });
-            }
-            ExperimentName::WeightDecay | ExperimentName::Dropout => {
-                panel.caption = match (outcome.diverged_at(), rows.last()) {
-                    (Some(at), _) => format!("{}: {at}", r.label),
-                    (None, Some(m)) => format!(
-                        "{}: train {:.3}, test {:.3}",
-                        r.label, m.train_acc, m.test_acc
-                    ),
-                    (None, None) => r.label.clone(),
-                };
-                panel.legend = true;
-                panel.lines.push(Line {
-                    label: "train".into(),
-                    color: BLUE,
-                    dashed: false,
-                    points: curve(rows, |m| m.train_acc),
-                });
-                panel.lines.push(Line {
-                    label: "test".into(),
-                    color: ORANGE,
-                    dashed: false,
-                    points: curve(rows, |m| m.test_acc),
-                });
-            }
-        }
+        .collect()
+}
+
+/// (epoch, `f` of the row) for each evaluation.
+fn curve(rows: &[MetricRow], f: fn(&MetricRow) -> f64) -> Vec<(f64, f64)> {
+    rows.iter().map(|m| (m.epoch, f(m))).collect()
+}
+
+/// Adds a batch-norm run's training accuracy to its weight scale's panel (solid with
+/// BatchNorm, dashed without), captioned with the scale and where a run diverged.
+fn add_batch_norm_line(panel: &mut Panel, r: &Run, outcome: &Outcome) {
+    let scale = r.label.rsplit_once("w=").map_or("", |(_, w)| w);
+    if panel.caption.is_empty() {
+        panel.caption = format!("W: {scale}");
     }
-    let (title, cols, cell) = match name {
+    if let Some(at) = outcome.diverged_at() {
+        let who = if r.with_technique {
+            "BatchNorm"
+        } else {
+            "without"
+        };
+        panel.caption = format!("{} ({who} {at})", panel.caption);
+    }
+    panel.lines.push(Line {
+        label: if r.with_technique {
+            "BatchNorm".into()
+        } else {
+            "without".into()
+        },
+        color: if r.with_technique { BLUE } else { GREY },
+        dashed: !r.with_technique,
+        points: curve(outcome.rows(), |m| m.train_acc),
+    });
+}
+
+/// Fills an overfitting run's own panel: its train and test accuracy, with a legend,
+/// captioned with the final accuracies or where it diverged.
+fn add_train_test_lines(panel: &mut Panel, r: &Run, outcome: &Outcome) {
+    let rows = outcome.rows();
+    panel.caption = match (outcome.diverged_at(), rows.last()) {
+        (Some(at), _) => format!("{}: {at}", r.label),
+        (None, Some(m)) => format!(
+            "{}: train {:.3}, test {:.3}",
+            r.label, m.train_acc, m.test_acc
+        ),
+        (None, None) => r.label.clone(),
+    };
+    panel.legend = true;
+    panel.lines.push(Line {
+        label: "train".into(),
+        color: BLUE,
+        dashed: false,
+        points: curve(rows, |m| m.train_acc),
+    });
+    panel.lines.push(Line {
+        label: "test".into(),
+        color: ORANGE,
+        dashed: false,
+        points: curve(rows, |m| m.test_acc),
+    });
+}
+
+/// The figure's title, columns and cell size in pixels.
+fn figure_layout(name: ExperimentName, epochs: u64) -> (String, usize, (u32, u32)) {
+    match name {
         ExperimentName::BatchNorm => (
             format!(
                 "BatchNorm against none: training accuracy over {epochs} epochs of 1,000 images, SGD lr 0.01"
@@ -414,9 +441,20 @@ fn draw(
             2,
             (520, 380),
         ),
-    };
+    }
+}
+
+/// [`chart::draw_panels`] into a temporary file next to `path`, renamed over `path` once
+/// drawn (and removed if anything fails), so a failure never leaves a partial figure.
+fn draw_panels_atomically(
+    path: &Path,
+    title: &str,
+    panels: &[Panel],
+    cols: usize,
+    cell: (u32, u32),
+) -> Result<(), CliError> {
     let tmp = path.with_extension(format!("tmp-{}.png", std::process::id()));
-    chart::draw_panels(&tmp, &title, &panels, cols, cell)
+    chart::draw_panels(&tmp, title, panels, cols, cell)
         .and_then(|()| {
             std::fs::rename(&tmp, path)
                 .map_err(|e| CliError::Output(format!("writing {}: {e}", path.display())))

@@ -22,6 +22,7 @@ use manabi_layers::SparseBatch;
 use manabi_matmul::Gemm;
 use manabi_tensor::{Csr, CsrBuf, Real, Rng};
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::Scope;
 
@@ -51,6 +52,18 @@ struct Running {
     correct: [usize; 2],
 }
 
+impl Running {
+    /// The metrics row with the training and test accuracies counted over `evals`.
+    fn finished_row(&self, evals: &TrainTest) -> MetricRow {
+        let accuracy = |c: usize, len: usize| c as f64 / len.max(1) as f64;
+        MetricRow {
+            train_acc: accuracy(self.correct[0], evals.train.len()),
+            test_acc: accuracy(self.correct[1], evals.test.len()),
+            ..self.row
+        }
+    }
+}
+
 /// One batch's indices and the buffers its samples and labels are copied into: dense rows,
 /// or compressed rows and their transpose.
 pub struct Batch<T> {
@@ -62,6 +75,30 @@ pub struct Batch<T> {
 }
 
 impl<T: Real> Batch<T> {
+    /// Buffers for a batch of up to `batch` samples of `features` values, holding no rows
+    /// yet: dense rows, or, if `sparse`, compressed rows and their transpose.
+    ///
+    /// # Errors
+    /// If the sparse buffers cannot be sized (a batch too large for `u32` offsets).
+    fn new(batch: usize, features: usize, sparse: bool) -> Result<Self, CliError> {
+        let sparse = if sparse {
+            Some((CsrBuf::new(batch, features)?, CsrBuf::new(features, batch)?))
+        } else {
+            None
+        };
+        Ok(Batch {
+            indices: vec![0; batch],
+            x: if sparse.is_some() {
+                Vec::new()
+            } else {
+                vec![T::ZERO; batch * features]
+            },
+            sparse,
+            labels: vec![0; batch],
+            rows: 0,
+        })
+    }
+
     /// The samples, `rows × features` values; empty when the batch is sparse.
     pub fn x(&self) -> &[T] {
         &self.x[..self.x.len().min(self.rows * self.features())]
@@ -136,115 +173,31 @@ impl<T: Real + Send> Feeder<T> {
         rows: Option<(Csr<'env, T>, Csr<'env, T>)>,
         batch: usize,
         first: u64,
-        mut evaluator: Evaluator<T>,
+        evaluator: Evaluator<T>,
         mm: &'env G,
         finished: mpsc::Sender<MetricRow>,
     ) -> Result<Self, CliError> {
         let features = sets.train.features();
         let free = (0..DEPTH)
-            .map(|_| {
-                let sparse = if rows.is_some() {
-                    Some((CsrBuf::new(batch, features)?, CsrBuf::new(features, batch)?))
-                } else {
-                    None
-                };
-                Ok(Batch {
-                    indices: vec![0; batch],
-                    x: if sparse.is_some() {
-                        Vec::new()
-                    } else {
-                        vec![T::ZERO; batch * features]
-                    },
-                    sparse,
-                    labels: vec![0; batch],
-                    rows: 0,
-                })
-            })
+            .map(|_| Batch::new(batch, features, rows.is_some()))
             .collect::<Result<Vec<_>, CliError>>()?;
         // Bounded channels hold their slots from the start (an unbounded one allocates a
         // block every few dozen messages); at most DEPTH batches exist, so sends never wait.
         let (requests, queue) = mpsc::sync_channel::<Job<T>>(DEPTH + EVAL_SLOTS);
         let (filled, ready) = mpsc::sync_channel::<Batch<T>>(DEPTH);
-        scope.spawn(move || {
-            let mut waiting: VecDeque<(MetricRow, Vec<T>)> = VecDeque::new();
-            let mut running: Option<Running> = None;
-            loop {
-                // Every waiting message first; block only when there is nothing else to do.
-                let job = if running.is_none() && waiting.is_empty() {
-                    match queue.recv() {
-                        Ok(job) => Some(job),
-                        Err(_) => break,
-                    }
-                } else {
-                    match queue.try_recv() {
-                        Ok(job) => Some(job),
-                        Err(TryRecvError::Empty) => None,
-                        Err(TryRecvError::Disconnected) => break,
-                    }
-                };
-                match job {
-                    Some(Job::Gather(mut b)) => {
-                        let indices = &b.indices[..b.rows];
-                        match (&mut b.sparse, rows) {
-                            (Some((x, xt)), Some((all, _))) => {
-                                let labels = sets.train.labels();
-                                gather_rows(all, labels, indices, x, &mut b.labels);
-                                xt.transpose_from(x.view());
-                            }
-                            _ => gather(&sets.train, indices, &mut b.x, &mut b.labels),
-                        }
-                        if filled.send(b).is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Some(Job::Evaluate(row, params)) => {
-                        waiting.push_back((row, params));
-                        continue;
-                    }
-                    None => {}
-                }
-                if running.is_none()
-                    && let Some((row, params)) = waiting.pop_front()
-                {
-                    evaluator.load(&params);
-                    running = Some(Running {
-                        row,
-                        set: 0,
-                        first: 0,
-                        correct: [0; 2],
-                    });
-                }
-                let Some(r) = running.as_mut() else {
-                    continue;
-                };
-                let data = if r.set == 0 {
-                    &evals.train
-                } else {
-                    &evals.test
-                };
-                let sparse = rows.map(|(train, test)| if r.set == 0 { train } else { test });
-                let (n, right) = evaluator.correct_rows(mm, data, sparse, r.first);
-                r.correct[r.set] += right;
-                r.first += n;
-                if r.first >= data.len() || n == 0 {
-                    r.set += 1;
-                    r.first = 0;
-                }
-                if r.set == 2 {
-                    let accuracy = |c: usize, len: usize| c as f64 / len.max(1) as f64;
-                    let row = MetricRow {
-                        train_acc: accuracy(r.correct[0], evals.train.len()),
-                        test_acc: accuracy(r.correct[1], evals.test.len()),
-                        ..r.row
-                    };
-                    running = None;
-                    if finished.send(row).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        let worker = Worker {
+            queue,
+            sets,
+            rows,
+            filled,
+            evaluator,
+            evals,
+            mm,
+            finished,
+            waiting: VecDeque::new(),
+            running: None,
+        };
+        scope.spawn(move || worker.run());
         Ok(Self {
             requests,
             ready,
@@ -304,5 +257,129 @@ impl<T: Real + Send> Feeder<T> {
     /// Returns a batch's buffers for the next request.
     pub fn give_back(&mut self, b: Batch<T>) {
         self.free.push(b);
+    }
+}
+
+/// The worker thread: its ends of the channels, the sets it reads, and the evaluations
+/// waiting or under way.
+struct Worker<'env, T, G> {
+    /// Gather and evaluation requests from the training thread.
+    queue: mpsc::Receiver<Job<T>>,
+    /// The sets batches are gathered from.
+    sets: &'env TrainTest,
+    /// Both sets as compressed rows, for sparse input.
+    rows: Option<(Csr<'env, T>, Csr<'env, T>)>,
+    /// Where gathered batches go back, in the order they were requested.
+    filled: mpsc::SyncSender<Batch<T>>,
+    /// The inference network that evaluates snapshots.
+    evaluator: Evaluator<T>,
+    /// The sets evaluations read.
+    evals: &'env TrainTest,
+    /// The backend evaluations multiply with.
+    mm: &'env G,
+    /// Where finished metrics rows go.
+    finished: mpsc::Sender<MetricRow>,
+    /// Snapshots not started yet, oldest first.
+    waiting: VecDeque<(MetricRow, Vec<T>)>,
+    /// The evaluation under way.
+    running: Option<Running>,
+}
+
+impl<T: Real, G: Gemm<T>> Worker<'_, T, G> {
+    /// Serves requests until the training thread hangs up or stops taking results: every
+    /// waiting message first (a batch is gathered as soon as it is asked for), one chunk of
+    /// an evaluation when no message waits, and a blocking wait only when there is nothing
+    /// else to do.
+    fn run(mut self) {
+        loop {
+            let flow = match self.next_job() {
+                Err(mpsc::RecvError) => break,
+                Ok(Some(Job::Gather(b))) => self.gather_batch(b),
+                Ok(Some(Job::Evaluate(row, weights))) => {
+                    self.waiting.push_back((row, weights));
+                    ControlFlow::Continue(())
+                }
+                Ok(None) => self.evaluate_chunk(),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+    }
+
+    /// The next request: waited for when no evaluation is running or waiting, else taken only
+    /// if one is already there (`None` if not). `Err` once the training thread has hung up.
+    fn next_job(&self) -> Result<Option<Job<T>>, mpsc::RecvError> {
+        if self.running.is_none() && self.waiting.is_empty() {
+            self.queue.recv().map(Some)
+        } else {
+            match self.queue.try_recv() {
+                Ok(job) => Ok(Some(job)),
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => Err(mpsc::RecvError),
+            }
+        }
+    }
+
+    /// Copies the samples and labels of `b`'s indices into its buffers and sends it back;
+    /// `Break` if the training thread no longer takes batches.
+    fn gather_batch(&self, mut b: Batch<T>) -> ControlFlow<()> {
+        let indices = &b.indices[..b.rows];
+        match (&mut b.sparse, self.rows) {
+            (Some((x, xt)), Some((all, _))) => {
+                let labels = self.sets.train.labels();
+                gather_rows(all, labels, indices, x, &mut b.labels);
+                xt.transpose_from(x.view());
+            }
+            _ => gather(&self.sets.train, indices, &mut b.x, &mut b.labels),
+        }
+        if self.filled.send(b).is_err() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// Starts the oldest waiting evaluation if none is under way, then evaluates the next
+    /// chunk of rows of the one under way, sending its metrics row once both sets are done;
+    /// `Break` if the row cannot be sent.
+    fn evaluate_chunk(&mut self) -> ControlFlow<()> {
+        if self.running.is_none()
+            && let Some((row, weights)) = self.waiting.pop_front()
+        {
+            self.evaluator.load(&weights);
+            self.running = Some(Running {
+                row,
+                set: 0,
+                first: 0,
+                correct: [0; 2],
+            });
+        }
+        let Some(r) = self.running.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let data = if r.set == 0 {
+            &self.evals.train
+        } else {
+            &self.evals.test
+        };
+        let sparse = self
+            .rows
+            .map(|(train, test)| if r.set == 0 { train } else { test });
+        let (n, right) = self.evaluator.correct_rows(self.mm, data, sparse, r.first);
+        r.correct[r.set] += right;
+        r.first += n;
+        if r.first >= data.len() || n == 0 {
+            r.set += 1;
+            r.first = 0;
+        }
+        if r.set == 2 {
+            let row = r.finished_row(self.evals);
+            self.running = None;
+            if self.finished.send(row).is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use common::{data_dir, final_accuracy, run as manabi, s, scratch, text};
 use image::{GrayImage, Luma};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The tensor shapes in a safetensors header.
 fn shapes(path: &Path) -> Vec<(String, Vec<usize>)> {
@@ -35,9 +35,28 @@ fn drawn(test: &manabi_data::Dataset, i: usize) -> GrayImage {
     })
 }
 
+/// A short SimpleConvNet run trains to the naive backend's accuracy, saves PyTorch-shaped
+/// weights that `eval` scores alike, resumes to the same bytes, and `manabi predict` reads
+/// pictures of test digits (and names the files it cannot read).
 #[test]
 fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     let dir = scratch("simple-cnn");
+    let acc = train_simple_cnn(&dir);
+    let weights = dir.join("model.safetensors");
+    assert_pytorch_shapes(&weights);
+    assert_eval_reports(&weights, acc);
+    assert_resume_ends_on_the_same_bytes(&dir, &weights);
+    let sets = manabi_data::load(&data_dir(), manabi_data::Verify::Mnist).unwrap();
+    let pics = dir.join("pictures");
+    let files = draw_test_digits(&pics, &sets.test);
+    assert_predictions_are_the_labels(&weights, &files, &sets.test);
+    assert_bad_pictures_are_named(&weights, &pics, &files[1]);
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Trains the book's SimpleConvNet for 300 iterations into `dir`, checkpointing at 150, and
+/// checks the network line and the final accuracy; returns that accuracy.
+fn train_simple_cnn(dir: &Path) -> f64 {
     let train = [
         "train",
         "--model",
@@ -49,7 +68,7 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
         "--checkpoint-every",
         "150",
         "--out",
-        s(&dir),
+        s(dir),
     ];
     let r = manabi(&train);
     let out = text(&r);
@@ -62,10 +81,14 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     // to run here; gemm, the default, and matrixmultiply ended equal when it was recorded).
     let acc = final_accuracy(&out);
     common::assert_near_naive("simple-cnn, 300 iterations", acc, 0.9441);
-    let weights = dir.join("model.safetensors");
+    acc
+}
+
+/// The saved weights have PyTorch's shapes: filters `[out, in, kh, kw]`, affine `[in, out]`.
+fn assert_pytorch_shapes(weights: &Path) {
     let expect = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
     assert_eq!(
-        shapes(&weights),
+        shapes(weights),
         [
             expect("W1", &[30, 1, 5, 5]),
             expect("W2", &[4320, 100]),
@@ -75,25 +98,33 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
             expect("b3", &[10]),
         ]
     );
-    // `eval` on the saved file reports the same accuracy over the whole test set.
-    let e = manabi(&["eval", "--weights", s(&weights)]);
+}
+
+/// `eval` on the saved file reports the same accuracy, `acc`, over the whole test set.
+fn assert_eval_reports(weights: &Path, acc: f64) {
+    let e = manabi(&["eval", "--weights", s(weights)]);
     assert!(e.status.success(), "{}", text(&e));
     assert!(
         text(&e).contains(&format!("test accuracy {acc:.4}")),
         "{}",
         text(&e)
     );
-    // Resuming from the checkpoint of iteration 150 ends on the same bytes.
-    let first = fs::read(&weights).unwrap();
-    let r = manabi(&["train", "--resume", s(&dir)]);
+}
+
+/// Resuming the run in `dir` from the checkpoint of iteration 150 ends on the same bytes of
+/// `weights`.
+fn assert_resume_ends_on_the_same_bytes(dir: &Path, weights: &Path) {
+    let first = fs::read(weights).unwrap();
+    let r = manabi(&["train", "--resume", s(dir)]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(text(&r).contains("at iteration 150 of 300"), "{}", text(&r));
-    assert_eq!(fs::read(&weights).unwrap(), first);
+    assert_eq!(fs::read(weights).unwrap(), first);
+}
 
-    // Pictures of the first 20 test digits, drawn dark on white at another size; one PGM.
-    let sets = manabi_data::load(&data_dir(), manabi_data::Verify::Mnist).unwrap();
-    let pics = dir.join("pictures");
-    fs::create_dir_all(&pics).unwrap();
+/// Pictures of the first 20 test digits in `pics` (created), drawn dark on white at another
+/// size: `0.pgm`, then `1.png` to `19.png`. Returns their paths in order.
+fn draw_test_digits(pics: &Path, test: &manabi_data::Dataset) -> Vec<PathBuf> {
+    fs::create_dir_all(pics).unwrap();
     let mut files = Vec::new();
     for i in 0..20 {
         let path = pics.join(if i == 0 {
@@ -101,10 +132,20 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
         } else {
             format!("{i}.png")
         });
-        drawn(&sets.test, i).save(&path).unwrap();
+        drawn(test, i).save(&path).unwrap();
         files.push(path);
     }
-    let mut args = vec!["predict", "--weights", s(&weights)];
+    files
+}
+
+/// `manabi predict` reads the pictures of the first 20 test digits, `files`, as the test
+/// set's labels but one, each line naming its file with a probability of at least a tenth.
+fn assert_predictions_are_the_labels(
+    weights: &Path,
+    files: &[PathBuf],
+    test: &manabi_data::Dataset,
+) {
+    let mut args = vec!["predict", "--weights", s(weights)];
     args.extend(files.iter().map(|f| s(f)));
     let p = manabi(&args);
     let out = String::from_utf8_lossy(&p.stdout).into_owned();
@@ -131,12 +172,15 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
     // The test set's first 20 labels but one: test image 8, a 5, drawn and re-centred, reads
     // as a 6 (with probability 0.84; the least sure answer, image 2's, has 0.63, so rounding
     // differences between backends cannot flip one).
-    let mut want = sets.test.labels()[..20].to_vec();
+    let mut want = test.labels()[..20].to_vec();
     assert_eq!(want[8], 5);
     want[8] = 6;
     assert_eq!(predicted, want, "{out}");
+}
 
-    // A file that is not a picture, and a blank picture: one clear line each, naming it.
+/// A file that is not a picture, and a blank picture, written to `pics`: `manabi predict`
+/// given either after the good picture `good` fails with one clear line naming it.
+fn assert_bad_pictures_are_named(weights: &Path, pics: &Path, good: &Path) {
     let junk = pics.join("junk.png");
     fs::write(&junk, b"not a png at all").unwrap();
     let blank = pics.join("blank.png");
@@ -144,13 +188,12 @@ fn a_short_simple_cnn_run_trains_saves_resumes_and_predicts() {
         .save(&blank)
         .unwrap();
     for (bad, says) in [(&junk, "decoding"), (&blank, "blank")] {
-        let r = manabi(&["predict", "--weights", s(&weights), s(&files[1]), s(bad)]);
+        let r = manabi(&["predict", "--weights", s(weights), s(good), s(bad)]);
         assert!(!r.status.success());
         let err = String::from_utf8_lossy(&r.stderr).into_owned();
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(s(bad)) && err.contains(says), "{err}");
     }
-    let _ = fs::remove_dir_all(dir);
 }
 
 /// With two threads a convolutional net trains data-parallel: each batch in two halves, the

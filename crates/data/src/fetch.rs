@@ -227,6 +227,30 @@ fn download(
     file: &str,
     progress: &mut dyn FnMut(FetchEvent<'_>),
 ) -> Result<PathBuf, Failure> {
+    let (mut body, total) = request(agent, url, file, progress)?;
+    let (mut part, mut out) = create_part(dir, file).map_err(Failure::Local)?;
+    let (done, head) = copy_body(&mut body, &mut out, &part.path, file, total, progress)?;
+    out.sync_all().map_err(local(&part.path))?;
+    drop(out);
+    verify(&part.path, f)?;
+    let gzip = done >= 2 && head == [0x1f, 0x8b];
+    move_into_place(&mut part, dir, f, gzip)
+}
+
+/// Maps an I/O error on `path`, in our own directory, to [`Failure::Local`].
+fn local(path: &Path) -> impl FnOnce(io::Error) -> Failure {
+    let path = path.to_path_buf();
+    move |source| Failure::Local(DataError::Io { path, source })
+}
+
+/// Requests `url` and reports [`FetchEvent::Start`]: the response body, read at most
+/// [`MAX_DOWNLOAD`] bytes, and the size the server announced (refused if above the limit).
+fn request(
+    agent: &ureq::Agent,
+    url: &str,
+    file: &str,
+    progress: &mut dyn FnMut(FetchEvent<'_>),
+) -> Result<(ureq::BodyReader<'static>, Option<u64>), Failure> {
     let response = agent
         .get(url)
         .call()
@@ -239,17 +263,25 @@ fn download(
         )));
     }
     progress(FetchEvent::Start { file, url, total });
-    let mut body = response
+    let body = response
         .into_body()
         .into_with_config()
         .limit(MAX_DOWNLOAD)
         .reader();
+    Ok((body, total))
+}
 
-    let (mut part, mut out) = create_part(dir, file).map_err(Failure::Local)?;
-    let local = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Failure::Local(DataError::Io { path, source })
-    };
+/// Copies `body` into `out`, the temporary file at `part_path`, reporting
+/// [`FetchEvent::Progress`] after each chunk: the bytes copied and the first two of them
+/// (which tell gzip from raw).
+fn copy_body(
+    body: &mut impl Read,
+    out: &mut File,
+    part_path: &Path,
+    file: &str,
+    total: Option<u64>,
+    progress: &mut dyn FnMut(FetchEvent<'_>),
+) -> Result<(u64, [u8; 2]), Failure> {
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     let mut head = [0u8; 2];
@@ -264,30 +296,42 @@ fn download(
         let have = usize::try_from(done).unwrap_or(2).min(2);
         let take = (2 - have).min(n);
         head[have..have + take].copy_from_slice(&buf[..take]);
-        out.write_all(&buf[..n]).map_err(local(&part.path))?;
+        out.write_all(&buf[..n]).map_err(local(part_path))?;
         done += n as u64;
         progress(FetchEvent::Progress { file, done, total });
     }
-    out.sync_all().map_err(local(&part.path))?;
-    drop(out);
+    Ok((done, head))
+}
 
-    if let Err(e) = read_checked(&part.path, Role::Any, Some(f.sha256)) {
-        let reason = match e {
-            DataError::Checksum { got, .. } => format!(
-                "content does not match the MNIST digest (SHA-256 {got}, expected {})",
-                f.sha256
-            ),
-            DataError::Idx { source, .. } => format!("not a valid IDX file: {source}"),
-            DataError::Io { source, .. } => format!("unreadable download: {source}"),
-            DataError::Gzip { source, .. } => {
-                format!("damaged or incomplete gzip download: {source}")
-            }
-            other => other.to_string(),
-        };
-        return Err(Failure::Mirror(reason));
-    }
+/// Checks the download at `path` as [`read_checked`] does against `f`'s digest; if it fails,
+/// the mirror's failure says why in one line.
+fn verify(path: &Path, f: &MnistFile) -> Result<(), Failure> {
+    let Err(e) = read_checked(path, Role::Any, Some(f.sha256)) else {
+        return Ok(());
+    };
+    let reason = match e {
+        DataError::Checksum { got, .. } => format!(
+            "content does not match the MNIST digest (SHA-256 {got}, expected {})",
+            f.sha256
+        ),
+        DataError::Idx { source, .. } => format!("not a valid IDX file: {source}"),
+        DataError::Io { source, .. } => format!("unreadable download: {source}"),
+        DataError::Gzip { source, .. } => {
+            format!("damaged or incomplete gzip download: {source}")
+        }
+        other => other.to_string(),
+    };
+    Err(Failure::Mirror(reason))
+}
 
-    let gzip = done >= 2 && head == [0x1f, 0x8b];
+/// Renames the verified download `part` to its final name in `dir` (`<name>.gz` when the
+/// bytes are `gzip`, else `<name>`) and makes the rename durable; returns the final path.
+fn move_into_place(
+    part: &mut PartFile,
+    dir: &Path,
+    f: &MnistFile,
+    gzip: bool,
+) -> Result<PathBuf, Failure> {
     let gz_path = dir.join(format!("{}.gz", f.name));
     let final_path = if gzip {
         gz_path.clone()
