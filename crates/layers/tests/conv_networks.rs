@@ -154,7 +154,7 @@ fn fused_sgd_on_a_cnn_matches_backprop_then_update() {
 }
 
 #[test]
-fn the_text_form_round_trips_and_names_bad_sizes() {
+fn the_text_form_round_trips() {
     for (text, spec) in [
         (
             "conv:30@5x5",
@@ -208,6 +208,10 @@ fn the_text_form_round_trips_and_names_bad_sizes() {
     }
     // A square window may be written once.
     assert_eq!(Spec::parse("conv:4@3").unwrap().to_string(), "conv:4@3x3");
+}
+
+#[test]
+fn bad_text_and_sizes_that_do_not_fit_are_named_errors() {
     for bad in [
         "conv",
         "conv:30",
