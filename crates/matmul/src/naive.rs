@@ -23,58 +23,79 @@ impl<T: Real> Gemm<T> for Naive {
             return;
         }
         scale(beta, &mut c);
-        let (a_rs, a_cs) = a.strides();
-        let (a_data, b_data, b_ld) = (a.data(), b.data(), b.row_stride());
-        for i in 0..m {
-            let c_row = c.row_mut(i);
-            if !b.is_transposed() {
-                // Eight columns of the row at a time, summed in registers over p: the
-                // additions are those of `C[i, j] += (α·A[i, p])·B[p, j]` for p in order,
-                // so the bits are those of the plain i-k-j loop, without loading and storing
-                // C at every p (which costs a Cortex-M4F most in a convolution's long products).
-                let mut j = 0;
-                while j + BLOCK <= n {
-                    let mut acc: [T; BLOCK] = core::array::from_fn(|t| c_row[j + t]);
-                    for p in 0..k {
-                        let a_ip = alpha * a_data[i * a_rs + p * a_cs];
-                        let b_part = &b_data[p * b_ld + j..p * b_ld + j + BLOCK];
-                        for (acc_t, &b_pj) in acc.iter_mut().zip(b_part) {
-                            *acc_t += a_ip * b_pj;
-                        }
-                    }
-                    c_row[j..j + BLOCK].copy_from_slice(&acc);
-                    j += BLOCK;
-                }
-                for (jj, c_ij) in c_row.iter_mut().enumerate().skip(j) {
-                    let mut acc = *c_ij;
-                    for p in 0..k {
-                        acc += alpha * a_data[i * a_rs + p * a_cs] * b_data[p * b_ld + jj];
-                    }
-                    *c_ij = acc;
-                }
-            } else if let Some(a_row) = a.row(i) {
-                for (j, c_ij) in c_row.iter_mut().enumerate() {
-                    // op(B)[p, j] is stored at row j, column p.
-                    let b_col = &b_data[j * b_ld..j * b_ld + k];
-                    let dot: T = a_row.iter().zip(b_col).map(|(&x, &y)| x * y).sum();
-                    *c_ij += alpha * dot;
-                }
-            } else {
-                for (j, c_ij) in c_row.iter_mut().enumerate() {
-                    let b_col = &b_data[j * b_ld..j * b_ld + k];
-                    let dot: T = b_col
-                        .iter()
-                        .enumerate()
-                        .map(|(p, &y)| a_data[i * a_rs + p * a_cs] * y)
-                        .sum();
-                    *c_ij += alpha * dot;
-                }
-            }
+        // `x·1` is `x` exactly: with α = 1 (every layer's forward product) the products leave
+        // the multiplication out, the same bits in fewer operations. A caller that inlines the
+        // call folds it anyway; one that does not (a soft-float core pays ~50 instructions
+        // for each) gets it here.
+        if alpha == T::ONE {
+            products::<T, false>(alpha, a, b, &mut c, (m, k, n));
+        } else {
+            products::<T, true>(alpha, a, b, &mut c, (m, k, n));
         }
     }
 
     fn name(&self) -> &'static str {
         "naive"
+    }
+}
+
+/// `C += α·op(A)·op(B)` in the reference order, `C` already scaled by β; with `SCALE` false
+/// α is 1 and is not multiplied in.
+fn products<T: Real, const SCALE: bool>(
+    alpha: T,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut MatMut<'_, T>,
+    (m, k, n): (usize, usize, usize),
+) {
+    let times_alpha = |v: T| if SCALE { alpha * v } else { v };
+    let (a_rs, a_cs) = a.strides();
+    let (a_data, b_data, b_ld) = (a.data(), b.data(), b.row_stride());
+    for i in 0..m {
+        let c_row = c.row_mut(i);
+        if !b.is_transposed() {
+            // Eight columns of the row at a time, summed in registers over p: the
+            // additions are those of `C[i, j] += (α·A[i, p])·B[p, j]` for p in order,
+            // so the bits are those of the plain i-k-j loop, without loading and storing
+            // C at every p (which costs a Cortex-M4F most in a convolution's long products).
+            let mut j = 0;
+            while j + BLOCK <= n {
+                let mut acc: [T; BLOCK] = core::array::from_fn(|t| c_row[j + t]);
+                for p in 0..k {
+                    let a_ip = times_alpha(a_data[i * a_rs + p * a_cs]);
+                    let b_part = &b_data[p * b_ld + j..p * b_ld + j + BLOCK];
+                    for (acc_t, &b_pj) in acc.iter_mut().zip(b_part) {
+                        *acc_t += a_ip * b_pj;
+                    }
+                }
+                c_row[j..j + BLOCK].copy_from_slice(&acc);
+                j += BLOCK;
+            }
+            for (jj, c_ij) in c_row.iter_mut().enumerate().skip(j) {
+                let mut acc = *c_ij;
+                for p in 0..k {
+                    acc += times_alpha(a_data[i * a_rs + p * a_cs]) * b_data[p * b_ld + jj];
+                }
+                *c_ij = acc;
+            }
+        } else if let Some(a_row) = a.row(i) {
+            for (j, c_ij) in c_row.iter_mut().enumerate() {
+                // op(B)[p, j] is stored at row j, column p.
+                let b_col = &b_data[j * b_ld..j * b_ld + k];
+                let dot: T = a_row.iter().zip(b_col).map(|(&x, &y)| x * y).sum();
+                *c_ij += times_alpha(dot);
+            }
+        } else {
+            for (j, c_ij) in c_row.iter_mut().enumerate() {
+                let b_col = &b_data[j * b_ld..j * b_ld + k];
+                let dot: T = b_col
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &y)| a_data[i * a_rs + p * a_cs] * y)
+                    .sum();
+                *c_ij += times_alpha(dot);
+            }
+        }
     }
 }
 
