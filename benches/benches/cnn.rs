@@ -14,10 +14,9 @@
 //! passes and step are checked against `Naive`'s.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use manabi_benches::{labels, uniform};
+use manabi_benches::{SameBatch, labels, step, trainer, uniform};
 use manabi_layers::{
-    Conv2d, Init, Input, MaxPool2d, Mode, Network, Plan, PlanConfig, Shape, Spec, Target, Training,
-    Update,
+    Conv2d, Init, Input, MaxPool2d, Mode, Network, Plan, PlanConfig, Shape, Spec, Training, Update,
 };
 use manabi_matmul::{Gemm, Naive};
 use manabi_optim::Adam;
@@ -178,11 +177,16 @@ fn three_steps<G: Gemm<f32>>(g: &G, x: &[f32], labels: &[usize]) -> Vec<f32> {
     let mut net = Network::new(&plan, &mut arena).expect("the arena fits");
     net.init(Init::Book, &mut Rng::new(1));
     let adam = Adam::new(0.001);
-    let mut update = Update::optimizer(&plan, &adam, 1).expect("an Adam plan");
+    let update = Update::optimizer(&plan, &adam, 1).expect("an Adam plan");
+    let mut trainer = trainer(net, update);
+    let mut batch = SameBatch {
+        input: Input::Dense(x),
+        labels,
+    };
     for _ in 0..3 {
-        net.train_step(g, Input::Dense(x), Target::Labels(labels), &mut update);
+        step(&mut trainer, g, &mut batch);
     }
-    net.params().to_vec()
+    trainer.net().params().to_vec()
 }
 
 fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, want: &[f32]) {
@@ -200,21 +204,17 @@ fn bench_step<G: Gemm<f32>>(c: &mut Criterion, g: &G, want: &[f32]) {
     let mut net = Network::new(&plan, &mut arena).expect("the arena fits");
     net.init(Init::Book, &mut Rng::new(1));
     let adam = Adam::new(0.001);
-    let mut update = Update::optimizer(&plan, &adam, 1).expect("an Adam plan");
+    let update = Update::optimizer(&plan, &adam, 1).expect("an Adam plan");
+    let mut trainer = trainer(net, update);
+    let mut batch = SameBatch {
+        input: Input::Dense(&x),
+        labels: &labels,
+    };
     let flops = simple_cnn_flops().1 * BATCH as u64;
     let mut group = c.benchmark_group("cnn-step");
     group.bench_function(
         BenchmarkId::new(g.name(), format!("simple-cnn adam b{BATCH} t1 flop{flops}")),
-        |b| {
-            b.iter(|| {
-                net.train_step(
-                    g,
-                    Input::Dense(black_box(&x)),
-                    Target::Labels(&labels),
-                    &mut update,
-                )
-            })
-        },
+        |b| b.iter(|| step(&mut trainer, g, black_box(&mut batch))),
     );
     group.finish();
 }

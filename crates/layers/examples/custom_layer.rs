@@ -5,12 +5,14 @@
 //! sizes as data (the input's shape, no parameters, backward reads the output).
 
 use manabi_layers::{
-    Custom, Grad, Init, Input, Mode, Network, Plan, PlanConfig, Pointwise, Shape, SizeRule, Spec,
-    Target, Training, Update, gradcheck,
+    Batch, BatchSource, Custom, Grad, Init, Input, Mode, Moment, Network, Observer, OneNetwork,
+    Period, Plan, PlanConfig, Pointwise, Schedule, Shape, SizeRule, Spec, Stop, Target, Trainer,
+    Training, Update, gradcheck,
 };
 use manabi_matmul::Naive;
 use manabi_optim::Sgd;
 use manabi_tensor::{Error, Real, Rng};
+use std::convert::Infallible;
 
 /// `y = tanh(x)`; backward `dx = dy·(1 − y²)`, from the output alone.
 struct Tanh;
@@ -82,7 +84,41 @@ fn main() -> Result<(), Error> {
     check(&x, &labels)
 }
 
-/// 3,000 steps of SGD in f32, printing the loss.
+/// Batches of points drawn at random from the set.
+struct Points<'d> {
+    x: &'d [f32],
+    labels: &'d [usize],
+    rng: Rng,
+    xb: [f32; 2 * BATCH],
+    tb: [usize; BATCH],
+}
+
+impl BatchSource<f32, Infallible> for Points<'_> {
+    fn next(&mut self, _: u64, _: &mut Network<'_, f32>) -> Result<Batch<'_, f32>, Infallible> {
+        for (k, t) in self.tb.iter_mut().enumerate() {
+            let i = self.rng.below(POINTS);
+            self.xb[2 * k..2 * k + 2].copy_from_slice(&self.x[2 * i..2 * i + 2]);
+            *t = self.labels[i];
+        }
+        Ok(Batch {
+            input: Input::Dense(&self.xb),
+            labels: &self.tb,
+        })
+    }
+}
+
+/// Prints the mean loss every 500 steps.
+struct Report;
+
+impl<S> Observer<f32, S, Infallible> for Report {
+    fn evaluate(&mut self, at: &mut Moment<'_, '_, f32, S>, mean: f64) -> Result<(), Infallible> {
+        let step = at.progress.iteration;
+        println!("steps {:4}-{step:4}  mean loss {mean:.4}", step - 499);
+        Ok(())
+    }
+}
+
+/// 3,000 steps of SGD in f32 through the library's training loop, printing the loss.
 fn train(x: &[f32], labels: &[usize], rng: &mut Rng) -> Result<(), Error> {
     let plan = plan_for(BATCH, Training::Backprop { optimizer_slots: 0 })?;
     let mut arena = plan.alloc_arena::<f32>();
@@ -95,27 +131,26 @@ fn train(x: &[f32], labels: &[usize], rng: &mut Rng) -> Result<(), Error> {
         plan.param_len()
     );
     let sgd = Sgd::new(0.5);
-    let mut update = Update::optimizer(&plan, &sgd, 1)?;
-    let (mut xb, mut tb) = ([0.0f32; 2 * BATCH], [0usize; BATCH]);
-    let mut sum = 0.0;
-    for step in 1..=3000 {
-        // A batch of points drawn at random.
-        for (k, t) in tb.iter_mut().enumerate() {
-            let i = rng.below(POINTS);
-            xb[2 * k..2 * k + 2].copy_from_slice(&x[2 * i..2 * i + 2]);
-            *t = labels[i];
-        }
-        sum += net.train_step(&Naive, Input::Dense(&xb), Target::Labels(&tb), &mut update);
-        if step % 500 == 0 {
-            println!(
-                "steps {:4}-{step:4}  mean loss {:.4}",
-                step - 499,
-                sum / 500.0
-            );
-            sum = 0.0;
-        }
+    let update = Update::optimizer(&plan, &sgd, 1)?;
+    let schedule = Schedule {
+        evaluate: Some(Period::ends(500)),
+        ..Schedule::new(3000)
+    };
+    let mut trainer = Trainer::new(net, update, schedule);
+    let mut points = Points {
+        x,
+        labels,
+        rng: rng.clone(),
+        xb: [0.0; 2 * BATCH],
+        tb: [0; BATCH],
+    };
+    if let Err(Stop::Diverged { iteration, why }) =
+        trainer.run(&Naive, &mut points, &mut OneNetwork, &mut Report)
+    {
+        println!("diverged at iteration {iteration}: {why}");
     }
-    println!("training accuracy {:.3}", net.accuracy(&Naive, x, labels));
+    let accuracy = trainer.net_mut().accuracy(&Naive, x, labels);
+    println!("training accuracy {accuracy:.3}");
     Ok(())
 }
 
