@@ -2,7 +2,7 @@
 //!
 //! A file is an 8-byte little-endian header length, a JSON header (padded with spaces to a
 //! multiple of 8 bytes) naming each tensor's dtype, shape and byte range, then the tensors'
-//! bytes (little-endian, row-major). [`write`] lays tensors out as the `safetensors` crate
+//! bytes (little-endian, row-major). [`write()`] lays tensors out as the `safetensors` crate
 //! does — sorted by dtype (widest first, in the crate's order) then name, the header compact
 //! JSON — so a file written here has the same bytes as one the crate writes from the same
 //! tensors and one metadata entry. [`SafeTensors::parse`] checks the header (its length, its
@@ -120,7 +120,7 @@ impl fmt::Display for Name<'_> {
     }
 }
 
-/// The longest name [`write`] sorts by (longer names compare by this prefix, then length).
+/// The longest name [`write()`] sorts by (longer names compare by this prefix, then length).
 const NAME_ROOM: usize = 64;
 
 impl Name<'_> {
@@ -400,8 +400,8 @@ fn lengths(entries: &[Entry<'_>], meta: &[(&str, &str)]) -> (usize, usize) {
     (padded, 8 + padded + data)
 }
 
-/// Bytes a file of `entries` and `meta` takes (the buffer [`write`] needs); sorts `entries`
-/// into file order, as [`write`] does (the header's offsets depend on it).
+/// Bytes a file of `entries` and `meta` takes (the buffer [`write()`] needs); sorts `entries`
+/// into file order, as [`write()`] does (the header's offsets depend on it).
 pub fn file_len(entries: &mut [Entry<'_>], meta: &[(&str, &str)]) -> usize {
     sort(entries);
     lengths(entries, meta).1
